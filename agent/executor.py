@@ -1,0 +1,209 @@
+"""Run one exec command on this node the way an operator expects.
+
+The command runs in its own session (process group) with stdin from
+/dev/null. Output is captured (capped) for the final result and streamed to
+the daemon chunk by chunk, each chunk waiting for credit, so a slow reader
+slows the command instead of filling the agent's memory. Timeout and cancel
+signal the whole group (SIGTERM, then SIGKILL), grandchildren included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gdos.flow import CreditWindow
+from gdos.protocol import CHUNK_BYTES, OUTPUT_CAP_BYTES
+
+KILL_GRACE = 2.0
+
+Send = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class Capture:
+    data: bytearray = field(default_factory=bytearray)
+    truncated: bool = False
+
+    def add(self, chunk: bytes) -> None:
+        room = OUTPUT_CAP_BYTES - len(self.data)
+        if len(chunk) > room:
+            self.truncated = True
+        self.data += chunk[: max(room, 0)]
+
+
+class ExecRun:
+    """One command of one task on this node."""
+
+    def __init__(self, request: dict[str, Any], send: Send) -> None:
+        self.request, self.send = request, send
+        self.task_id: int = request["task"]
+        self.initial_credit = max(1, int(request.get("credit", 16)))
+        self.window = CreditWindow(self.initial_credit)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.outcome: str | None = None  # set by timeout or cancel
+        self.started = time.time()
+        self.seq = 0
+
+    def reset_credit(self) -> None:
+        """After a reconnect the daemon starts counting afresh."""
+        self.window.close()
+        self.window = CreditWindow(self.initial_credit)
+
+    async def run(self) -> dict[str, Any]:
+        try:
+            self.proc = await self._spawn()
+        except _SpawnError as exc:
+            return self._result("failed", exit_code=exc.exit_code, reason=str(exc))
+        self.send("exec.started", {"task": self.task_id, "pid": self.proc.pid})
+        out, err = Capture(), Capture()
+        readers = asyncio.gather(
+            self._pump(self.proc.stdout, "stdout", out), self._pump(self.proc.stderr, "stderr", err)
+        )
+        timeout = float(self.request["timeout"])
+        try:
+            await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout)
+            remaining = max(0.0, timeout - (time.time() - self.started))
+            await asyncio.wait_for(asyncio.shield(readers), remaining)
+            pipes_note = None
+        except TimeoutError:
+            leader_done = self.proc.returncode is not None
+            await self._kill_group()
+            if not leader_done:
+                self.outcome = self.outcome or "timed_out"
+            pipes_note = "background processes held the output open; killed at the timeout"
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(readers, KILL_GRACE)
+        return self._final(out, err, pipes_note)
+
+    def _final(self, out: Capture, err: Capture, note: str | None) -> dict[str, Any]:
+        code = self.proc.returncode if self.proc else None
+        extra = {
+            "stdout": bytes(out.data),
+            "stderr": bytes(err.data),
+            "stdout_truncated": out.truncated,
+            "stderr_truncated": err.truncated,
+        }
+        if self.outcome == "timed_out":
+            reason = f"timed out after {self.request['timeout']:g}s; process group killed"
+            return self._result("timed_out", exit_code=code, reason=reason, **extra)
+        if self.outcome == "canceled":
+            return self._result(
+                "canceled", exit_code=code, reason="canceled by the operator", **extra
+            )
+        if code is not None and code < 0:
+            reason = f"killed by signal {signal.Signals(-code).name}"
+            return self._result("failed", exit_code=code, reason=reason, **extra)
+        status = "succeeded" if code == 0 else "failed"
+        why = note or (None if code == 0 else f"exited with code {code}")
+        return self._result(status, exit_code=code, reason=why, **extra)
+
+    def _result(self, status: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "task": self.task_id,
+            "status": status,
+            "started": self.started,
+            "ended": time.time(),
+            **fields,
+        }
+
+    async def cancel(self) -> None:
+        self.outcome = self.outcome or "canceled"
+        await self._kill_group()
+
+    async def _kill_group(self) -> None:
+        """SIGTERM the whole group, SIGKILL what is left after a grace period."""
+        self.window.close()
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE
+        while time.monotonic() < deadline and _group_alive(pgid):
+            await asyncio.sleep(0.05)
+        _signal_group(pgid, signal.SIGKILL)
+
+    async def _pump(self, stream: asyncio.StreamReader | None, name: str, capture: Capture) -> None:
+        if stream is None:
+            return
+        while chunk := await stream.read(CHUNK_BYTES):
+            capture.add(chunk)
+            if await self.window.acquire():
+                self.seq += 1
+                self.send(
+                    "exec.output",
+                    {"task": self.task_id, "stream": name, "seq": self.seq, "data": chunk},
+                )
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        argv = [str(a) for a in self.request["argv"]]
+        if self.request.get("shell"):
+            argv = ["/bin/sh", "-c", " ".join(argv)]
+        env = {**os.environ, **(self.request.get("env") or {})}
+        cwd = self.request.get("cwd") or None
+        kwargs: dict[str, Any] = {}
+        if self.request.get("user"):
+            kwargs = _user_kwargs(self.request["user"], env)
+            cwd = cwd or env.get("HOME")
+        if cwd and not os.path.isdir(cwd):
+            raise _SpawnError(f"working directory {cwd} does not exist on this node", None)
+        try:
+            return await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                **kwargs,
+            )
+        except FileNotFoundError:
+            raise _SpawnError(f"command not found: {argv[0]}", 127) from None
+        except PermissionError:
+            raise _SpawnError(f"permission denied: {argv[0]}", 126) from None
+        except OSError as exc:
+            raise _SpawnError(f"could not start {argv[0]}: {exc.strerror}", None) from None
+
+
+class _SpawnError(Exception):
+    def __init__(self, message: str, exit_code: int | None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _user_kwargs(user: str, env: dict[str, str]) -> dict[str, Any]:
+    if os.geteuid() != 0:
+        raise _SpawnError("--user needs the agent to run as root", None)
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise _SpawnError(f"no user {user!r} on this node", None) from None
+    env.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
+    return {
+        "user": entry.pw_uid,
+        "group": entry.pw_gid,
+        "extra_groups": os.getgrouplist(user, entry.pw_gid),
+    }
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

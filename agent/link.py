@@ -1,0 +1,343 @@
+"""The agent's link to the daemon: one DEALER socket, redialled with backoff.
+
+A session starts with ``hello`` (facts, and a join-token proof while
+enrolling) and lives while the daemon answers. Heartbeats and metrics go out
+on the intervals the daemon pushes. When the link is lost (disconnect event,
+no answer for too long, refused key) the socket is closed and dialled again
+after an exponential backoff with jitter. Exec results are kept until the
+daemon acknowledges them and sent again after every reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from agent.executor import ExecRun
+from agent.metrics import MetricsSampler
+from gdos import __version__, protocol
+from gdos.errors import ErrorCode
+from gdos.keys import KeyPair
+from gdos.protocol import Message, ProtocolError
+from gdos.tokens import JoinToken, proof
+
+log = logging.getLogger("gdos.agent")
+
+HELLO_TIMEOUT = 5.0
+SILENCE_FACTOR = 3.0
+MIN_SILENCE = 10.0
+
+
+@dataclass
+class LinkConfig:
+    name: str
+    address: str
+    server_key: str | None  # None: --insecure
+    keypair: KeyPair | None
+    token: JoinToken | None = None
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with 'equal jitter': half fixed, half random."""
+    ceiling = min(cap, base * (2 ** min(attempt, 30)))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class Link:
+    def __init__(self, config: LinkConfig, facts: dict[str, Any]) -> None:
+        self.config, self.facts = config, facts
+        self.ctx = zmq.asyncio.Context()
+        self.socket: zmq.asyncio.Socket | None = None
+        self.sampler = MetricsSampler()
+        self.heartbeat_interval, self.metrics_interval = 15.0, 5.0
+        self.state = "normal"
+        self.runs: dict[int, ExecRun] = {}
+        self.unacked: dict[int, dict[str, Any]] = {}
+        self.started = time.time()
+        self._last_refusal = ""
+        self._stop = asyncio.Event()
+        self._background: set[asyncio.Future[Any]] = set()
+
+    # -- outer loop -----------------------------------------------------------
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            welcomed = await self._session()
+            attempt = 0 if welcomed else attempt + 1
+            delay = backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max)
+            log.debug("redialling in %.2fs", delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+        for run in list(self.runs.values()):
+            await run.cancel()
+        self.ctx.destroy(linger=0)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background, keeping a reference until it ends."""
+        future = asyncio.ensure_future(coro)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+
+    def _make_socket(self) -> zmq.asyncio.Socket:
+        s = self.ctx.socket(zmq.DEALER)
+        s.linger = 0
+        s.routing_id = self.config.name.encode()
+        s.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES + 4096)
+        s.setsockopt(zmq.SNDHWM, 10_000)
+        s.setsockopt(zmq.RECONNECT_IVL, 200)
+        s.setsockopt(zmq.HEARTBEAT_IVL, 10_000)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 30_000)
+        if self.config.keypair is not None and self.config.server_key:
+            s.curve_serverkey = self.config.server_key.encode()
+            s.curve_publickey = self.config.keypair.public
+            s.curve_secretkey = self.config.keypair.secret
+        return s
+
+    async def _session(self) -> bool:
+        """One connection; returns True when the daemon welcomed us."""
+        sock = self.socket = self._make_socket()
+        monitor = sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        )
+        sock.connect(self.config.address)
+        welcomed = False
+        try:
+            self._send("hello", self._hello_body())
+            welcomed = await self._converse(sock, monitor)
+        finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+            sock.close(linger=0)
+            self.socket = None
+        return welcomed
+
+    async def _converse(self, sock: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket) -> bool:
+        welcomed = False
+        last_rx = time.monotonic()
+        hello_deadline = last_rx + HELLO_TIMEOUT
+        next_hb = next_metrics = 0.0
+        recv = asyncio.ensure_future(sock.recv())
+        event = asyncio.ensure_future(monitor.recv_multipart())
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if not welcomed and now > hello_deadline:
+                    log.warning(
+                        "no welcome from %s within %.0fs", self.config.address, HELLO_TIMEOUT
+                    )
+                    return False
+                silence = max(MIN_SILENCE, SILENCE_FACTOR * self.heartbeat_interval)
+                if welcomed and now - last_rx > silence:
+                    log.warning("daemon silent for %.0fs; reconnecting", now - last_rx)
+                    return True
+                if welcomed and now >= next_hb:
+                    self._send("heartbeat", {"uptime": time.time() - self.started})
+                    next_hb = now + self.heartbeat_interval
+                if welcomed and now >= next_metrics:
+                    self._send("metrics", {"sample": self.sampler.sample()})
+                    next_metrics = now + self.metrics_interval
+                wake = (
+                    min(t for t in (next_hb, next_metrics, hello_deadline) if t > now)
+                    if not welcomed
+                    else min(next_hb, next_metrics)
+                )
+                done, _ = await asyncio.wait(
+                    {recv, event},
+                    timeout=max(0.05, wake - now),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if event in done:
+                    if self._link_event(event.result()):
+                        return welcomed
+                    event = asyncio.ensure_future(monitor.recv_multipart())
+                if recv in done:
+                    last_rx = time.monotonic()
+                    result = self._receive(recv.result())
+                    recv = asyncio.ensure_future(sock.recv())
+                    if result == "welcome":
+                        welcomed, next_hb, next_metrics = True, 0.0, 0.0
+                        self._after_welcome()
+                    elif result == "close":
+                        return welcomed
+        finally:
+            for future in (recv, event):
+                future.cancel()
+        return welcomed
+
+    def _link_event(self, frames: list[bytes]) -> bool:
+        """True when the event means this connection is over."""
+        info = parse_monitor_message(frames)
+        kind = info["event"]
+        if kind == zmq.EVENT_DISCONNECTED:
+            log.info("disconnected from %s", self.config.address)
+            return True
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            self._refused(
+                "the daemon refused this agent's key (pending or rejected); "
+                f"on the daemon run 'gdos key accept {self.config.name}'"
+            )
+            return True
+        self._refused(
+            "handshake with the daemon failed: check the daemon key, and that "
+            "--insecure is given on both sides or neither"
+        )
+        return True
+
+    def _refused(self, text: str) -> None:
+        if text != self._last_refusal:
+            log.error("error[%s]: %s", ErrorCode.KEY_NOT_ACCEPTED, text)
+            self._last_refusal = text
+
+    # -- messages ---------------------------------------------------------------
+    def _hello_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": self.config.name,
+            "version": __version__,
+            "facts": self.facts,
+        }
+        token, keypair = self.config.token, self.config.keypair
+        if token is not None and keypair is not None:
+            body["join"] = {"token": token.token_id, "proof": proof(token.secret, keypair.public)}
+        return body
+
+    def _after_welcome(self) -> None:
+        self._last_refusal = ""
+        for run in self.runs.values():
+            run.reset_credit()
+        for body in self.unacked.values():
+            self._send("exec.result", body)
+
+    def _send(self, kind: str, body: dict[str, Any]) -> None:
+        if self.socket is None:
+            return
+        future: Any = self.socket.send(protocol.encode(kind, body), flags=zmq.DONTWAIT, copy=False)
+        if future.done() and future.exception() is not None:
+            log.debug("could not send %s now", kind)
+
+    def _receive(self, data: bytes) -> str | None:
+        try:
+            msg = protocol.decode(data)
+        except ProtocolError as exc:
+            log.warning("bad frame from the daemon: %s", exc)
+            return None
+        handler = getattr(self, "_on_" + msg.kind.replace(".", "_"), None)
+        if handler is None:
+            log.warning("unexpected %s from the daemon", msg.kind)
+            return None
+        result: str | None = handler(msg)
+        return result
+
+    def _apply_config(self, msg: Message) -> None:
+        config = msg.body["config"]
+        self.heartbeat_interval = _interval(config.get("heartbeat_interval"), 15.0)
+        self.metrics_interval = _interval(config.get("metrics_interval"), 5.0)
+        self.state = msg.body["state"]
+
+    def _on_welcome(self, msg: Message) -> str:
+        self._apply_config(msg)
+        log.info(
+            "connected to %s as %s (state %s)", self.config.address, self.config.name, self.state
+        )
+        return "welcome"
+
+    def _on_heartbeat_ack(self, msg: Message) -> None:
+        self._apply_config(msg)
+
+    def _on_config(self, msg: Message) -> None:
+        self._apply_config(msg)
+        log.info("state is now %s", self.state)
+
+    def _on_rehello(self, msg: Message) -> None:
+        self._send("hello", self._hello_body())
+
+    def _on_revoked(self, msg: Message) -> str:
+        log.error("the daemon revoked this agent: %s", msg.body["reason"])
+        return "close"
+
+    def _on_error(self, msg: Message) -> str | None:
+        log.error("error[%s]: %s", msg.body["code"], msg.body["message"])
+        return "close" if msg.body["code"] == ErrorCode.KEY_NOT_ACCEPTED else None
+
+    def _on_exec_run(self, msg: Message) -> None:
+        body = msg.body
+        refusal = self._refusal(bool(body.get("allow_drained")))
+        if refusal or body["task"] in self.runs:
+            if refusal:
+                now = time.time()
+                self._finish(
+                    body["task"],
+                    {
+                        "task": body["task"],
+                        "status": "unreachable",
+                        "started": now,
+                        "ended": now,
+                        "reason": refusal,
+                    },
+                )
+            return
+        run = ExecRun(body, self._send)
+        self.runs[run.task_id] = run
+        self._spawn(self._execute(run))
+
+    def _refusal(self, allow_drained: bool) -> str | None:
+        if self.state == "disabled":
+            return "node is disabled; the agent refuses work"
+        if self.state == "maintenance" and not allow_drained:
+            return "node is in maintenance; the agent takes no new work"
+        return None
+
+    async def _execute(self, run: ExecRun) -> None:
+        try:
+            result = await run.run()
+        except Exception as exc:  # the agent must answer whatever happens
+            log.exception("exec of task %d failed", run.task_id)
+            now = time.time()
+            result = {
+                "task": run.task_id,
+                "status": "failed",
+                "started": run.started,
+                "ended": now,
+                "reason": f"agent error: {exc}",
+            }
+        self.runs.pop(run.task_id, None)
+        self._finish(run.task_id, result)
+
+    def _finish(self, task_id: int, result: dict[str, Any]) -> None:
+        self.unacked[task_id] = result
+        self._send("exec.result", result)
+
+    def _on_exec_cancel(self, msg: Message) -> None:
+        run = self.runs.get(msg.body["task"])
+        if run is not None:
+            self._spawn(run.cancel())
+
+    def _on_exec_credit(self, msg: Message) -> None:
+        run = self.runs.get(msg.body["task"])
+        if run is not None:
+            run.window.grant(msg.body["credit"])
+
+    def _on_exec_result_ack(self, msg: Message) -> None:
+        self.unacked.pop(msg.body["task"], None)
+
+
+def _interval(value: Any, default: float) -> float:
+    if isinstance(value, int | float) and 0.05 <= value <= 3600:
+        return float(value)
+    return default

@@ -1,0 +1,1 @@
+"""The ``gdos`` command line: thin modules that parse, call the client, render."""

@@ -1,0 +1,52 @@
+"""``gdos agent run``: parse here, then exec the lean agent process."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Run the node agent.", no_args_is_help=True)
+
+
+@app.command()
+def run(
+    join: str | None = typer.Option(None, "--join", help="Join token from 'gdos token create'."),
+    daemon: str | None = typer.Option(None, "--daemon", help="Daemon mesh address HOST:PORT."),
+    daemon_key: str | None = typer.Option(None, "--daemon-key", help="Daemon public key (z85)."),
+    name: str | None = typer.Option(None, "--name", help="Node name (default: hostname)."),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="Agent state folder."),
+    insecure: bool = typer.Option(False, "--insecure", help="Plaintext mesh (daemon too)."),
+    backoff_max: float = typer.Option(30.0, "--backoff-max", help="Reconnect backoff cap, s."),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+) -> None:
+    """Run the agent in the foreground; it dials the daemon and keeps redialling.
+
+    The agent runs as its own lean process (no CLI libraries loaded), so this
+    command replaces itself with ``python -m agent``.
+    """
+    argv = [
+        sys.executable,
+        "-m",
+        "agent",
+        "--backoff-max",
+        str(backoff_max),
+        "--log-level",
+        log_level,
+    ]
+    for flag, value in (
+        ("--join", join),
+        ("--daemon", daemon),
+        ("--daemon-key", daemon_key),
+        ("--name", name),
+        ("--state-dir", state_dir),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    if insecure:
+        argv.append("--insecure")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)

@@ -1,0 +1,136 @@
+"""What every command module shares: running a client call, errors, output.
+
+Heavy modules (rich, asyncio, the client) are imported inside the functions
+that need them, so ``gdos --help`` and shell completion stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+
+from gdos.errors import ErrorCode, GdosError
+
+T = TypeVar("T")
+
+JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON.")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def fail(error: GdosError) -> NoReturn:
+    """Print an error the way every command does, and exit with its code."""
+    sys.stderr.write(f"{error}\n")
+    raise typer.Exit(error.exit_code)
+
+
+def run(call: Callable[[Any], Awaitable[T]]) -> T:
+    """Connect to the daemon, run ``call(client)``, close; errors become exits."""
+    import asyncio
+
+    from gdos.client import Client
+
+    async def main() -> T:
+        client = await Client.connect()
+        try:
+            return await call(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(main())
+    except GdosError as error:
+        fail(error)
+
+
+def request(kind: str, **body: Any) -> dict[str, Any]:
+    """One request, one reply."""
+    return run(lambda client: client.call(kind, **body))
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """'90', '90s', '15m', '1h', '2d' -> seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        fail(
+            GdosError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"{what} {text!r} is not a duration; use e.g. 30s, 15m, 1h or 2d.",
+            )
+        )
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def human_bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def ago(ts: float | None) -> str:
+    return "never" if ts is None else human_duration(time.time() - ts) + " ago"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def complete_node_names(incomplete: str) -> list[str]:
+    """Live completion of node names; silent and quick when the daemon is down."""
+    import asyncio
+
+    from gdos.client import Client
+
+    async def names() -> list[str]:
+        client = await Client.connect(timeout=0.3)
+        try:
+            reply = await client.call("node.names", timeout=0.5, prefix=incomplete)
+        finally:
+            await client.close()
+        return list(reply.get("names", []))
+
+    try:
+        return asyncio.run(names())
+    except Exception:
+        return []

@@ -1,0 +1,141 @@
+"""``gdos daemon run | start | stop | status``."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from gdos.cli.common import JSON_OPTION, fail, print_json
+from gdos.errors import GdosError
+
+app = typer.Typer(help="Run, start, stop and inspect the control daemon.", no_args_is_help=True)
+
+MESH = typer.Option("tcp://0.0.0.0:7420", "--mesh", help="Address the mesh ROUTER binds.")
+ADVERTISE = typer.Option(None, "--advertise", help="Mesh address written into join tokens.")
+HEARTBEAT = typer.Option(15.0, "--heartbeat", help="Agent heartbeat interval, seconds.")
+METRICS = typer.Option(5.0, "--metrics-interval", help="Agent metrics interval, seconds.")
+OFFLINE = typer.Option(45.0, "--offline-after", help="Seconds of silence before offline.")
+INSECURE = typer.Option(False, "--insecure", help="Plaintext mesh (agents need it too).")
+LOG_LEVEL = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+
+
+def _config(
+    mesh: str,
+    advertise: str | None,
+    heartbeat: float,
+    metrics: float,
+    offline: float,
+    insecure: bool,
+) -> object:
+    from gdos.daemon.config import DaemonConfig
+    from gdos.errors import ErrorCode
+
+    if min(heartbeat, metrics, offline) <= 0 or offline <= heartbeat:
+        fail(
+            GdosError(
+                ErrorCode.INVALID_ARGUMENT,
+                "intervals must be positive and --offline-after longer than --heartbeat.",
+            )
+        )
+    return DaemonConfig(
+        mesh_bind=mesh,
+        advertise=advertise,
+        heartbeat_interval=heartbeat,
+        metrics_interval=metrics,
+        offline_after=offline,
+        insecure=insecure,
+    )
+
+
+@app.command()
+def run(
+    mesh: str = MESH,
+    advertise: str | None = ADVERTISE,
+    heartbeat: float = HEARTBEAT,
+    metrics_interval: float = METRICS,
+    offline_after: float = OFFLINE,
+    insecure: bool = INSECURE,
+    log_level: str = LOG_LEVEL,
+) -> None:
+    """Run the daemon in the foreground (logs to stderr)."""
+    from gdos import paths
+    from gdos.daemon.lifecycle import run_foreground
+
+    config = _config(mesh, advertise, heartbeat, metrics_interval, offline_after, insecure)
+    try:
+        run_foreground(config, paths.resolve(), log_level)
+    except GdosError as error:
+        fail(error)
+    except OSError as error:
+        sys.stderr.write(f"error[daemon_unavailable]: cannot start the daemon: {error}\n")
+        raise typer.Exit(3) from None
+
+
+@app.command()
+def start(
+    mesh: str = MESH,
+    advertise: str | None = ADVERTISE,
+    heartbeat: float = HEARTBEAT,
+    metrics_interval: float = METRICS,
+    offline_after: float = OFFLINE,
+    insecure: bool = INSECURE,
+    log_level: str = LOG_LEVEL,
+) -> None:
+    """Start the daemon in the background; returns once it answers."""
+    from gdos import paths
+    from gdos.daemon.lifecycle import start_background
+
+    _config(mesh, advertise, heartbeat, metrics_interval, offline_after, insecure)
+    args = [
+        "--mesh",
+        mesh,
+        "--heartbeat",
+        str(heartbeat),
+        "--metrics-interval",
+        str(metrics_interval),
+        "--offline-after",
+        str(offline_after),
+        "--log-level",
+        log_level,
+    ]
+    if advertise:
+        args += ["--advertise", advertise]
+    if insecure:
+        args.append("--insecure")
+    where = paths.resolve()
+    try:
+        pid = start_background(args, where)
+    except GdosError as error:
+        fail(error)
+    sys.stdout.write(f"gdosd started (pid {pid}); log: {where.daemon_log}\n")
+
+
+@app.command()
+def stop() -> None:
+    """Stop the background daemon."""
+    from gdos import paths
+    from gdos.daemon.lifecycle import stop_background
+
+    try:
+        pid = stop_background(paths.resolve())
+    except GdosError as error:
+        fail(error)
+    sys.stdout.write(f"gdosd stopped (pid {pid})\n")
+
+
+@app.command()
+def status(json: bool = JSON_OPTION) -> None:
+    """Show whether the daemon runs, its mesh address, key and node counts."""
+    from gdos.cli.common import ago, request
+
+    info = request("ping")
+    if json:
+        print_json(info)
+        return
+    sys.stdout.write(
+        f"gdosd {info['version']} running, pid {info['pid']}, up since {ago(info['started'])}\n"
+        f"mesh:       {info['mesh']}{' (INSECURE)' if info['insecure'] else ''}\n"
+        f"public key: {info['public_key'] or '-'}\n"
+        f"nodes:      {info['online']} online of {info['nodes']}\n"
+    )

@@ -1,0 +1,229 @@
+"""``gdos exec TARGETS -- CMD [ARGS...]``: run a command across nodes.
+
+Output streams per host as it arrives (host-prefixed, coloured on a tty),
+then a summary. The exit code tells scripts what happened (README): 0 only
+when every host succeeded. Ctrl-C cancels the task on every node; a second
+Ctrl-C leaves at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from typer.core import TyperCommand
+
+from gdos.cli.common import complete_node_names, fail, human_duration, parse_duration, print_json
+from gdos.errors import ErrorCode, ExitCode, GdosError
+
+COLOURS = [31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96]
+STATUS_COLOUR = {
+    "succeeded": 32,
+    "failed": 31,
+    "timed_out": 33,
+    "canceled": 35,
+    "unreachable": 31,
+    "running": 36,
+}
+
+
+class CommandAfterDashDash(TyperCommand):
+    """Keeps everything after the first ``--`` as the remote command, untouched."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta["gdos.remote_argv"] = args[cut + 1 :]
+            args = args[:cut]
+        else:
+            ctx.meta["gdos.remote_argv"] = []
+        return super().parse_args(ctx, args)
+
+
+def exit_code_for(statuses: list[str]) -> int:
+    """The documented exit code for a set of host statuses."""
+    order = [
+        ("canceled", ExitCode.CANCELED),
+        ("unreachable", ExitCode.EXEC_UNREACHABLE),
+        ("timed_out", ExitCode.EXEC_TIMED_OUT),
+        ("failed", ExitCode.EXEC_FAILED),
+    ]
+    for status, code in order:
+        if status in statuses:
+            return int(code)
+    return int(ExitCode.OK)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("exec", cls=CommandAfterDashDash, no_args_is_help=True)(exec_command)
+
+
+def exec_command(
+    ctx: typer.Context,
+    targets: list[str] = typer.Argument(
+        None, help="Node names.", autocompletion=complete_node_names
+    ),
+    all_: bool = typer.Option(False, "--all", "-a", help="Every enrolled node."),
+    match: str | None = typer.Option(None, "--match", "-m", help="Nodes matching a glob."),
+    timeout: str = typer.Option("300s", "--timeout", "-t", help="Per-host time limit."),
+    shell: bool = typer.Option(False, "--shell", help="Run the command through /bin/sh -c."),
+    env: list[str] = typer.Option(None, "--env", "-e", help="K=V for the command (repeat)."),
+    cwd: str | None = typer.Option(None, "--cwd", help="Working directory on the node."),
+    user: str | None = typer.Option(None, "--user", "-u", help="Run as this user (agent root)."),
+    include_drained: bool = typer.Option(
+        False, "--include-drained", help="Also run on nodes in maintenance."
+    ),
+    json: bool = typer.Option(False, "--json", help="Print one JSON result at the end."),
+) -> None:
+    """Run a command on nodes: gdos exec web-1 web-2 -- uptime."""
+    argv = ctx.meta.get("gdos.remote_argv") or []
+    if not argv:
+        fail(
+            GdosError(
+                ErrorCode.INVALID_ARGUMENT,
+                "give the command after '--', e.g. gdos exec --all -- uptime.",
+            )
+        )
+    if not (targets or all_ or match):
+        fail(GdosError(ErrorCode.NO_TARGET, "name nodes, or use --all or --match GLOB."))
+    request = {
+        "argv": argv,
+        "targets": targets or [],
+        "all": all_,
+        "match": match,
+        "timeout": parse_duration(timeout, "--timeout"),
+        "shell": shell,
+        "env": _parse_env(env or []),
+        "cwd": cwd,
+        "user": user,
+        "allow_drained": include_drained,
+        "follow": True,
+    }
+    from gdos.cli.common import run
+
+    code = run(lambda client: _follow(client, request, json))
+    raise typer.Exit(code)
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(GdosError(ErrorCode.INVALID_ARGUMENT, f"--env {pair!r} must look like K=V."))
+        env[key] = value
+    return env
+
+
+async def _follow(client: Any, request: dict[str, Any], as_json: bool) -> int:
+    import asyncio
+    import signal
+
+    reply, events = await client.stream("exec.start", **request)
+    task_id = reply["task"]
+    printer = _Printer(quiet=as_json)
+    for host in reply["hosts"]:
+        printer.host(host)
+    loop = asyncio.get_running_loop()
+    interrupts = [0]
+    cancels: list[asyncio.Future[Any]] = []
+
+    def on_interrupt() -> None:
+        interrupts[0] += 1
+        if interrupts[0] > 1:
+            sys.stderr.write("\nleaving; the task keeps being canceled by the daemon\n")
+            raise SystemExit(int(ExitCode.CANCELED))
+        sys.stderr.write(f"\ncanceling task {task_id} (Ctrl-C again to leave now)\n")
+        cancels.append(asyncio.ensure_future(client.call("task.cancel", id=task_id)))
+
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    async for event in events:
+        if event["type"] == "output":
+            printer.output(event)
+        elif event["type"] == "host":
+            printer.host(event)
+    loop.remove_signal_handler(signal.SIGINT)
+    task = (await client.call("task.show", id=task_id))["task"]
+    if as_json:
+        print_json(task)
+    else:
+        printer.flush_all()
+        _summary(task)
+    return exit_code_for([h["status"] for h in task["hosts"]])
+
+
+class _Printer:
+    """Prints complete lines per host and stream, prefixed with the host name."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stdout.isatty()
+        self.partial: dict[tuple[str, str], bytes] = {}
+        self.colours: dict[str, int] = {}
+        self.width = 0
+
+    def prefix(self, node: str) -> str:
+        self.width = max(self.width, len(node))
+        label = f"{node:<{self.width}} |"
+        if not self.tty:
+            return label
+        colour = self.colours.setdefault(node, COLOURS[len(self.colours) % len(COLOURS)])
+        return f"\x1b[{colour}m{label}\x1b[0m"
+
+    def output(self, event: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        key = (event["node"], event["stream"])
+        data = self.partial.pop(key, b"") + event["data"]
+        *lines, rest = data.split(b"\n")
+        if rest:
+            self.partial[key] = rest
+        self._write(key, lines)
+
+    def _write(self, key: tuple[str, str], lines: list[bytes]) -> None:
+        out = sys.stderr if key[1] == "stderr" else sys.stdout
+        prefix = self.prefix(key[0])
+        for line in lines:
+            out.write(f"{prefix} {line.decode('utf-8', 'replace')}\n")
+        out.flush()
+
+    def host(self, event: dict[str, Any]) -> None:
+        node = event["node"]
+        for stream in ("stdout", "stderr"):
+            rest = self.partial.pop((node, stream), None)
+            if rest and not self.quiet:
+                self._write((node, stream), [rest])
+        if event["status"] == "unreachable" and not self.quiet:
+            sys.stderr.write(f"{self.prefix(node)} unreachable: {event['reason']}\n")
+
+    def flush_all(self) -> None:
+        for key, rest in list(self.partial.items()):
+            self._write(key, [rest])
+        self.partial.clear()
+
+
+def _summary(task: dict[str, Any]) -> None:
+    hosts = task["hosts"]
+    tty = sys.stdout.isatty()
+    width = max([len(h["node"]) for h in hosts] + [4])
+    lines = [
+        f"\ntask {task['id']}: {task['status']}",
+        f"{'HOST':<{width}}  {'STATUS':<11}  {'EXIT':>4}  {'DURATION':>8}  REASON",
+    ]
+    for h in hosts:
+        status = h["status"]
+        shown = f"{status:<11}"
+        if tty:
+            shown = f"\x1b[{STATUS_COLOUR.get(status, 0)}m{shown}\x1b[0m"
+        duration = (h["ended"] - h["started"]) if h["ended"] and h["started"] else None
+        code = "-" if h["exit_code"] is None else str(h["exit_code"])
+        lines.append(
+            f"{h['node']:<{width}}  {shown}  {code:>4}  "
+            f"{human_duration(duration):>8}  {h['reason'] or ''}".rstrip()
+        )
+    counts: dict[str, int] = {}
+    for h in hosts:
+        counts[h["status"]] = counts.get(h["status"], 0) + 1
+    lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    sys.stdout.write("\n".join(lines) + "\n")

@@ -1,0 +1,65 @@
+"""The ``gdos`` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from gdos import __version__
+from gdos.cli import (
+    agent_cmd,
+    daemon_cmd,
+    dev_cmd,
+    exec_cmd,
+    key_cmd,
+    node_cmd,
+    task_cmd,
+    token_cmd,
+)
+
+app = typer.Typer(
+    name="gdos",
+    help="Operate a fleet from the terminal: nodes, exec, services, logs, shell.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(daemon_cmd.app, name="daemon")
+app.add_typer(agent_cmd.app, name="agent")
+app.add_typer(node_cmd.app, name="node")
+app.add_typer(key_cmd.app, name="key")
+app.add_typer(token_cmd.app, name="token")
+app.add_typer(task_cmd.app, name="task")
+app.add_typer(dev_cmd.app, name="dev")
+exec_cmd.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"gdos {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Operate a fleet from the terminal: nodes, exec, services, logs, shell."""
+
+
+def main() -> None:
+    """Console-script entry: never show a traceback for an operator error."""
+    from gdos.errors import GdosError
+
+    try:
+        app(prog_name="gdos")
+    except GdosError as error:
+        sys.stderr.write(f"{error}\n")
+        raise SystemExit(error.exit_code) from None
+
+
+if __name__ == "__main__":
+    main()

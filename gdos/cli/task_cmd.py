@@ -1,0 +1,78 @@
+"""``gdos task list | show | cancel``: the history of every exec."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+
+import typer
+
+from gdos.cli.common import JSON_OPTION, console, human_duration, print_json, request
+
+app = typer.Typer(help="List, inspect and cancel tasks.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_tasks(
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="How many."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Recent tasks, newest first."""
+    tasks = request("task.list", limit=limit)["tasks"]
+    if json:
+        print_json(tasks)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "WHEN", "USER", "STATUS", "OK/HOSTS", "COMMAND"):
+        table.add_column(column, no_wrap=column != "COMMAND")
+    for t in tasks:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t["created"]))
+        table.add_row(
+            str(t["id"]),
+            when,
+            t["user"] or "-",
+            t["status"],
+            f"{t['succeeded']}/{t['hosts']}",
+            shlex.join(t["argv"]),
+        )
+    console().print(table)
+
+
+@app.command()
+def show(task_id: int = typer.Argument(..., help="Task id."), json: bool = JSON_OPTION) -> None:
+    """One task: every host's status, exit code, duration, reason and output."""
+    task = request("task.show", id=task_id)["task"]
+    if json:
+        print_json(task)
+        return
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(task["created"]))
+    out = [
+        f"task {task['id']}  {task['status']}  by {task['user']}  at {when}",
+        f"command: {shlex.join(task['argv'])}",
+    ]
+    for h in task["hosts"]:
+        duration = (h["ended"] - h["started"]) if h["ended"] and h["started"] else None
+        out.append(
+            f"\n== {h['node']}: {h['status']}  exit {h['exit_code']}  "
+            f"{human_duration(duration)}  {h['reason'] or ''}".rstrip()
+        )
+        for stream in ("stdout", "stderr"):
+            text = (
+                h[stream].decode("utf-8", "replace")
+                if isinstance(h[stream], bytes)
+                else str(h[stream])
+            )
+            if text:
+                note = " (truncated at 1 MiB)" if h[f"{stream}_truncated"] else ""
+                out.append(f"-- {stream}{note}\n{text.rstrip()}")
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+@app.command()
+def cancel(task_id: int = typer.Argument(..., help="Task id.")) -> None:
+    """Cancel a running task on every node (process groups are killed)."""
+    reply = request("task.cancel", id=task_id)
+    sys.stdout.write(f"canceling task {reply['task']} on {reply['open']} host(s)\n")

@@ -1,0 +1,1 @@
+"""The control daemon (gdosd): mesh, control socket, state."""

@@ -1,0 +1,226 @@
+"""Control requests: one small handler per request kind.
+
+Handlers validate their arguments, call the registry, key ring or task
+engine, and return a plain reply body. They hold no state of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from gdos import __version__, protocol
+from gdos.daemon.control import ControlConnection
+from gdos.errors import ErrorCode, GdosError
+from gdos.keys import fingerprint
+from gdos.names import check_name
+from gdos.protocol import Message
+from gdos.tokens import JoinToken
+
+if TYPE_CHECKING:
+    from gdos.daemon.server import Daemon
+
+Handler = Callable[[ControlConnection, Message], Awaitable[dict[str, Any] | None]]
+MAX_TOKEN_TTL = 366 * 86400
+
+
+class Api:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.handlers: dict[str, Handler] = {
+            "ping": self.ping,
+            "node.list": self.node_list,
+            "node.names": self.node_names,
+            "node.show": self.node_show,
+            "node.rm": self.node_rm,
+            "node.set_state": self.node_set_state,
+            "key.list": self.key_list,
+            "key.accept": self.key_accept,
+            "key.reject": self.key_reject,
+            "key.delete": self.key_delete,
+            "token.create": self.token_create,
+            "token.list": self.token_list,
+            "exec.start": self.exec_start,
+            "task.list": self.task_list,
+            "task.show": self.task_show,
+            "task.cancel": self.task_cancel,
+        }
+
+    async def ping(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        d = self.d
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started": d.started,
+            "mesh": d.mesh_endpoint,
+            "public_key": d.public_key,
+            "insecure": d.config.insecure,
+            "nodes": len(d.registry.nodes),
+            "online": sum(1 for n in d.registry.nodes.values() if n.online),
+            "user": conn.user,
+        }
+
+    # -- nodes --------------------------------------------------------------
+    async def node_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return {"nodes": self.d.registry.list()}
+
+    async def node_names(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        prefix = msg.body.get("prefix", "")
+        return {"names": sorted(n for n in self.d.registry.nodes if n.startswith(prefix))}
+
+    async def node_show(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        name = msg.body["name"]
+        live = self.d.registry.get(name)
+        row = self.d.store.node(name) or {}
+        return {
+            "node": {
+                **live.view(),
+                "facts": row.get("facts", {}),
+                "metrics": live.metrics or {},
+                "key": fingerprint(live.key) if live.key else None,
+                "address": row.get("address"),
+                "first_seen": row.get("first_seen"),
+                "connected_at": live.connected_at,
+            }
+        }
+
+    async def node_rm(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        node = self.d.registry.get(msg.body["name"])
+        if node.online:
+            self.d.mesh.send(node, "revoked", {"reason": "node removed by the operator"})
+        self.d.registry.remove(node.name)
+        return {"removed": node.name}
+
+    async def node_set_state(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        node = self.d.registry.set_state(msg.body["name"], msg.body["state"])
+        self.d.mesh.send(
+            node, "config", {"config": self.d.config.agent_config(), "state": node.state}
+        )
+        return {"name": node.name, "state": node.state}
+
+    # -- keys and tokens ----------------------------------------------------
+    async def key_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return {"keys": [_key_view(r) for r in self.d.store.agent_keys()]}
+
+    async def key_accept(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        name = msg.body.get("name")
+        if not name and not msg.body.get("all"):
+            raise GdosError(ErrorCode.INVALID_ARGUMENT, "name a node or pass --all.")
+        rows = self.d.ring.accept(name, bool(msg.body.get("all")))
+        return {"keys": [_key_view({**r, "status": "accepted"}) for r in rows]}
+
+    async def key_reject(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        rows = self.d.ring.reject(msg.body["name"])
+        self._revoke(msg.body["name"], "key rejected by the operator")
+        return {"keys": [_key_view({**r, "status": "rejected"}) for r in rows]}
+
+    async def key_delete(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        rows = self.d.ring.delete(msg.body["name"])
+        self._revoke(msg.body["name"], "key deleted by the operator")
+        return {"keys": [_key_view(r) for r in rows]}
+
+    def _revoke(self, name: str, reason: str) -> None:
+        node = self.d.registry.nodes.get(name)
+        if node is not None and node.routing_id is not None:
+            self.d.mesh.send(node, "revoked", {"reason": reason})
+            self.d.registry.disconnect(node)
+
+    async def token_create(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        ttl = float(msg.body.get("ttl", 3600))
+        uses = msg.body.get("uses")
+        if not 0 < ttl <= MAX_TOKEN_TTL:
+            raise GdosError(ErrorCode.INVALID_ARGUMENT, "--ttl must be between 1s and 366d.")
+        if uses is not None and uses < 1:
+            raise GdosError(ErrorCode.INVALID_ARGUMENT, "--uses must be at least 1.")
+        if self.d.public_key is None:
+            raise GdosError(
+                ErrorCode.INVALID_ARGUMENT,
+                "the daemon runs with --insecure; join tokens need CURVE.",
+            )
+        token = JoinToken(
+            address=msg.body.get("address") or self.d.config.token_address(),
+            server_key=self.d.public_key,
+            token_id=secrets.token_hex(8),
+            secret=secrets.token_bytes(24),
+            expires_at=time.time() + ttl,
+        )
+        self.d.store.add_token(token.token_id, token.secret, token.expires_at, uses)
+        return {
+            "token": token.encode(),
+            "id": token.token_id,
+            "expires_at": token.expires_at,
+            "uses": uses,
+            "address": token.address,
+        }
+
+    async def token_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        rows = self.d.store.tokens()
+        return {
+            "tokens": [
+                {k: r[k] for k in ("id", "created", "expires_at", "uses_left", "used")}
+                for r in rows
+            ]
+        }
+
+    # -- exec and tasks -------------------------------------------------------
+    async def exec_start(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        for name in msg.body.get("targets") or []:
+            check_name(name)
+        task, hosts = self.d.tasks.start(msg.body, conn.user)
+        reply: dict[str, Any] = {"task": task.id, "hosts": hosts}
+        if msg.body.get("follow") and msg.id is not None:
+            subscriber = self.d.tasks.subscribe(task)
+            stream = conn.open_stream(msg.id, protocol.CONTROL_STREAM_CREDIT)
+            conn.spawn(_pump(subscriber, stream))
+            reply["stream"] = msg.id
+        return reply
+
+    async def task_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        limit = max(1, min(int(msg.body.get("limit", 50)), 10_000))
+        return {"tasks": self.d.store.tasks(limit)}
+
+    async def task_show(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        self.d.tasks.flush()
+        task = self.d.store.task(msg.body["id"])
+        if task is None:
+            raise GdosError(
+                ErrorCode.TASK_UNKNOWN,
+                f"no task {msg.body['id']}; run 'gdos task list' to see tasks.",
+            )
+        return {"task": task}
+
+    async def task_cancel(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        task = self.d.tasks.cancel(msg.body["id"])
+        return {"task": task.id, "open": len(task.open_hosts())}
+
+
+async def _pump(subscriber: Any, stream: Any) -> None:
+    """Pass a task's events to one client, acking each output chunk once sent."""
+    try:
+        while True:
+            event, ack = await subscriber.queue.get()
+            if event["type"] == "done":
+                await stream.end(event)
+                return
+            sent = await stream.send(event)
+            if ack:
+                ack()
+            if not sent:
+                return
+    finally:
+        subscriber.close()
+
+
+def _key_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "status": row["status"],
+        "fingerprint": fingerprint(row["key"]),
+        "key": row["key"],
+        "address": row.get("address"),
+        "via": row.get("via"),
+        "created": row.get("created"),
+    }

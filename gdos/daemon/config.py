@@ -1,0 +1,38 @@
+"""Daemon settings, from command-line options; pushed in part to agents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_MESH = "tcp://0.0.0.0:7420"
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    mesh_bind: str = DEFAULT_MESH
+    advertise: str | None = None  # address put in join tokens; default derived from mesh_bind
+    heartbeat_interval: float = 15.0
+    metrics_interval: float = 5.0
+    offline_after: float = 45.0
+    insecure: bool = False
+    flush_interval: float = 5.0
+    result_grace: float = 5.0
+
+    def agent_config(self) -> dict[str, Any]:
+        """The part of the settings every agent applies, sent in each reply."""
+        return {
+            "heartbeat_interval": self.heartbeat_interval,
+            "metrics_interval": self.metrics_interval,
+        }
+
+    def token_address(self) -> str:
+        """The mesh address a new agent should dial (for join tokens)."""
+        if self.advertise:
+            return self.advertise
+        if "0.0.0.0" in self.mesh_bind or "*" in self.mesh_bind:
+            import socket
+
+            host = socket.gethostname()
+            return self.mesh_bind.replace("0.0.0.0", host).replace("*", host)
+        return self.mesh_bind

@@ -1,0 +1,230 @@
+"""The mesh: one ROUTER socket that every agent's DEALER dials.
+
+Each frame is ``[routing id, protocol frame]``. Frames are checked in order:
+size (ZMQ_MAXMSGSIZE drops oversized ones before they reach us), decode,
+the sender's authenticated key, then the kind's handler. A bad frame gets an
+``error`` reply with a stable code and is logged once per peer and code;
+nothing a peer sends can stop the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from gdos import protocol
+from gdos.daemon.auth import PENDING_PREFIX, ZAP_DOMAIN, KeyRing
+from gdos.daemon.config import DaemonConfig
+from gdos.daemon.registry import LiveNode, NodeRegistry
+from gdos.errors import ErrorCode
+from gdos.keys import KeyPair, fingerprint
+from gdos.names import NAME_PATTERN
+from gdos.protocol import Message, ProtocolError
+
+log = logging.getLogger("gdosd.mesh")
+
+Handler = Callable[[LiveNode, Message], None]
+HelloHook = Callable[[LiveNode, Message], None]
+
+SNDHWM = 10_000
+RCVHWM = 100_000
+AGENT_KINDS = frozenset(
+    {"hello", "heartbeat", "metrics", "exec.started", "exec.output", "exec.result", "error"}
+)
+
+
+class Mesh:
+    """Receives, authenticates and dispatches agent frames; sends to nodes."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        config: DaemonConfig,
+        keypair: KeyPair | None,
+        ring: KeyRing,
+        registry: NodeRegistry,
+    ) -> None:
+        self.config, self.ring, self.registry = config, ring, registry
+        self.handlers: dict[str, Handler] = {}
+        self.on_hello: list[HelloHook] = []
+        self.counters = {"frames_in": 0, "frames_out": 0, "bad_frames": 0, "dropped": 0}
+        self._logged: set[tuple[bytes, str]] = set()
+        self.socket = ctx.socket(zmq.ROUTER)
+        self._configure(keypair)
+
+    def _configure(self, keypair: KeyPair | None) -> None:
+        s = self.socket
+        s.linger = 0
+        s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        s.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        s.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES + 4096)
+        s.setsockopt(zmq.SNDHWM, SNDHWM)
+        s.setsockopt(zmq.RCVHWM, RCVHWM)
+        s.setsockopt(zmq.HEARTBEAT_IVL, 10_000)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 30_000)
+        s.setsockopt(zmq.BACKLOG, 1024)
+        if keypair is not None:
+            s.curve_server = True
+            s.curve_secretkey = keypair.secret
+            s.curve_publickey = keypair.public
+            s.zap_domain = ZAP_DOMAIN.encode()
+
+    def bind(self) -> str:
+        self.socket.bind(self.config.mesh_bind)
+        return str(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+
+    async def serve(self) -> None:
+        while True:
+            frames = await self.socket.recv_multipart(copy=False)
+            self.counters["frames_in"] += 1
+            try:
+                self._receive(frames)
+            except Exception:  # a handler bug must not stop the mesh
+                log.exception("handling a mesh frame failed")
+
+    # -- receiving ----------------------------------------------------------
+    def _receive(self, frames: list[zmq.Frame]) -> None:
+        rid = frames[0].bytes
+        if len(frames) != 2:
+            self._refuse(rid, ProtocolError(ErrorCode.BAD_FRAME, "expected exactly one frame."))
+            return
+        payload = frames[1]
+        try:
+            msg = protocol.decode(payload.bytes)
+        except ProtocolError as exc:
+            self._refuse(rid, exc)
+            return
+        if msg.kind not in AGENT_KINDS:
+            self._refuse(
+                rid,
+                ProtocolError(ErrorCode.UNKNOWN_KIND, f"{msg.kind!r} is not sent by agents."),
+                msg.id,
+            )
+            return
+        user_id = None if self.config.insecure else str(payload.get("User-Id"))
+        if user_id is not None and user_id.startswith(PENDING_PREFIX):
+            # A connection that enrolled (token or accept) keeps its handshake
+            # User-Id for life; once its key is accepted it is a normal session.
+            key = user_id[len(PENDING_PREFIX) :]
+            user_id = key if key in self.ring.accepted else user_id
+        if user_id is not None and user_id.startswith(PENDING_PREFIX):
+            self._provisional(rid, user_id[len(PENDING_PREFIX) :], msg, payload)
+        elif msg.kind == "hello":
+            self._hello(rid, user_id, msg, payload)
+        else:
+            self._session_message(rid, user_id, msg)
+
+    def _session_message(self, rid: bytes, user_id: str | None, msg: Message) -> None:
+        node = self.registry.session(rid)
+        if node is None or (user_id is not None and node.key != user_id):
+            # Not (or no longer) a session of this daemon: ask for a hello.
+            if user_id is None or user_id in self.ring.accepted:
+                self.send_rid(rid, "rehello", {})
+            else:
+                self._drop(rid, "frame from a key that is no longer accepted")
+            return
+        self.registry.touch(node)
+        handler = self.handlers.get(msg.kind)
+        if handler is not None:
+            handler(node, msg)
+
+    def _hello(self, rid: bytes, user_id: str | None, msg: Message, payload: zmq.Frame) -> None:
+        name = msg.body["name"]
+        if not NAME_PATTERN.match(name) or rid != name.encode():
+            self._refuse(
+                rid,
+                ProtocolError(
+                    ErrorCode.BAD_MESSAGE,
+                    f"hello name {name!r} is invalid or differs from the routing id.",
+                ),
+            )
+            return
+        if user_id is not None and self.ring.accepted.get(user_id) != name:
+            self._refuse(
+                rid,
+                ProtocolError(
+                    ErrorCode.KEY_NOT_ACCEPTED, f"this key is not accepted for node {name!r}."
+                ),
+            )
+            return
+        address = _peer_address(payload)
+        node = self.registry.register(
+            name, rid, user_id, msg.body["version"], msg.body["facts"], address
+        )
+        self.send(node, "welcome", {"config": self.config.agent_config(), "state": node.state})
+        log.info("node %s online from %s (agent %s)", name, address, msg.body["version"])
+        for hook in self.on_hello:
+            hook(node, msg)
+
+    def _provisional(self, rid: bytes, key: str, msg: Message, payload: zmq.Frame) -> None:
+        if msg.kind != "hello":
+            self._drop(rid, "frame from a key that is not accepted")
+            return
+        name = msg.body["name"]
+        if not NAME_PATTERN.match(name) or rid != name.encode():
+            self._refuse(rid, ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid node name {name!r}."))
+            return
+        join = msg.body.get("join")
+        admission = self.ring.admit(key, name, _peer_address(payload), join)
+        if admission.accepted:
+            self._hello(rid, key, msg, payload)
+            return
+        log.info("key %s of %s not accepted: %s", fingerprint(key), name, admission.reason)
+        self.send_rid(
+            rid,
+            "error",
+            {
+                "code": str(ErrorCode.KEY_NOT_ACCEPTED),
+                "message": f"key {fingerprint(key)} of {name} is pending ({admission.reason}); "
+                f"on the daemon run 'gdos key accept {name}'.",
+            },
+        )
+
+    def _refuse(self, rid: bytes, exc: ProtocolError, re: int | None = None) -> None:
+        self.counters["bad_frames"] += 1
+        marker = (rid, str(exc.code))
+        if marker not in self._logged:
+            if len(self._logged) > 10_000:
+                self._logged.clear()
+            self._logged.add(marker)
+            log.warning("refused frame from %r: %s", rid[:64], exc)
+        self.send_rid(rid, "error", exc.to_body(), re=re)
+
+    def _drop(self, rid: bytes, why: str) -> None:
+        self.counters["dropped"] += 1
+        marker = (rid, why)
+        if marker not in self._logged:
+            self._logged.add(marker)
+            log.warning("dropped %s (routing id %r)", why, rid[:64])
+
+    # -- sending ------------------------------------------------------------
+    def send(self, node: LiveNode, kind: str, body: dict[str, Any]) -> bool:
+        """Send to a node's current connection; False when it cannot take it now."""
+        if node.routing_id is None:
+            return False
+        return self.send_rid(node.routing_id, kind, body)
+
+    def send_rid(self, rid: bytes, kind: str, body: dict[str, Any], re: int | None = None) -> bool:
+        data = protocol.encode(kind, body, re=re)
+        future: Any = self.socket.send_multipart([rid, data], flags=zmq.DONTWAIT, copy=False)
+        error = future.exception() if future.done() else None
+        if error is not None:
+            # EHOSTUNREACH: not connected (ROUTER_MANDATORY); EAGAIN: peer queue full.
+            self.counters["dropped"] += 1
+            return False
+        self.counters["frames_out"] += 1
+        return True
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+
+def _peer_address(frame: zmq.Frame) -> str:
+    try:
+        return str(frame.get("Peer-Address"))
+    except Exception:
+        return ""

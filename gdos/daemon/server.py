@@ -1,0 +1,141 @@
+"""gdosd: wires the store, key ring, registry, mesh, tasks and control socket.
+
+``Daemon.run`` owns the event loop's long-lived tasks (mesh receive loop,
+ZAP handler, control server, periodic sweeps) and shuts them down in order
+on SIGTERM/SIGINT, flushing batched writes before the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import time
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from gdos import keys
+from gdos.daemon.api import Api
+from gdos.daemon.auth import KeyRing, ZapHandler
+from gdos.daemon.config import DaemonConfig
+from gdos.daemon.control import ControlServer
+from gdos.daemon.mesh import Mesh
+from gdos.daemon.registry import LiveNode, NodeRegistry
+from gdos.daemon.store import Store
+from gdos.daemon.tasks import ExecTasks
+from gdos.paths import Paths, ensure_private_dir
+from gdos.protocol import Message
+
+log = logging.getLogger("gdosd")
+
+SWEEP_INTERVAL = 0.5
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, paths: Paths) -> None:
+        self.config, self.paths = config, paths
+        self.started = time.time()
+        ensure_private_dir(paths.state_dir)
+        self.store = Store(paths.db)
+        self.keypair = None if config.insecure else keys.load_or_create(paths.keys_dir, "daemon")
+        self.public_key = self.keypair.public.decode() if self.keypair else None
+        self.ctx = zmq.asyncio.Context()
+        self.ctx.setsockopt(zmq.MAX_SOCKETS, 65536)
+        self.ring = KeyRing(self.store)
+        self.registry = NodeRegistry(self.store, config.offline_after)
+        self.zap = None if config.insecure else ZapHandler(self.ctx, self.ring)
+        self.mesh = Mesh(self.ctx, config, self.keypair, self.ring, self.registry)
+        self.mesh.handlers.update({"heartbeat": self._on_heartbeat, "metrics": self._on_metrics})
+        self.tasks = ExecTasks(config, self.store, self.registry, self.mesh)
+        self.api = Api(self)
+        self.control = ControlServer(paths.control_socket, self.api)
+        self.mesh_endpoint = ""
+        self._stop = asyncio.Event()
+
+    def _on_heartbeat(self, node: LiveNode, msg: Message) -> None:
+        self.mesh.send(
+            node, "heartbeat.ack", {"config": self.config.agent_config(), "state": node.state}
+        )
+
+    def _on_metrics(self, node: LiveNode, msg: Message) -> None:
+        node.metrics = msg.body["sample"]
+
+    async def run(self) -> None:
+        raise_fd_limit()
+        self.mesh_endpoint = self.mesh.bind()
+        await self.control.start()
+        resumed = self.tasks.resume()
+        if self.config.insecure:
+            log.warning("running with --insecure: the mesh is plaintext and any agent may join")
+        log.info(
+            "gdosd %s: mesh %s, control %s, %d nodes known, %d tasks resumed",
+            os.getpid(),
+            self.mesh_endpoint,
+            self.paths.control_socket,
+            len(self.registry.nodes),
+            resumed,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        workers = [
+            asyncio.create_task(self.mesh.serve(), name="mesh"),
+            asyncio.create_task(self._sweeper(), name="sweeper"),
+        ]
+        if self.zap is not None:
+            workers.append(asyncio.create_task(self.zap.serve(), name="zap"))
+        stop = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stop, *workers], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stop and task.exception():
+                log.error("worker %s died", task.get_name(), exc_info=task.exception())
+        await self.shutdown(workers)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _sweeper(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                for node in self.registry.sweep():
+                    log.info(
+                        "node %s offline (no message for %.0fs)",
+                        node.name,
+                        self.config.offline_after,
+                    )
+                self.tasks.sweep()
+                if time.monotonic() - last_flush >= self.config.flush_interval:
+                    self.registry.flush()
+                    last_flush = time.monotonic()
+            except Exception:
+                log.exception("periodic sweep failed")
+
+    async def shutdown(self, workers: list[asyncio.Task[Any]]) -> None:
+        for task in workers:
+            task.cancel()
+        for task in workers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.control.close()
+        self.tasks.close()
+        self.registry.flush()
+        self.mesh.close()
+        if self.zap is not None:
+            self.zap.close()
+        self.ctx.term()
+        self.store.close()
+        log.info("gdosd stopped")
+
+
+def raise_fd_limit() -> None:
+    """Allow one descriptor per agent connection up to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -1,0 +1,296 @@
+"""The daemon's durable state in SQLite (WAL), through sqlite-utils.
+
+Metadata and history live here; high-rate data (heartbeats, metrics) does
+not. ``last_seen`` is written in batches by the registry. The schema evolves
+by numbered migrations recorded in ``PRAGMA user_version``, so an old
+database is upgraded in place and a newer one is refused instead of damaged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from gdos.errors import ErrorCode, GdosError
+
+MIGRATIONS: list[str] = [
+    # 1: nodes, keys, tokens, exec tasks
+    """
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY, key TEXT, state TEXT NOT NULL DEFAULT 'normal',
+        facts TEXT NOT NULL DEFAULT '{}', agent_version TEXT, address TEXT,
+        first_seen REAL, last_seen REAL
+    );
+    CREATE TABLE keys (
+        key TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,
+        address TEXT, via TEXT, created REAL NOT NULL, decided REAL
+    );
+    CREATE INDEX keys_name ON keys(name);
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY, secret BLOB NOT NULL, created REAL NOT NULL,
+        expires_at REAL NOT NULL, uses_left INTEGER, used INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, argv TEXT NOT NULL,
+        options TEXT NOT NULL DEFAULT '{}', user TEXT, status TEXT NOT NULL,
+        created REAL NOT NULL, finished REAL
+    );
+    CREATE TABLE task_hosts (
+        task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        node TEXT NOT NULL, status TEXT NOT NULL, exit_code INTEGER,
+        started REAL, ended REAL, deadline REAL, reason TEXT,
+        stdout BLOB NOT NULL DEFAULT x'', stderr BLOB NOT NULL DEFAULT x'',
+        stdout_truncated INTEGER NOT NULL DEFAULT 0, stderr_truncated INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (task_id, node)
+    );
+    CREATE INDEX task_hosts_status ON task_hosts(status);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Store:
+    """Typed access to the daemon's tables; every method is one short transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def _table(self, name: str) -> sqlite_utils.db.Table:
+        return self.db.table(name)
+
+    def _migrate(self) -> None:
+        current = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise GdosError(
+                ErrorCode.INTERNAL,
+                f"{self.path} has schema version {current}, newer than this gdos "
+                f"({SCHEMA_VERSION}); upgrade gdos or restore an older backup.",
+            )
+        for number in range(current, SCHEMA_VERSION):
+            with self.db.conn:
+                self.db.conn.execute("BEGIN")
+                self.db.conn.executescript(
+                    "SAVEPOINT m;" + MIGRATIONS[number] + f"; PRAGMA user_version={number + 1};"
+                    "RELEASE m;"
+                )
+
+    # -- keys -------------------------------------------------------------
+    def agent_keys(self) -> list[dict[str, Any]]:
+        return list(self.db["keys"].rows_where(order_by="name, created"))
+
+    def key(self, key: str) -> dict[str, Any] | None:
+        rows = list(self.db["keys"].rows_where("key = ?", [key]))
+        return rows[0] if rows else None
+
+    def keys_named(self, name: str) -> list[dict[str, Any]]:
+        return list(self.db["keys"].rows_where("name = ?", [name], order_by="created"))
+
+    def record_key(self, key: str, name: str, status: str, address: str, via: str) -> None:
+        now = time.time()
+        self._table("keys").upsert(
+            {
+                "key": key,
+                "name": name,
+                "status": status,
+                "address": address,
+                "via": via,
+                "created": now,
+                "decided": now if status != "pending" else None,
+            },
+            pk="key",
+        )
+
+    def set_key_status(self, key: str, status: str) -> None:
+        self._table("keys").update(key, {"status": status, "decided": time.time()})
+
+    def delete_key(self, key: str) -> None:
+        self._table("keys").delete(key)
+
+    # -- tokens -----------------------------------------------------------
+    def add_token(self, token_id: str, secret: bytes, expires_at: float, uses: int | None) -> None:
+        self._table("tokens").insert(
+            {
+                "id": token_id,
+                "secret": secret,
+                "created": time.time(),
+                "expires_at": expires_at,
+                "uses_left": uses,
+                "used": 0,
+            }
+        )
+
+    def token(self, token_id: str) -> dict[str, Any] | None:
+        rows = list(self.db["tokens"].rows_where("id = ?", [token_id]))
+        return rows[0] if rows else None
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return list(self.db["tokens"].rows_where(order_by="created"))
+
+    def use_token(self, token_id: str) -> None:
+        self.db.execute(
+            "UPDATE tokens SET used = used + 1, "
+            "uses_left = CASE WHEN uses_left IS NULL THEN NULL ELSE uses_left - 1 END "
+            "WHERE id = ?",
+            [token_id],
+        )
+
+    # -- nodes ------------------------------------------------------------
+    def nodes(self) -> list[dict[str, Any]]:
+        return [_node_row(r) for r in self.db["nodes"].rows_where(order_by="name")]
+
+    def node(self, name: str) -> dict[str, Any] | None:
+        rows = list(self.db["nodes"].rows_where("name = ?", [name]))
+        return _node_row(rows[0]) if rows else None
+
+    def save_node_hello(
+        self, name: str, key: str | None, facts: dict[str, Any], agent_version: str, address: str
+    ) -> None:
+        now = time.time()
+        existing = self.node(name)
+        row = {
+            "name": name,
+            "key": key,
+            "facts": json.dumps(facts),
+            "agent_version": agent_version,
+            "address": address,
+            "last_seen": now,
+        }
+        if existing is None:
+            row |= {"state": "normal", "first_seen": now}
+        self._table("nodes").upsert(row, pk="name")
+
+    def set_node_state(self, name: str, state: str) -> None:
+        self._table("nodes").update(name, {"state": state})
+
+    def delete_node(self, name: str) -> None:
+        self._table("nodes").delete(name)
+
+    def flush_last_seen(self, seen: Iterable[tuple[float, str]]) -> None:
+        """One transaction for every node heard from since the last flush."""
+        with self.db.conn:
+            self.db.conn.execute("BEGIN")
+            self.db.conn.executemany("UPDATE nodes SET last_seen = ? WHERE name = ?", list(seen))
+
+    # -- tasks ------------------------------------------------------------
+    def create_task(
+        self,
+        kind: str,
+        argv: list[str],
+        options: dict[str, Any],
+        user: str,
+        hosts: list[dict[str, Any]],
+    ) -> int:
+        with self.db.conn:
+            self.db.conn.execute("BEGIN")
+            cursor = self.db.conn.execute(
+                "INSERT INTO tasks (kind, argv, options, user, status, created) "
+                "VALUES (?, ?, ?, ?, 'running', ?)",
+                [kind, json.dumps(argv), json.dumps(options), user, time.time()],
+            )
+            task_id = int(cursor.lastrowid or 0)
+            self.db.conn.executemany(
+                "INSERT INTO task_hosts (task_id, node, status, reason, deadline, started, ended)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        task_id,
+                        h["node"],
+                        h["status"],
+                        h.get("reason"),
+                        h.get("deadline"),
+                        h.get("started"),
+                        h.get("ended"),
+                    )
+                    for h in hosts
+                ],
+            )
+        return task_id
+
+    def update_hosts(self, rows: list[dict[str, Any]]) -> None:
+        """Write a batch of per-host changes in one transaction."""
+        if not rows:
+            return
+        with self.db.conn:
+            self.db.conn.execute("BEGIN")
+            for row in rows:
+                fields = {k: v for k, v in row.items() if k not in ("task_id", "node")}
+                assignments = ", ".join(f"{k} = ?" for k in fields)
+                self.db.conn.execute(
+                    f"UPDATE task_hosts SET {assignments} WHERE task_id = ? AND node = ?",
+                    [*fields.values(), row["task_id"], row["node"]],
+                )
+
+    def finish_task(self, task_id: int, status: str) -> None:
+        self._table("tasks").update(task_id, {"status": status, "finished": time.time()})
+
+    def reopen_task(self, task_id: int) -> None:
+        self._table("tasks").update(task_id, {"status": "running", "finished": None})
+
+    def tasks(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT t.*, "
+            "(SELECT COUNT(*) FROM task_hosts h WHERE h.task_id = t.id) AS hosts, "
+            "(SELECT COUNT(*) FROM task_hosts h WHERE h.task_id = t.id "
+            "  AND h.status = 'succeeded') AS succeeded "
+            "FROM tasks t ORDER BY t.id DESC LIMIT ?",
+            [limit],
+        )
+        columns = [c[0] for c in rows.description]
+        return [_task_row(dict(zip(columns, r, strict=True))) for r in rows.fetchall()]
+
+    def task(self, task_id: int) -> dict[str, Any] | None:
+        rows = list(self.db["tasks"].rows_where("id = ?", [task_id]))
+        if not rows:
+            return None
+        task = _task_row(rows[0])
+        task["hosts"] = self.task_hosts(task_id)
+        return task
+
+    def task_hosts(self, task_id: int) -> list[dict[str, Any]]:
+        rows = self.db["task_hosts"].rows_where("task_id = ?", [task_id], order_by="node")
+        return [_host_row(r) for r in rows]
+
+    def open_hosts(self) -> list[dict[str, Any]]:
+        """Hosts of unfinished tasks: what a restarted daemon must still watch."""
+        rows = self.db["task_hosts"].rows_where("status IN ('pending', 'running')")
+        return [_host_row(r) for r in rows]
+
+    def running_task_ids(self) -> list[int]:
+        return [r["id"] for r in self.db["tasks"].rows_where("status = 'running'")]
+
+
+def _node_row(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    row["facts"] = json.loads(row.get("facts") or "{}")
+    return row
+
+
+def _task_row(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    row["argv"] = json.loads(row["argv"])
+    row["options"] = json.loads(row.get("options") or "{}")
+    return row
+
+
+def _host_row(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    row["stdout_truncated"] = bool(row["stdout_truncated"])
+    row["stderr_truncated"] = bool(row["stderr_truncated"])
+    return row

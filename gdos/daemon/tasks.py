@@ -1,0 +1,430 @@
+"""Remote exec tasks: fan out, collect per-host results, enforce deadlines.
+
+A task is stored before anything is sent, and every host result is written
+(in small batches) as it arrives, so a restarted daemon resumes watching the
+hosts it had in flight. Live output reaches subscribers (CLI, TUI) through
+bounded streams: the agent gets more output credit only once every
+subscriber has sent the previous chunk on, so a slow terminal slows the
+remote command instead of growing a queue in the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gdos import protocol
+from gdos.daemon.config import DaemonConfig
+from gdos.daemon.mesh import Mesh
+from gdos.daemon.registry import LiveNode, NodeRegistry
+from gdos.daemon.store import Store
+from gdos.errors import ErrorCode, GdosError
+from gdos.protocol import Message
+
+log = logging.getLogger("gdosd.tasks")
+
+FINAL = frozenset({"succeeded", "failed", "timed_out", "canceled", "unreachable"})
+TASK_OUTPUT_BUDGET_CHUNKS = 256  # in-flight output chunks per task, split over its hosts
+MAX_HOST_CREDIT = 16
+MIN_HOST_CREDIT = 2
+DEFAULT_TIMEOUT = 300.0
+
+Event = dict[str, Any]
+Ack = Callable[[], None] | None
+
+
+@dataclass
+class HostRun:
+    node: str
+    status: str
+    deadline: float | None = None
+    started: float | None = None
+    ended: float | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    went_offline: bool = False
+    unacked: int = 0  # output chunks not yet passed on by every subscriber
+    forwarded: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+
+    def view(self) -> Event:
+        duration = (self.ended - self.started) if self.ended and self.started else None
+        return {
+            "type": "host",
+            "node": self.node,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "duration": duration,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class Subscriber:
+    """One client following a task: a queue of (event, ack) pairs."""
+
+    queue: asyncio.Queue[tuple[Event, Ack]] = field(default_factory=asyncio.Queue)
+    closed: bool = False
+
+    def push(self, event: Event, ack: Ack = None) -> None:
+        self.queue.put_nowait((event, ack))
+
+    def close(self) -> None:
+        """Release every pending ack so agents are never stalled by a gone client."""
+        self.closed = True
+        while not self.queue.empty():
+            _, ack = self.queue.get_nowait()
+            if ack:
+                ack()
+
+
+@dataclass
+class LiveTask:
+    id: int
+    hosts: dict[str, HostRun]
+    credit: int
+    subscribers: list[Subscriber] = field(default_factory=list)
+    canceled: bool = False
+
+    def open_hosts(self) -> list[HostRun]:
+        return [h for h in self.hosts.values() if h.status not in FINAL]
+
+
+class ExecTasks:
+    """Every running exec task of the daemon."""
+
+    def __init__(
+        self, config: DaemonConfig, store: Store, registry: NodeRegistry, mesh: Mesh
+    ) -> None:
+        self.config, self.store, self.registry, self.mesh = config, store, registry, mesh
+        self.live: dict[int, LiveTask] = {}
+        self._pending_rows: list[dict[str, Any]] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        mesh.handlers.update(
+            {
+                "exec.started": self._on_started,
+                "exec.output": self._on_output,
+                "exec.result": self._on_result,
+            }
+        )
+        registry.on_offline.append(self._on_offline)
+
+    # -- start ----------------------------------------------------------------
+    def resolve_targets(self, targets: list[str], all_nodes: bool, match: str | None) -> list[str]:
+        names: list[str] = []
+        if all_nodes:
+            names.extend(sorted(self.registry.nodes))
+        if match:
+            names.extend(n for n in sorted(self.registry.nodes) if fnmatch.fnmatchcase(n, match))
+        names.extend(t for t in targets if isinstance(t, str))
+        unique = list(dict.fromkeys(names))
+        if not unique:
+            what = f"--match {match!r}" if match else "the given targets"
+            raise GdosError(
+                ErrorCode.NO_TARGET,
+                f"no node matched {what}; run 'gdos node list' to see enrolled nodes.",
+            )
+        return unique
+
+    def start(self, body: dict[str, Any], user: str) -> tuple[LiveTask, list[Event]]:
+        argv = body["argv"]
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise GdosError(ErrorCode.INVALID_ARGUMENT, "give a command to run after '--'.")
+        timeout = float(body.get("timeout") or DEFAULT_TIMEOUT)
+        if timeout <= 0:
+            raise GdosError(ErrorCode.INVALID_ARGUMENT, "--timeout must be more than 0 seconds.")
+        env = body.get("env") or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise GdosError(ErrorCode.INVALID_ARGUMENT, "--env values must be K=V strings.")
+        names = self.resolve_targets(
+            body.get("targets") or [], bool(body.get("all")), body.get("match")
+        )
+        now = time.time()
+        deadline = now + timeout + self.config.result_grace
+        hosts = {n: self._admit(n, bool(body.get("allow_drained")), deadline) for n in names}
+        options = {k: body.get(k) for k in ("shell", "env", "cwd", "user", "allow_drained")}
+        options["timeout"] = timeout
+        task_id = self.store.create_task(
+            "exec",
+            argv,
+            options,
+            user,
+            [
+                {
+                    "node": h.node,
+                    "status": h.status,
+                    "reason": h.reason,
+                    "deadline": h.deadline,
+                    "started": h.started,
+                    "ended": h.ended,
+                }
+                for h in hosts.values()
+            ],
+        )
+        credit = max(MIN_HOST_CREDIT, min(MAX_HOST_CREDIT, TASK_OUTPUT_BUDGET_CHUNKS // len(names)))
+        task = LiveTask(id=task_id, hosts=hosts, credit=credit)
+        self.live[task_id] = task
+        run = {
+            "task": task_id,
+            "argv": argv,
+            "timeout": timeout,
+            "shell": bool(body.get("shell")),
+            "env": env,
+            "cwd": body.get("cwd"),
+            "user": body.get("user"),
+            "credit": credit,
+            "allow_drained": bool(body.get("allow_drained")),
+        }
+        for host in hosts.values():
+            if host.status == "running" and not self.mesh.send(
+                self.registry.nodes[host.node], "exec.run", run
+            ):
+                self._finish_host(task, host, "unreachable", reason="node is not connected")
+        self._maybe_done(task)
+        return task, [h.view() for h in hosts.values()]
+
+    def _admit(self, name: str, allow_drained: bool, deadline: float) -> HostRun:
+        now = time.time()
+        node = self.registry.nodes.get(name)
+        reason = None
+        if node is None:
+            reason = "unknown node; run 'gdos node list' to see enrolled nodes"
+        elif node.state == "disabled":
+            reason = f"node is disabled; run 'gdos node enable {name}' to allow work"
+        elif node.state == "maintenance" and not allow_drained:
+            reason = f"node is in maintenance; add --include-drained or 'gdos node enable {name}'"
+        elif not node.online or node.routing_id is None:
+            reason = "node is offline" + _seen_ago(node)
+        if reason:
+            return HostRun(node=name, status="unreachable", reason=reason, started=now, ended=now)
+        return HostRun(node=name, status="running", deadline=deadline, started=now)
+
+    # -- agent messages ---------------------------------------------------------
+    def _host(self, node: LiveNode, msg: Message) -> tuple[LiveTask, HostRun] | None:
+        task = self.live.get(msg.body["task"])
+        host = task.hosts.get(node.name) if task else None
+        return (task, host) if task and host else None
+
+    def _on_started(self, node: LiveNode, msg: Message) -> None:
+        found = self._host(node, msg)
+        if found:
+            found[1].went_offline = False
+
+    def _on_output(self, node: LiveNode, msg: Message) -> None:
+        found = self._host(node, msg)
+        if found is None:
+            self.mesh.send(node, "exec.credit", {"task": msg.body["task"], "credit": 1})
+            return
+        task, host = found
+        if host.unacked >= task.credit:
+            log.warning("%s sent output past its credit on task %d; dropped", node.name, task.id)
+            return
+        stream = msg.body["stream"] if msg.body["stream"] in host.forwarded else "stdout"
+        host.forwarded[stream] += len(msg.body["data"])
+        event = {"type": "output", "node": node.name, "stream": stream, "data": msg.body["data"]}
+        live = [s for s in task.subscribers if not s.closed]
+        if not live:
+            self.mesh.send(node, "exec.credit", {"task": task.id, "credit": 1})
+            return
+        host.unacked += 1
+        remaining = [len(live)]
+
+        def ack() -> None:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                host.unacked -= 1
+                self.mesh.send(node, "exec.credit", {"task": task.id, "credit": 1})
+
+        for subscriber in live:
+            subscriber.push(event, ack)
+
+    def _on_result(self, node: LiveNode, msg: Message) -> None:
+        body = msg.body
+        self.mesh.send(node, "exec.result.ack", {"task": body["task"]})
+        status = body["status"] if body["status"] in FINAL else "failed"
+        row = {
+            "exit_code": body.get("exit_code"),
+            "started": body["started"],
+            "ended": body["ended"],
+            "stdout": body.get("stdout", b"")[: protocol.OUTPUT_CAP_BYTES],
+            "stderr": body.get("stderr", b"")[: protocol.OUTPUT_CAP_BYTES],
+            "stdout_truncated": int(bool(body.get("stdout_truncated"))),
+            "stderr_truncated": int(bool(body.get("stderr_truncated"))),
+        }
+        found = self._host(node, msg)
+        if found is None:
+            self._late_result(node.name, body["task"], status, body.get("reason"), row)
+            return
+        task, host = found
+        self._forward_missed_output(task, host, row)
+        host.started, host.ended = body["started"], body["ended"]
+        host.exit_code = body.get("exit_code")
+        self._finish_host(task, host, status, reason=body.get("reason"), extra=row)
+        self._maybe_done(task)
+
+    def _forward_missed_output(self, task: LiveTask, host: HostRun, row: dict[str, Any]) -> None:
+        """Live chunks lost in a reconnect: show what the final result holds beyond them."""
+        for stream in ("stdout", "stderr"):
+            missed = row[stream][host.forwarded[stream] :]
+            if missed:
+                host.forwarded[stream] += len(missed)
+                for subscriber in task.subscribers:
+                    if not subscriber.closed:
+                        subscriber.push(
+                            {"type": "output", "node": host.node, "stream": stream, "data": missed}
+                        )
+
+    def _late_result(
+        self, name: str, task_id: int, status: str, reason: str | None, row: dict[str, Any]
+    ) -> None:
+        """A result for a host already given up on: keep it, nothing is lost."""
+        hosts = {h["node"]: h for h in self.store.task_hosts(task_id)}
+        if name not in hosts or hosts[name]["status"] == status == "succeeded":
+            return
+        note = "result arrived after the deadline" + (f": {reason}" if reason else "")
+        self._queue_row({"task_id": task_id, "node": name, "status": status, "reason": note, **row})
+        self.flush()
+        log.info("late result for task %d from %s stored (%s)", task_id, name, status)
+
+    def _on_offline(self, node: LiveNode) -> None:
+        for task in self.live.values():
+            host = task.hosts.get(node.name)
+            if host and host.status not in FINAL:
+                host.went_offline = True
+
+    # -- cancel and deadlines -----------------------------------------------------
+    def cancel(self, task_id: int) -> LiveTask:
+        task = self.live.get(task_id)
+        if task is None:
+            if self.store.task(task_id) is None:
+                raise GdosError(
+                    ErrorCode.TASK_UNKNOWN, f"no task {task_id}; run 'gdos task list' to see tasks."
+                )
+            raise GdosError(ErrorCode.TASK_FINISHED, f"task {task_id} has already finished.")
+        task.canceled = True
+        for host in task.open_hosts():
+            node = self.registry.nodes.get(host.node)
+            if node is None or not self.mesh.send(node, "exec.cancel", {"task": task_id}):
+                self._finish_host(task, host, "canceled", reason="canceled; node not reachable")
+        self._maybe_done(task)
+        return task
+
+    def sweep(self, now: float | None = None) -> None:
+        """Give up on hosts past their deadline."""
+        now = now or time.time()
+        for task in list(self.live.values()):
+            for host in task.open_hosts():
+                if host.deadline is not None and now > host.deadline:
+                    reason = (
+                        "node went offline during the run and did not report back "
+                        "before the deadline"
+                        if host.went_offline or not self._online(host.node)
+                        else "no result from the node before the deadline"
+                    )
+                    self._finish_host(task, host, "failed", reason=reason)
+            self._maybe_done(task)
+
+    def _online(self, name: str) -> bool:
+        node = self.registry.nodes.get(name)
+        return bool(node and node.online)
+
+    def resume(self) -> int:
+        """After a restart: watch again every host that had not finished."""
+        by_task: dict[int, list[dict[str, Any]]] = {}
+        for row in self.store.open_hosts():
+            by_task.setdefault(row["task_id"], []).append(row)
+        for task_id, rows in by_task.items():
+            hosts = {
+                r["node"]: HostRun(
+                    node=r["node"], status=r["status"], deadline=r["deadline"], started=r["started"]
+                )
+                for r in rows
+            }
+            self.live[task_id] = LiveTask(id=task_id, hosts=hosts, credit=MIN_HOST_CREDIT)
+        for task_id in self.store.running_task_ids():
+            if task_id not in self.live:
+                self.store.finish_task(task_id, self._task_status(task_id, canceled=False))
+        return len(by_task)
+
+    # -- bookkeeping -----------------------------------------------------------
+    def _finish_host(
+        self,
+        task: LiveTask,
+        host: HostRun,
+        status: str,
+        reason: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        host.status, host.reason = status, reason
+        host.ended = host.ended or time.time()
+        self._queue_row(
+            {
+                "task_id": task.id,
+                "node": host.node,
+                "status": status,
+                "reason": reason,
+                "ended": host.ended,
+                "started": host.started,
+                "exit_code": host.exit_code,
+                **(extra or {}),
+            }
+        )
+        event = host.view()
+        for subscriber in task.subscribers:
+            if not subscriber.closed:
+                subscriber.push(event)
+
+    def _maybe_done(self, task: LiveTask) -> None:
+        if task.open_hosts() or task.id not in self.live:
+            return
+        del self.live[task.id]
+        self.flush()
+        status = self._task_status(task.id, task.canceled)
+        self.store.finish_task(task.id, status)
+        for subscriber in task.subscribers:
+            if not subscriber.closed:
+                subscriber.push({"type": "done", "task": task.id, "status": status})
+
+    def _task_status(self, task_id: int, canceled: bool) -> str:
+        statuses = {h["status"] for h in self.store.task_hosts(task_id)}
+        if canceled or "canceled" in statuses:
+            return "canceled"
+        return "succeeded" if statuses <= {"succeeded"} else "failed"
+
+    def _queue_row(self, row: dict[str, Any]) -> None:
+        self._pending_rows.append(row)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(0.02, self.flush)
+
+    def flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        rows, self._pending_rows = self._pending_rows, []
+        self.store.update_hosts(rows)
+
+    def subscribe(self, task: LiveTask) -> Subscriber:
+        subscriber = Subscriber()
+        task.subscribers.append(subscriber)
+        if task.id not in self.live:
+            subscriber.push(
+                {
+                    "type": "done",
+                    "task": task.id,
+                    "status": self._task_status(task.id, task.canceled),
+                }
+            )
+        return subscriber
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _seen_ago(node: LiveNode) -> str:
+    if node.last_seen is None:
+        return " (never seen by this daemon)"
+    return f" (last seen {time.time() - node.last_seen:.0f}s ago)"

@@ -1,0 +1,1 @@
+"""Tools for developing gdos: mock cluster, completion generation, waiting helpers."""

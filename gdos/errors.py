@@ -1,0 +1,85 @@
+"""Stable error codes and the exit codes scripts can rely on.
+
+An error an operator can see always carries one of these codes and a sentence
+that says what to do next. The codes travel in error frames too, so the CLI
+prints the daemon's or agent's refusal unchanged.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    # transport and protocol
+    BAD_FRAME = "bad_frame"
+    FRAME_TOO_LARGE = "frame_too_large"
+    BAD_VERSION = "bad_version"
+    UNKNOWN_KIND = "unknown_kind"
+    BAD_MESSAGE = "bad_message"
+    FLOW_VIOLATION = "flow_violation"
+    # daemon and local setup
+    DAEMON_UNAVAILABLE = "daemon_unavailable"
+    DAEMON_RUNNING = "daemon_running"
+    UNSAFE_PATH = "unsafe_path"
+    INTERNAL = "internal"
+    # nodes, keys, tokens
+    NODE_UNKNOWN = "node_unknown"
+    NODE_OFFLINE = "node_offline"
+    NODE_DISABLED = "node_disabled"
+    NODE_MAINTENANCE = "node_maintenance"
+    NO_TARGET = "no_target"
+    KEY_UNKNOWN = "key_unknown"
+    KEY_NOT_ACCEPTED = "key_not_accepted"
+    TOKEN_INVALID = "token_invalid"
+    TOKEN_EXPIRED = "token_expired"
+    # tasks
+    TASK_UNKNOWN = "task_unknown"
+    TASK_FINISHED = "task_finished"
+    INVALID_ARGUMENT = "invalid_argument"
+    USER_UNKNOWN = "user_unknown"
+    NOT_PERMITTED = "not_permitted"
+    SPAWN_FAILED = "spawn_failed"
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the ``gdos`` command (documented in the README)."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    DAEMON_UNAVAILABLE = 3
+    NOT_FOUND = 4
+    EXEC_FAILED = 5
+    EXEC_UNREACHABLE = 6
+    EXEC_TIMED_OUT = 7
+    CANCELED = 130
+
+
+_EXIT_FOR_CODE = {
+    ErrorCode.DAEMON_UNAVAILABLE: ExitCode.DAEMON_UNAVAILABLE,
+    ErrorCode.NODE_UNKNOWN: ExitCode.NOT_FOUND,
+    ErrorCode.KEY_UNKNOWN: ExitCode.NOT_FOUND,
+    ErrorCode.TASK_UNKNOWN: ExitCode.NOT_FOUND,
+    ErrorCode.NO_TARGET: ExitCode.NOT_FOUND,
+    ErrorCode.INVALID_ARGUMENT: ExitCode.USAGE,
+}
+
+
+class GdosError(Exception):
+    """An error with a stable code and an operator-facing sentence."""
+
+    def __init__(self, code: ErrorCode | str, message: str) -> None:
+        super().__init__(message)
+        self.code = ErrorCode(code) if code in ErrorCode._value2member_map_ else code
+        self.message = message
+
+    @property
+    def exit_code(self) -> int:
+        return int(_EXIT_FOR_CODE.get(self.code, ExitCode.ERROR))  # type: ignore[call-overload]
+
+    def to_body(self) -> dict[str, str]:
+        return {"code": str(self.code), "message": self.message}
+
+    def __str__(self) -> str:
+        return f"error[{self.code}]: {self.message}"

@@ -1,0 +1,225 @@
+"""The gdos wire protocol, shared by the daemon, the agent and the client.
+
+Every frame is one msgpack map::
+
+    {"v": 1, "k": "<kind>", "id": <request id, optional>, "re": <id answered,
+     optional>, "b": {<body>}}
+
+``decode`` is strict: a frame that is not such a map, is larger than
+``MAX_FRAME_BYTES``, has another version, an unknown kind, or a body whose
+fields do not match the kind's schema raises ``ProtocolError`` with a stable
+code. Receivers answer with an ``error`` frame and keep serving. Bulk bytes
+(output chunks, file chunks, pty data) are msgpack ``bin``, never base64.
+
+Streams (exec output now; logs, metrics and pty later) carry a stream id and a
+sequence number, and the receiver grants credit in ``*.credit`` frames: a
+sender never has more than its credit in flight, so a slow reader slows the
+writer instead of growing a queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from gdos.errors import ErrorCode, GdosError
+
+VERSION = 1
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+CHUNK_BYTES = 64 * 1024
+OUTPUT_CAP_BYTES = 1024 * 1024
+INITIAL_CREDIT = 16
+CONTROL_STREAM_CREDIT = 512
+
+Schema = dict[str, tuple[type, ...]]
+
+NUM = (int, float)
+STR = (str,)
+INT = (int,)
+BOOL = (bool,)
+BIN = (bytes,)
+MAP = (dict,)
+LIST = (list,)
+OPT_STR = (str, type(None))
+OPT_NUM = (int, float, type(None))
+OPT_INT = (int, type(None))
+
+# kind -> (required fields, optional fields). Unknown extra fields are
+# ignored so a newer peer may add fields without breaking an older one.
+KINDS: dict[str, tuple[Schema, Schema]] = {
+    # replies, both links
+    "ok": ({}, {}),
+    "error": ({"code": STR, "message": STR}, {}),
+    # mesh: agent -> daemon
+    "hello": ({"name": STR, "version": STR, "facts": MAP}, {"join": MAP, "results": LIST}),
+    "heartbeat": ({}, {"uptime": NUM}),
+    "metrics": ({"sample": MAP}, {}),
+    "exec.started": ({"task": INT, "pid": INT}, {}),
+    "exec.output": ({"task": INT, "stream": STR, "seq": INT, "data": BIN}, {}),
+    "exec.result": (
+        {"task": INT, "status": STR, "started": NUM, "ended": NUM},
+        {
+            "exit_code": OPT_INT,
+            "stdout": BIN,
+            "stderr": BIN,
+            "stdout_truncated": BOOL,
+            "stderr_truncated": BOOL,
+            "reason": OPT_STR,
+        },
+    ),
+    # mesh: daemon -> agent
+    "welcome": ({"config": MAP, "state": STR}, {}),
+    "heartbeat.ack": ({"config": MAP, "state": STR}, {}),
+    "config": ({"config": MAP, "state": STR}, {}),
+    "rehello": ({}, {}),
+    "revoked": ({"reason": STR}, {}),
+    "exec.run": (
+        {"task": INT, "argv": LIST, "timeout": NUM},
+        {
+            "shell": BOOL,
+            "env": MAP,
+            "cwd": OPT_STR,
+            "user": OPT_STR,
+            "credit": INT,
+            "allow_drained": BOOL,
+        },
+    ),
+    "exec.cancel": ({"task": INT}, {}),
+    "exec.credit": ({"task": INT, "credit": INT}, {}),
+    "exec.result.ack": ({"task": INT}, {}),
+    # control: client -> daemon
+    "ping": ({}, {}),
+    "node.list": ({}, {}),
+    "node.names": ({}, {"prefix": STR}),
+    "node.show": ({"name": STR}, {}),
+    "node.rm": ({"name": STR}, {}),
+    "node.set_state": ({"name": STR, "state": STR}, {}),
+    "key.list": ({}, {}),
+    "key.accept": ({}, {"name": STR, "all": BOOL}),
+    "key.reject": ({"name": STR}, {}),
+    "key.delete": ({"name": STR}, {}),
+    "token.create": ({}, {"ttl": NUM, "uses": OPT_INT, "address": OPT_STR}),
+    "token.list": ({}, {}),
+    "exec.start": (
+        {"argv": LIST},
+        {
+            "targets": LIST,
+            "all": BOOL,
+            "match": OPT_STR,
+            "shell": BOOL,
+            "env": MAP,
+            "cwd": OPT_STR,
+            "user": OPT_STR,
+            "timeout": NUM,
+            "allow_drained": BOOL,
+            "follow": BOOL,
+        },
+    ),
+    "task.list": ({}, {"limit": INT}),
+    "task.show": ({"id": INT}, {}),
+    "task.cancel": ({"id": INT}, {}),
+    "stream.data": ({"stream": INT, "seq": INT, "event": MAP}, {}),
+    "stream.end": ({"stream": INT, "seq": INT}, {"event": MAP}),
+    "stream.credit": ({"stream": INT, "credit": INT}, {}),
+    "stream.cancel": ({"stream": INT}, {}),
+}
+
+
+class ProtocolError(GdosError):
+    """A frame that cannot be accepted; ``code`` says why."""
+
+
+@dataclass(slots=True)
+class Message:
+    """One decoded frame."""
+
+    kind: str
+    body: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    re: int | None = None
+
+
+def encode(
+    kind: str, body: dict[str, Any] | None = None, *, id: int | None = None, re: int | None = None
+) -> bytes:
+    """Pack one frame. Refuses (ProtocolError) a frame the peer would refuse."""
+    frame: dict[str, Any] = {"v": VERSION, "k": kind, "b": body or {}}
+    if id is not None:
+        frame["id"] = id
+    if re is not None:
+        frame["re"] = re
+    data: bytes = msgpack.packb(frame, use_bin_type=True)
+    if len(data) > MAX_FRAME_BYTES:
+        raise ProtocolError(
+            ErrorCode.FRAME_TOO_LARGE,
+            f"{kind} frame of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit.",
+        )
+    return data
+
+
+def error_frame(code: ErrorCode | str, message: str, *, re: int | None = None) -> bytes:
+    """An ``error`` frame answering request ``re``."""
+    return encode("error", {"code": str(code), "message": message}, re=re)
+
+
+def decode(data: bytes) -> Message:
+    """Unpack and validate one frame; raises ProtocolError with a stable code."""
+    if len(data) > MAX_FRAME_BYTES:
+        raise ProtocolError(
+            ErrorCode.FRAME_TOO_LARGE,
+            f"frame of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit.",
+        )
+    try:
+        frame = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"frame is not valid msgpack ({exc}).") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "frame is not a msgpack map.")
+    version = frame.get("v")
+    if version != VERSION:
+        raise ProtocolError(
+            ErrorCode.BAD_VERSION,
+            f"protocol version {version!r} is not supported (this side speaks {VERSION}); "
+            "run the same gdos version on both ends.",
+        )
+    kind = frame.get("k")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ProtocolError(ErrorCode.UNKNOWN_KIND, f"unknown message kind {kind!r}.")
+    body = frame.get("b", {})
+    if not isinstance(body, dict):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind}: body is not a map.")
+    _check_body(kind, body)
+    msg_id = _optional_int(frame, "id", kind)
+    re = _optional_int(frame, "re", kind)
+    return Message(kind=kind, body=body, id=msg_id, re=re)
+
+
+def _optional_int(frame: dict[str, Any], key: str, kind: str) -> int | None:
+    value = frame.get(key)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind}: {key!r} must be an integer.")
+
+
+def _check_body(kind: str, body: dict[str, Any]) -> None:
+    required, optional = KINDS[kind]
+    for name, types in required.items():
+        if name not in body:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind}: missing field {name!r}.")
+        _check_type(kind, name, body[name], types)
+    for name, types in optional.items():
+        if name in body:
+            _check_type(kind, name, body[name], types)
+
+
+def _check_type(kind: str, name: str, value: Any, types: tuple[type, ...]) -> None:
+    # bool is an int subclass; an int field must not accept True.
+    ok = False if isinstance(value, bool) and bool not in types else isinstance(value, types)
+    if not ok:
+        wanted = " or ".join(t.__name__ for t in types)
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE,
+            f"{kind}: field {name!r} must be {wanted}, not {type(value).__name__}.",
+        )

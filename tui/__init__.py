@@ -1,0 +1,1 @@
+"""The Textual dashboard (`gdos tui`). Imported only by that command."""
