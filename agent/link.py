@@ -95,7 +95,7 @@ class Link:
     def _make_socket(self) -> zmq.asyncio.Socket:
         s = self.ctx.socket(zmq.DEALER)
         s.linger = 0
-        s.routing_id = self.config.name.encode()
+        s.routing_id = protocol.routing_id(self.config.name)
         s.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES + 4096)
         s.setsockopt(zmq.SNDHWM, 10_000)
         s.setsockopt(zmq.RECONNECT_IVL, 200)

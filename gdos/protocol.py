@@ -127,6 +127,27 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
 }
 
 
+ROUTING_SEPARATOR = b"#"
+
+
+def routing_id(name: str) -> bytes:
+    """A fresh routing id for one agent connection: ``name#<random>``.
+
+    The name part is stable for the node; the random part makes every
+    connection distinct, so no peer can take over another's routing id (the
+    daemon's ROUTER does not hand ids over, and checks the name part against
+    the hello and the authenticated key).
+    """
+    import secrets
+
+    return name.encode() + ROUTING_SEPARATOR + secrets.token_hex(6).encode()
+
+
+def routing_name(rid: bytes) -> str:
+    """The node name part of a routing id."""
+    return rid.split(ROUTING_SEPARATOR, 1)[0].decode("utf-8", "replace")
+
+
 class ProtocolError(GdosError):
     """A frame that cannot be accepted; ``code`` says why."""
 

@@ -60,7 +60,6 @@ class Mesh:
         s = self.socket
         s.linger = 0
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        s.setsockopt(zmq.ROUTER_HANDOVER, 1)
         s.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES + 4096)
         s.setsockopt(zmq.SNDHWM, SNDHWM)
         s.setsockopt(zmq.RCVHWM, RCVHWM)
@@ -134,7 +133,7 @@ class Mesh:
 
     def _hello(self, rid: bytes, user_id: str | None, msg: Message, payload: zmq.Frame) -> None:
         name = msg.body["name"]
-        if not NAME_PATTERN.match(name) or rid != name.encode():
+        if not NAME_PATTERN.match(name) or protocol.routing_name(rid) != name:
             self._refuse(
                 rid,
                 ProtocolError(
@@ -165,7 +164,7 @@ class Mesh:
             self._drop(rid, "frame from a key that is not accepted")
             return
         name = msg.body["name"]
-        if not NAME_PATTERN.match(name) or rid != name.encode():
+        if not NAME_PATTERN.match(name) or protocol.routing_name(rid) != name:
             self._refuse(rid, ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid node name {name!r}."))
             return
         join = msg.body.get("join")

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness import Fleet
+
+
+@pytest.fixture
+def fleet() -> Iterator[Fleet]:
+    """A started daemon on a free loopback port; agents are added by the test."""
+    f = Fleet()
+    f.start_daemon()
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """On failure, attach the daemon's and agents' logs to the report."""
+    if call.when != "call" or call.excinfo is None:
+        return
+    fleet = item.funcargs.get("fleet") if hasattr(item, "funcargs") else None
+    if isinstance(fleet, Fleet):
+        procs = ([fleet.daemon] if fleet.daemon else []) + list(fleet.agents.values())
+        for proc in procs:
+            item.add_report_section("call", f"log {proc.name}", proc.log_text()[-4000:])

@@ -1,0 +1,218 @@
+"""Real processes on loopback for integration tests.
+
+A ``Fleet`` owns one daemon and any number of agents, each a real process
+with its own short temporary ``GDOS_HOME``, and drives them through the real
+``gdos`` CLI. Waiting is always for a condition with a deadline, never a bare
+sleep. Every process is started in its own session and killed with its
+whole group at teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_WAIT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = DEFAULT_WAIT, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the condition may not be checkable yet
+            last_error = exc
+        time.sleep(0.05)
+    raise AssertionError(
+        f"timed out after {timeout:g}s waiting for {what or predicate}"
+        + (f" (last error: {last_error})" if last_error else "")
+    )
+
+
+def short_home(prefix: str) -> Path:
+    """A temporary folder short enough for a unix socket path inside it."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    home: Path
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(10)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class Fleet:
+    daemon_home: Path = field(default_factory=lambda: short_home("gd-"))
+    port: int = field(default_factory=free_port)
+    daemon: Proc | None = None
+    agents: dict[str, Proc] = field(default_factory=dict)
+    homes: list[Path] = field(default_factory=list)
+    daemon_args: list[str] = field(default_factory=list)
+
+    @property
+    def mesh(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def env(self, home: Path) -> dict[str, str]:
+        return {**os.environ, "GDOS_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+
+    # -- the CLI --------------------------------------------------------------
+    def gdos(
+        self, *args: str, home: Path | None = None, timeout: float = 60, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI against this fleet's daemon."""
+        return subprocess.run(
+            [sys.executable, "-m", "gdos.cli.main", *args],
+            env=self.env(home or self.daemon_home),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
+
+    def gdos_json(self, *args: str) -> Any:
+        result = self.gdos(*args, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        return {n["name"]: n for n in self.gdos_json("node", "list")}
+
+    def wait_online(self, *names: str, timeout: float = DEFAULT_WAIT) -> None:
+        wait_for(
+            lambda: all(self.nodes().get(n, {}).get("online") for n in names),
+            timeout,
+            f"nodes {names} online",
+        )
+
+    def wait_offline(self, name: str, timeout: float = DEFAULT_WAIT) -> None:
+        wait_for(lambda: self.nodes()[name]["online"] is False, timeout, f"{name} offline")
+
+    # -- processes ----------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], home: Path) -> Proc:
+        log = home / f"{name}.out"
+        with open(log, "ab") as out:
+            popen = subprocess.Popen(
+                argv,
+                env=self.env(home),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        return Proc(name, popen, home, log)
+
+    def start_daemon(self, *extra: str) -> Proc:
+        args = [
+            "--mesh",
+            self.mesh,
+            "--heartbeat",
+            "0.5",
+            "--offline-after",
+            "2",
+            "--metrics-interval",
+            "0.5",
+            *(extra or self.daemon_args),
+        ]
+        self.daemon_args = list(extra or self.daemon_args)
+        self.daemon = self._spawn(
+            "daemon",
+            [sys.executable, "-m", "gdos.cli.main", "daemon", "run", *args],
+            self.daemon_home,
+        )
+        wait_for(
+            lambda: self.gdos("daemon", "status").returncode == 0 or not self.daemon.alive(),
+            what="daemon answering",
+        )
+        assert self.daemon.alive(), self.daemon.log_text()
+        return self.daemon
+
+    def stop_daemon(self, sig: int = signal.SIGTERM) -> None:
+        assert self.daemon is not None
+        self.daemon.kill(sig)
+
+    def token(self, *extra: str) -> str:
+        result = self.gdos("token", "create", "--address", self.mesh, *extra)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def daemon_key(self) -> str:
+        return str(self.gdos_json("daemon", "status")["public_key"])
+
+    def start_agent(
+        self, name: str, *extra: str, join: str | None = None, home: Path | None = None
+    ) -> Proc:
+        """Start a real agent process (``gdos agent run``) with its own GDOS_HOME."""
+        if home is None:
+            home = short_home(f"ga-{name}-")
+            self.homes.append(home)
+        link = (
+            ["--join", join]
+            if join
+            else (
+                ["--daemon", self.mesh, "--daemon-key", self.daemon_key()]
+                if "--insecure" not in extra
+                else ["--daemon", self.mesh]
+            )
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "gdos.cli.main",
+            "agent",
+            "run",
+            "--name",
+            name,
+            "--backoff-max",
+            "0.5",
+            *link,
+            *extra,
+        ]
+        proc = self._spawn(name, argv, home)
+        self.agents[name] = proc
+        return proc
+
+    def close(self) -> None:
+        for proc in self.agents.values():
+            proc.kill()
+        if self.daemon is not None:
+            self.daemon.kill()
+        for home in [self.daemon_home, *self.homes]:
+            shutil.rmtree(home, ignore_errors=True)
