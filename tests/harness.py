@@ -9,6 +9,7 @@ whole group at teardown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -65,12 +66,15 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def send(self, sig: int) -> None:
+        """Send ``sig`` to the process's whole group, without waiting."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, sig)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the group and wait for the process to exit."""
         if self.alive():
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                pass
+            self.send(sig)
             self.popen.wait(10)
 
     def log_text(self) -> str:
