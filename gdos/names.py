@@ -10,7 +10,7 @@ import re
 
 from gdos.errors import ErrorCode, GdosError
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 
 
 def check_name(name: str, what: str = "node name") -> str:

@@ -165,7 +165,11 @@ class Message:
 def encode(
     kind: str, body: dict[str, Any] | None = None, *, id: int | None = None, re: int | None = None
 ) -> bytes:
-    """Pack one frame. Refuses (ProtocolError) a frame the peer would refuse."""
+    """Pack one frame. Refuses (ProtocolError) a frame the peer would refuse:
+    an unknown kind, a body that does not fit the kind's schema, or one too large."""
+    if kind not in KINDS:
+        raise ProtocolError(ErrorCode.UNKNOWN_KIND, f"unknown message kind {kind!r}.")
+    _check_body(kind, body or {})
     frame: dict[str, Any] = {"v": VERSION, "k": kind, "b": body or {}}
     if id is not None:
         frame["id"] = id
@@ -199,7 +203,7 @@ def decode(data: bytes) -> Message:
     if not isinstance(frame, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, "frame is not a msgpack map.")
     version = frame.get("v")
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:
         raise ProtocolError(
             ErrorCode.BAD_VERSION,
             f"protocol version {version!r} is not supported (this side speaks {VERSION}); "

@@ -46,7 +46,7 @@ class JoinToken:
         return PREFIX + base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
     def expired(self, now: float | None = None) -> bool:
-        return (now or time.time()) >= self.expires_at
+        return (time.time() if now is None else now) >= self.expires_at
 
 
 def decode(text: str) -> JoinToken:
@@ -64,7 +64,7 @@ def decode(text: str) -> JoinToken:
             address=str(data["a"]),
             server_key=str(data["k"]),
             token_id=str(data["i"]),
-            secret=bytes(data["s"]),
+            secret=_secret(data["s"]),
             expires_at=float(data["e"]),
         )
     except Exception:
@@ -72,6 +72,12 @@ def decode(text: str) -> JoinToken:
     if not is_z85_key(token.server_key) or not token.address.startswith("tcp://"):
         raise bad
     return token
+
+
+def _secret(value: object) -> bytes:
+    if not isinstance(value, bytes) or not 16 <= len(value) <= 64:
+        raise ValueError("token secret must be 16-64 bytes")
+    return value
 
 
 def proof(secret: bytes, client_key: bytes) -> str:

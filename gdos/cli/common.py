@@ -116,21 +116,31 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
 
 
+def quiet_call(kind: str, **body: Any) -> dict[str, Any] | None:
+    """One quick request for shell completion; ``None`` instead of any error.
+
+    Completion runs on every TAB press, so it gives the daemon 0.3 s to accept
+    and 0.5 s to answer, and never prints: a stray line would end up in the
+    operator's command line.
+    """
+    try:
+        import asyncio
+
+        from gdos.client import Client
+
+        async def ask() -> dict[str, Any]:
+            client = await Client.connect(timeout=0.3)
+            try:
+                return await client.call(kind, timeout=0.5, **body)
+            finally:
+                await client.close()
+
+        return asyncio.run(ask())
+    except Exception:
+        return None
+
+
 def complete_node_names(incomplete: str) -> list[str]:
     """Live completion of node names; silent and quick when the daemon is down."""
-    import asyncio
-
-    from gdos.client import Client
-
-    async def names() -> list[str]:
-        client = await Client.connect(timeout=0.3)
-        try:
-            reply = await client.call("node.names", timeout=0.5, prefix=incomplete)
-        finally:
-            await client.close()
-        return list(reply.get("names", []))
-
-    try:
-        return asyncio.run(names())
-    except Exception:
-        return []
+    reply = quiet_call("node.names", prefix=incomplete)
+    return [str(name) for name in reply.get("names", [])] if reply else []

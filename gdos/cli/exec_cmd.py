@@ -32,13 +32,17 @@ class CommandAfterDashDash(TyperCommand):
     """Keeps everything after the first ``--`` as the remote command, untouched."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if "--" in args:
-            cut = args.index("--")
-            ctx.meta["gdos.remote_argv"] = args[cut + 1 :]
-            args = args[:cut]
-        else:
-            ctx.meta["gdos.remote_argv"] = []
-        return super().parse_args(ctx, args)
+        ctx.meta["gdos.remote_argv"] = []
+        if "--" not in args:
+            return super().parse_args(ctx, args)
+        cut = args.index("--")
+        ctx.meta["gdos.remote_argv"] = args[cut + 1 :]
+        # `gdos exec -- cmd` is not a bare `gdos exec`: report the missing target, not help.
+        shows_help, self.no_args_is_help = self.no_args_is_help, False
+        try:
+            return super().parse_args(ctx, args[:cut])
+        finally:
+            self.no_args_is_help = shows_help
 
 
 def exit_code_for(statuses: list[str]) -> int:

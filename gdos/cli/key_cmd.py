@@ -6,22 +6,15 @@ import sys
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, ago, console, print_json, request
+from gdos.cli.common import JSON_OPTION, ago, console, print_json, quiet_call, request
 
 app = typer.Typer(help="Accept, reject and delete agent keys.", no_args_is_help=True)
 
 
 def _complete_key_names(incomplete: str) -> list[str]:
-    from gdos.cli.common import run
-
-    async def names(client: object) -> list[str]:
-        reply = await client.call("key.list", timeout=0.5)  # type: ignore[attr-defined]
-        return sorted({k["name"] for k in reply["keys"] if k["name"].startswith(incomplete)})
-
-    try:
-        return run(names)
-    except BaseException:
-        return []
+    reply = quiet_call("key.list")
+    keys = reply.get("keys", []) if reply else []
+    return sorted({k["name"] for k in keys if str(k.get("name", "")).startswith(incomplete)})
 
 
 NAME = typer.Argument(..., help="Node name of the key.", autocompletion=_complete_key_names)

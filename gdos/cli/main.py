@@ -23,6 +23,9 @@ app = typer.Typer(
     help="Operate a fleet from the terminal: nodes, exec, services, logs, shell.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain click help: Typer's rich help imports rich and markdown-it (~0.1 s),
+    # paid by every `gdos --help` and every usage error.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(daemon_cmd.app, name="daemon")

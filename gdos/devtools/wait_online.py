@@ -32,8 +32,9 @@ def main() -> int:
         sys.stderr.write(f"{error}\n")
         return error.exit_code
     if not ok:
-        sys.stderr.write(f"node {name} did not come online within {seconds:g}s; "
-                         f"see $GDOS_HOME/log/agent.log\n")
+        sys.stderr.write(
+            f"node {name} did not come online within {seconds:g}s; see $GDOS_HOME/log/agent.log\n"
+        )
         return 1
     return 0
 
