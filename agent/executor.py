@@ -151,7 +151,8 @@ class ExecRun:
         kwargs: dict[str, Any] = {}
         if self.request.get("user"):
             kwargs = _user_kwargs(self.request["user"], env)
-            cwd = cwd or env.get("HOME")
+            home = env.get("HOME", "/")
+            cwd = cwd or (home if os.path.isdir(home) else "/")
         if cwd and not os.path.isdir(cwd):
             raise _SpawnError(f"working directory {cwd} does not exist on this node", None)
         try:

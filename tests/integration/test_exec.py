@@ -199,3 +199,54 @@ def test_agent_enforces_disabled_state_itself(trio: Fleet) -> None:
     """The state is pushed to the agent, which refuses work on its own."""
     assert trio.gdos("node", "disable", "n1").returncode == 0
     wait_for(lambda: "state is now disabled" in trio.agents["n1"].log_text(), what="pushed")
+
+
+def test_user_option_runs_as_that_user(trio: Fleet) -> None:
+    result = trio.gdos("exec", "n1", "--user", "nobody", "--", "id", "-un")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "n1 | nobody" in result.stdout
+    missing = trio.gdos("exec", "n1", "--user", "no-such-user", "--", "true")
+    assert missing.returncode == 5 and "no user 'no-such-user'" in missing.stdout
+
+
+def test_a_stopped_reader_throttles_the_remote_command(trio: Fleet) -> None:
+    """Credits end to end: a frozen CLI blocks the remote writer; memory stays flat."""
+    import psutil
+
+    progress = short_home("gx-") / "progress"
+    chunks, size = 800, 65536  # 50 MiB in all
+    writer = (
+        f"import sys\nfor i in range({chunks}):\n    sys.stdout.write('x' * {size - 1} + "
+        f"'\\n'); sys.stdout.flush(); open('{progress}', 'w').write(str(i + 1))"
+    )
+    assert trio.daemon is not None
+    daemon_rss = psutil.Process(trio.daemon.popen.pid).memory_info().rss
+    proc = _start_exec(trio, "n1", "--", sys.executable, "-c", writer)
+    wait_for(progress.exists, what="the remote writer to start")
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        written = wait_for(lambda: _unchanged_for(progress, 1.5), 30, "the writer to block")
+        assert written < chunks, "the writer was never slowed down"
+        grown = psutil.Process(trio.daemon.popen.pid).memory_info().rss - daemon_rss
+        assert grown < 32 * 1024 * 1024, f"daemon grew by {grown} bytes"
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.count("n1 | x") == chunks
+
+
+def _unchanged_for(progress: Path, seconds: float) -> int | None:
+    """The progress count if it did not move for ``seconds``, else None."""
+    import time
+
+    def read() -> int:
+        text = progress.read_text()
+        return int(text) if text else -1
+
+    first, deadline = read(), time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if read() != first:
+            return None
+        time.sleep(0.01)
+    return first
