@@ -201,6 +201,7 @@ def test_agent_enforces_disabled_state_itself(trio: Fleet) -> None:
     wait_for(lambda: "state is now disabled" in trio.agents["n1"].log_text(), what="pushed")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="--user needs the agent to run as root")
 def test_user_option_runs_as_that_user(trio: Fleet) -> None:
     result = trio.gdos("exec", "n1", "--user", "nobody", "--", "id", "-un")
     assert result.returncode == 0, result.stdout + result.stderr
