@@ -46,13 +46,23 @@ class KeyRing:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.accepted: dict[str, str] = {}  # key -> node name
+        self.accepted_names: dict[str, str] = {}  # node name -> key
         self.provisional: dict[str, float] = {}  # key -> when the handshake passed
         self.reload()
 
     def reload(self) -> None:
-        self.accepted = {
-            r["key"]: r["name"] for r in self.store.agent_keys() if r["status"] == "accepted"
-        }
+        rows = [r for r in self.store.agent_keys() if r["status"] == "accepted"]
+        self.accepted = {r["key"]: r["name"] for r in rows}
+        self.accepted_names = {r["name"]: r["key"] for r in rows}
+
+    def _grant(self, key: str, name: str) -> None:
+        self.accepted[key] = name
+        self.accepted_names[name] = key
+
+    def _withdraw(self, key: str) -> None:
+        name = self.accepted.pop(key, None)
+        if name is not None and self.accepted_names.get(name) == key:
+            del self.accepted_names[name]
 
     def decide(self, key: str) -> tuple[bool, str]:
         """ZAP decision for a key: (allowed, user id or reason)."""
@@ -79,7 +89,7 @@ class KeyRing:
                 return Admission(False, f"node name {name!r} already has an accepted key")
             self.store.record_key(key, name, "accepted", address, "token")
             self.store.use_token(str(join["token"]))  # type: ignore[index]
-            self.accepted[key] = name
+            self._grant(key, name)
             log.info("key %s of %s accepted by join token", fingerprint(key), name)
             return Admission(True, "accepted by join token")
         self.store.record_key(key, name, "pending", address, "manual")
@@ -103,7 +113,8 @@ class KeyRing:
         return None
 
     def _name_taken(self, name: str, key: str) -> bool:
-        return any(n == name and k != key for k, n in self.accepted.items())
+        holder = self.accepted_names.get(name)
+        return holder is not None and holder != key
 
     # -- operator actions ---------------------------------------------------
     def accept(self, name: str | None, accept_all: bool) -> list[dict]:
@@ -122,21 +133,21 @@ class KeyRing:
                     f"reinstalled, run 'gdos key delete {row['name']}' and accept again.",
                 )
             self.store.set_key_status(row["key"], "accepted")
-            self.accepted[row["key"]] = row["name"]
+            self._grant(row["key"], row["name"])
         return chosen
 
     def reject(self, name: str) -> list[dict]:
         rows = self._named(name)
         for row in rows:
             self.store.set_key_status(row["key"], "rejected")
-            self.accepted.pop(row["key"], None)
+            self._withdraw(row["key"])
         return rows
 
     def delete(self, name: str) -> list[dict]:
         rows = self._named(name)
         for row in rows:
             self.store.delete_key(row["key"])
-            self.accepted.pop(row["key"], None)
+            self._withdraw(row["key"])
         return rows
 
     def _named(self, name: str) -> list[dict]:

@@ -89,6 +89,14 @@ class LiveTask:
     credit: int
     subscribers: list[Subscriber] = field(default_factory=list)
     canceled: bool = False
+    open_count: int = 0  # hosts not yet final, kept by _finish_host: O(1) per result
+    first_deadline: float | None = None  # no host can be overdue before this
+
+    def __post_init__(self) -> None:
+        still_open = self.open_hosts()
+        self.open_count = len(still_open)
+        deadlines = [h.deadline for h in still_open if h.deadline is not None]
+        self.first_deadline = min(deadlines) if deadlines else None
 
     def open_hosts(self) -> list[HostRun]:
         return [h for h in self.hosts.values() if h.status not in FINAL]
@@ -317,6 +325,8 @@ class ExecTasks:
         """Give up on hosts past their deadline."""
         now = now or time.time()
         for task in list(self.live.values()):
+            if task.first_deadline is None or now <= task.first_deadline:
+                continue
             for host in task.open_hosts():
                 if host.deadline is not None and now > host.deadline:
                     reason = (
@@ -359,6 +369,8 @@ class ExecTasks:
         reason: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
+        if host.status not in FINAL and status in FINAL:
+            task.open_count -= 1
         host.status, host.reason = status, reason
         host.ended = host.ended or time.time()
         self._queue_row(
@@ -379,7 +391,7 @@ class ExecTasks:
                 subscriber.push(event)
 
     def _maybe_done(self, task: LiveTask) -> None:
-        if task.open_hosts() or task.id not in self.live:
+        if task.open_count > 0 or task.id not in self.live:
             return
         del self.live[task.id]
         self.flush()
