@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from gdos import __version__, keys, paths, tokens
+from gdos.dialing import normalize_address
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import check_name
 
@@ -33,14 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backoff-max", type=float, default=30.0, help="reconnect backoff cap, s")
     p.add_argument("--log-level", default="INFO")
     return p
-
-
-def normalize_address(value: str) -> str:
-    if value.startswith("tcp://"):
-        return value
-    if ":" not in value:
-        raise GdosError(ErrorCode.INVALID_ARGUMENT, f"--daemon {value!r} needs HOST:PORT.")
-    return "tcp://" + value
 
 
 def resolve_link(

@@ -1,0 +1,533 @@
+"""One simulated agent of the mock cluster: the agent's protocol, without processes.
+
+A ``SimAgent`` is a real DEALER socket with its own CURVE keypair that speaks
+the mesh protocol as ``agent/link.py`` does (hello with a join proof,
+welcome, heartbeats and metrics on the pushed intervals, rehello, results
+kept until acknowledged). Commands are simulated: ``true``, ``false``,
+``echo ARGS``, ``sleep S`` (cancellable, bounded by the timeout); anything
+else succeeds with no output; remote shells are refused. Agents are
+callbacks on one loop (``add_reader`` and ``call_later``), not tasks, so an
+idle one costs a socket and a few small objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shlex
+import signal
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from gdos import __version__, protocol
+from gdos.dialing import backoff_delay
+from gdos.errors import ErrorCode
+from gdos.protocol import Message, ProtocolError
+from gdos.tokens import proof
+
+if TYPE_CHECKING:
+    from gdos.devtools.mock_cluster import Cluster
+
+SILENCE_FACTOR, MIN_SILENCE = 3.0, 10.0  # as agent/link.py
+BACKOFF_BASE = 0.5
+TERM = -int(signal.SIGTERM)  # exit code of a killed 'sleep'
+GIB = 1024**3
+
+Body = dict[str, Any]
+
+
+# -- fake node data ----------------------------------------------------------
+
+
+def fake_facts(name: str, index: int) -> Body:
+    """Small, plausible static facts, shaped like agent/facts.py's."""
+    rng = random.Random(index)
+    cores = rng.choice((2, 4, 8, 16))
+    ip = f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}"
+    mac = "02:5a:" + ":".join(f"{(index >> s) & 255:02x}" for s in (24, 16, 8, 0))
+    return {
+        "hostname": name,
+        "os": "linux",
+        "distro": "Debian GNU/Linux 12 (bookworm)",
+        "distro_id": "debian",
+        "distro_version": "12",
+        "kernel": "6.1.0-21-amd64",
+        "arch": "x86_64",
+        "cpu_model": "Simulated CPU @ 2.40GHz",
+        "cpu_cores": cores,
+        "cpu_threads": cores * 2,
+        "cpu_max_mhz": 2400.0,
+        "memory_total": cores * 4 * GIB,
+        "swap_total": 2 * GIB,
+        "disks": [
+            {"device": "/dev/vda1", "mount": "/", "fstype": "ext4", "total": 100 * GIB},
+        ],
+        "nics": [
+            {
+                "name": "eth0",
+                "mac": mac,
+                "ipv4": [ip],
+                "ipv6": [],
+                "speed_mbps": 10000,
+                "up": True,
+            },
+        ],
+        "boot_time": time.time() - rng.uniform(3600, 90 * 86400),
+        "agent_version": __version__,
+        "python": "3.11.2",
+        "gpus": [],
+        "simulated": True,
+    }
+
+
+def fake_sample(uptime: float, cores: int) -> Body:
+    """One metrics sample, shaped like agent/metrics.py's."""
+    cpu = random.uniform(1, 35)
+    used = random.uniform(0.2, 0.7)
+    disk_used = random.uniform(0.1, 0.8)
+    return {
+        "ts": time.time(),
+        "cpu_percent": round(cpu, 1),
+        "cpu_per_core": [round(random.uniform(0, 2 * cpu), 1) for _ in range(cores)],
+        "load1": round(cpu * cores / 100, 2),
+        "load5": round(cpu * cores / 110, 2),
+        "load15": round(cpu * cores / 120, 2),
+        "mem_total": cores * 4 * GIB,
+        "mem_used": int(cores * 4 * GIB * used),
+        "mem_percent": round(used * 100, 1),
+        "swap_total": 2 * GIB,
+        "swap_used": 0,
+        "swap_percent": 0.0,
+        "disks": [
+            {
+                "mount": "/",
+                "total": 100 * GIB,
+                "used": int(100 * GIB * disk_used),
+                "percent": round(disk_used * 100, 1),
+            }
+        ],
+        "disk_read_bps": round(random.uniform(0, 2e6)),
+        "disk_write_bps": round(random.uniform(0, 4e6)),
+        "net_rx_bps": round(random.uniform(0, 1e6)),
+        "net_tx_bps": round(random.uniform(0, 1e6)),
+        "procs": random.randint(90, 240),
+        "uptime": uptime,
+        "gpus": [],
+    }
+
+
+# -- one simulated command -----------------------------------------------------
+
+
+class SimRun:
+    """A simulated command: output chunks sent as credit allows, then a result."""
+
+    __slots__ = (
+        "agent",
+        "chunks",
+        "credit",
+        "exit_code",
+        "finished",
+        "initial_credit",
+        "reason",
+        "seq",
+        "started",
+        "status",
+        "stdout",
+        "task",
+        "timers",
+    )
+
+    def __init__(self, agent: SimAgent, task: int, credit: int) -> None:
+        self.agent, self.task = agent, task
+        self.initial_credit = self.credit = max(1, credit)
+        self.chunks: list[bytes] = []
+        self.stdout = b""
+        self.seq = 0
+        self.started = time.time()
+        self.status: str | None = None  # set once the command is over
+        self.exit_code: int | None = None
+        self.reason: str | None = None
+        self.finished = False
+        self.timers: list[asyncio.TimerHandle] = []
+
+    def output(self, data: bytes) -> None:
+        self.stdout += data[: protocol.OUTPUT_CAP_BYTES]
+        step = protocol.CHUNK_BYTES
+        self.chunks += [data[i : i + step] for i in range(0, len(data), step)]
+
+    def end(self, status: str, exit_code: int | None, reason: str | None) -> None:
+        """The command is over; the result goes once every chunk went out."""
+        if self.status is not None:
+            return
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
+        self.status, self.exit_code, self.reason = status, exit_code, reason
+        if status in ("timed_out", "canceled"):
+            self.chunks.clear()  # the real agent closes the window on a kill
+        self.pump()
+
+    def grant(self, credit: int) -> None:
+        if credit > 0:
+            self.credit += credit
+            self.pump()
+
+    def reset_credit(self) -> None:
+        """After a reconnect the daemon counts afresh."""
+        self.credit = self.initial_credit
+        self.pump()
+
+    def pump(self) -> None:
+        while self.chunks and self.credit > 0:
+            self.credit -= 1
+            self.seq += 1
+            self.agent.send(
+                "exec.output",
+                {
+                    "task": self.task,
+                    "stream": "stdout",
+                    "seq": self.seq,
+                    "data": self.chunks.pop(0),
+                },
+            )
+        if self.status is not None and not self.chunks and not self.finished:
+            self.finished = True
+            result: Body = {
+                "task": self.task,
+                "status": self.status,
+                "started": self.started,
+                "ended": time.time(),
+                "exit_code": self.exit_code,
+                "stdout": self.stdout,
+                "stderr": b"",
+                "stdout_truncated": False,
+                "stderr_truncated": False,
+            }
+            if self.reason:
+                result["reason"] = self.reason
+            self.agent.finish(self.task, result)
+
+
+# -- one simulated agent --------------------------------------------------------
+
+
+class SimAgent:
+    """One node: a DEALER socket driven by loop callbacks."""
+
+    __slots__ = (
+        "attempt",
+        "cluster",
+        "cores",
+        "draining",
+        "fd",
+        "hb_interval",
+        "index",
+        "last_rx",
+        "metrics_interval",
+        "name",
+        "online",
+        "pid",
+        "public",
+        "runs",
+        "secret",
+        "socket",
+        "started",
+        "state",
+        "timers",
+        "unacked",
+        "welcomed_once",
+    )
+
+    def __init__(self, cluster: Cluster, index: int, public: bytes, secret: bytes) -> None:
+        self.cluster, self.index = cluster, index
+        self.name = cluster.config.name(index)
+        self.public, self.secret = public, secret
+        self.cores = (2, 4, 8, 16)[index % 4]
+        self.socket: zmq.Socket[bytes] | None = None
+        self.fd = -1
+        self.online = self.welcomed_once = self.draining = False
+        self.state = "normal"
+        self.hb_interval, self.metrics_interval = 15.0, 5.0
+        self.last_rx = 0.0
+        self.attempt = 0
+        self.started = time.time()
+        self.pid = 1000 + index % 30000
+        self.runs: dict[int, SimRun] = {}
+        self.unacked: dict[int, Body] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+
+    # -- session ------------------------------------------------------------
+    def connect(self) -> None:
+        """Open a socket, say hello, wait for the welcome."""
+        c = self.cluster
+        s: zmq.Socket[bytes] = c.ctx.socket(zmq.DEALER)
+        s.linger = 0
+        s.routing_id = self.name.encode()
+        s.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES + 4096)
+        s.setsockopt(zmq.SNDHWM, 1000)
+        s.setsockopt(zmq.RECONNECT_IVL, 200)
+        s.setsockopt(zmq.HEARTBEAT_IVL, 10_000)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 30_000)
+        if c.config.server_key is not None:
+            s.curve_serverkey = c.config.server_key.encode()
+            s.curve_publickey = self.public
+            s.curve_secretkey = self.secret
+        s.connect(c.config.address)
+        self.socket, self.fd = s, int(s.getsockopt(zmq.FD))  # type: ignore[arg-type]
+        c.loop.add_reader(self.fd, self.drain)
+        self.online = False
+        self.send("hello", self.hello_body())
+        self._timer("hello", c.config.hello_timeout, self._hello_timeout)
+
+    def hello_body(self) -> Body:
+        body: Body = {
+            "name": self.name,
+            "version": __version__,
+            "facts": fake_facts(self.name, self.index),
+        }
+        token = self.cluster.token
+        if token is not None:
+            body["join"] = {"token": token.token_id, "proof": proof(token.secret, self.public)}
+        return body
+
+    def close(self) -> None:
+        for timer in self.timers.values():
+            timer.cancel()
+        self.timers.clear()
+        if self.socket is not None:
+            self.cluster.loop.remove_reader(self.fd)
+            self.socket.close(linger=0)
+            self.socket = None
+        if self.online:
+            self.online = False
+            self.cluster.online -= 1
+
+    def _end_session(self) -> None:
+        """Drop this connection and dial again after a backoff, like the agent."""
+        welcomed = self.online
+        self.close()
+        self.attempt = 0 if welcomed else self.attempt + 1
+        delay = backoff_delay(self.attempt, BACKOFF_BASE, self.cluster.config.backoff_max)
+        self._timer("redial", delay, self.connect)
+
+    def _hello_timeout(self) -> None:
+        self.cluster.note(f"no welcome within {self.cluster.config.hello_timeout:g}s; redialling")
+        self._end_session()
+
+    def _timer(self, name: str, delay: float, callback: Callable[[], None]) -> None:
+        old = self.timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        self.timers[name] = self.cluster.loop.call_later(delay, callback)
+
+    # -- wire ---------------------------------------------------------------
+    def send(self, kind: str, body: Body) -> None:
+        s = self.socket
+        if s is None:
+            return
+        try:
+            s.send(protocol.encode(kind, body), zmq.DONTWAIT)
+        except zmq.ZMQError:
+            self.cluster.note(f"could not send {kind} now")
+            return
+        self.cluster.frames_out += 1
+        # A send may consume the descriptor's edge: look for input now.
+        if not self.draining and int(s.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # type: ignore[arg-type]
+            self.cluster.loop.call_soon(self.drain)
+
+    def drain(self) -> None:
+        self.draining = True
+        try:
+            while (s := self.socket) is not None:
+                try:
+                    data = s.recv(zmq.DONTWAIT)
+                except zmq.Again:
+                    return
+                self.last_rx = time.monotonic()
+                self.cluster.frames_in += 1
+                self.receive(data)
+        finally:
+            self.draining = False
+
+    def receive(self, data: bytes) -> None:
+        try:
+            msg = protocol.decode(data)
+        except ProtocolError as exc:
+            self.cluster.note(f"bad frame from the daemon: {exc}")
+            return
+        handler = _HANDLERS.get(msg.kind)
+        if handler is None:
+            self.cluster.note(f"unexpected {msg.kind} from the daemon")
+            return
+        try:
+            handler(self, msg)
+        except Exception as exc:  # one odd frame must not stop this agent
+            self.cluster.note(f"handling {msg.kind} failed: {exc!r}")
+
+    # -- daemon messages ----------------------------------------------------
+    def _apply_config(self, msg: Message) -> None:
+        config = msg.body["config"]
+        self.hb_interval = _interval(config.get("heartbeat_interval"), 15.0)
+        self.metrics_interval = _interval(config.get("metrics_interval"), 5.0)
+        self.state = msg.body["state"]
+
+    def on_welcome(self, msg: Message) -> None:
+        self._apply_config(msg)
+        hello = self.timers.pop("hello", None)
+        if hello is not None:
+            hello.cancel()
+        if not self.online:
+            self.online = True
+            self.cluster.online += 1
+        if not self.welcomed_once:
+            self.welcomed_once = True
+            self.cluster.welcomed += 1
+        # First sends jittered over one interval so agents do not fire in lockstep.
+        self._timer("heartbeat", random.uniform(0, self.hb_interval), self._heartbeat)
+        self._timer("metrics", random.uniform(0, self.metrics_interval), self._metrics)
+        for run in self.runs.values():
+            run.reset_credit()
+        for body in self.unacked.values():
+            self.send("exec.result", body)
+
+    def on_config(self, msg: Message) -> None:
+        self._apply_config(msg)
+
+    def on_rehello(self, msg: Message) -> None:
+        self.send("hello", self.hello_body())
+
+    def on_revoked(self, msg: Message) -> None:
+        self.cluster.note(f"revoked: {msg.body['reason']}")
+        self._end_session()
+
+    def on_error(self, msg: Message) -> None:
+        self.cluster.note(f"error[{msg.body['code']}]: {msg.body['message']}")
+        if msg.body["code"] == ErrorCode.KEY_NOT_ACCEPTED:
+            self._end_session()
+
+    def _heartbeat(self) -> None:
+        silence = max(MIN_SILENCE, SILENCE_FACTOR * self.hb_interval)
+        if time.monotonic() - self.last_rx > silence:
+            self.cluster.note("daemon silent; reconnecting")
+            self._end_session()
+            return
+        self.send("heartbeat", {"uptime": time.time() - self.started})
+        self._timer("heartbeat", self.hb_interval, self._heartbeat)
+
+    def _metrics(self) -> None:
+        self.send("metrics", {"sample": fake_sample(time.time() - self.started, self.cores)})
+        self._timer("metrics", self.metrics_interval, self._metrics)
+
+    # -- exec ---------------------------------------------------------------
+    def on_exec_run(self, msg: Message) -> None:
+        body = msg.body
+        task = body["task"]
+        if task in self.runs:
+            return
+        if task in self.unacked:
+            self.send("exec.result", self.unacked[task])
+            return
+        refusal = self._refusal(bool(body.get("allow_drained")))
+        if refusal:
+            now = time.time()
+            result = {"task": task, "status": "unreachable", "started": now, "ended": now}
+            self.finish(task, {**result, "reason": refusal})
+            return
+        argv = [str(a) for a in body["argv"]]
+        if body.get("shell"):
+            with contextlib.suppress(ValueError):
+                argv = shlex.split(" ".join(argv))
+        run = SimRun(self, task, int(body.get("credit", protocol.INITIAL_CREDIT)))
+        self.runs[task] = run
+        self.pid += 1
+        self.send("exec.started", {"task": task, "pid": self.pid})
+        program, args = (argv[0], argv[1:]) if argv else ("", [])
+        if program == "false":
+            run.end("failed", 1, "exited with code 1")
+        elif program == "echo":
+            run.output((" ".join(args) + "\n").encode())
+            run.end("succeeded", 0, None)
+        elif program == "sleep":
+            self._sleep(run, args, float(body["timeout"]))
+        else:  # 'true' and anything else
+            run.end("succeeded", 0, None)
+
+    def _sleep(self, run: SimRun, args: list[str], timeout: float) -> None:
+        try:
+            seconds = float(args[0]) if args else 0.0
+        except ValueError:
+            run.end("failed", 1, "exited with code 1")
+            return
+        loop = self.cluster.loop
+        run.timers.append(loop.call_later(max(0.0, seconds), run.end, "succeeded", 0, None))
+        reason = f"timed out after {timeout:g}s; process group killed"
+        run.timers.append(loop.call_later(timeout, run.end, "timed_out", TERM, reason))
+
+    def _refusal(self, allow_drained: bool) -> str | None:
+        if self.state == "disabled":
+            return "node is disabled; the agent refuses work"
+        if self.state == "maintenance" and not allow_drained:
+            return "node is in maintenance; the agent takes no new work"
+        return None
+
+    def finish(self, task: int, result: Body) -> None:
+        self.runs.pop(task, None)
+        self.unacked[task] = result
+        self.send("exec.result", result)
+
+    def on_exec_cancel(self, msg: Message) -> None:
+        run = self.runs.get(msg.body["task"])
+        if run is not None:
+            run.end("canceled", TERM, "canceled by the operator")
+
+    def on_exec_credit(self, msg: Message) -> None:
+        run = self.runs.get(msg.body["task"])
+        if run is not None:
+            run.grant(msg.body["credit"])
+
+    def on_exec_result_ack(self, msg: Message) -> None:
+        self.unacked.pop(msg.body["task"], None)
+
+    # -- remote shell: refused, so 'gdos shell sim-...' ends at once --------------
+    def on_pty_open(self, msg: Message) -> None:
+        disabled = self.state == "disabled"
+        body: Body = {
+            "session": msg.body["session"],
+            "code": str(ErrorCode.NODE_DISABLED if disabled else ErrorCode.SPAWN_FAILED),
+            "reason": "node is disabled; the agent refuses shells"
+            if disabled
+            else "simulated agent (gdos dev mock-cluster): no shell",
+        }
+        self.send("pty.exit", body)
+
+    def ignore(self, msg: Message) -> None:
+        """Frames for a shell session that never opened."""
+
+
+_HANDLERS: dict[str, Callable[[SimAgent, Message], None]] = {
+    "welcome": SimAgent.on_welcome,
+    "heartbeat.ack": SimAgent.on_config,
+    "config": SimAgent.on_config,
+    "rehello": SimAgent.on_rehello,
+    "revoked": SimAgent.on_revoked,
+    "error": SimAgent.on_error,
+    "exec.run": SimAgent.on_exec_run,
+    "exec.cancel": SimAgent.on_exec_cancel,
+    "exec.credit": SimAgent.on_exec_credit,
+    "exec.result.ack": SimAgent.on_exec_result_ack,
+    "pty.open": SimAgent.on_pty_open,
+    **dict.fromkeys(
+        ("pty.input", "pty.eof", "pty.resize", "pty.credit", "pty.close"), SimAgent.ignore
+    ),
+}
+
+
+def _interval(value: Any, default: float) -> float:
+    if isinstance(value, int | float) and 0.05 <= value <= 3600:
+        return float(value)
+    return default
