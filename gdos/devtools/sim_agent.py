@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from gdos.devtools.mock_cluster import Cluster
 
 SILENCE_FACTOR, MIN_SILENCE = 3.0, 10.0  # as agent/link.py
+HELLO_TIMEOUT_MAX = 30.0  # as agent/link.py
 BACKOFF_BASE = 0.5
 TERM = -int(signal.SIGTERM)  # exit code of a killed 'sleep'
 GIB = 1024**3
@@ -226,6 +227,7 @@ class SimAgent:
         "draining",
         "fd",
         "hb_interval",
+        "hello_wait",
         "index",
         "last_rx",
         "metrics_interval",
@@ -267,7 +269,7 @@ class SimAgent:
         c = self.cluster
         s: zmq.Socket[bytes] = c.ctx.socket(zmq.DEALER)
         s.linger = 0
-        s.routing_id = self.name.encode()
+        s.routing_id = protocol.routing_id(self.name)
         s.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES + 4096)
         s.setsockopt(zmq.SNDHWM, 1000)
         s.setsockopt(zmq.RECONNECT_IVL, 200)
@@ -282,7 +284,8 @@ class SimAgent:
         c.loop.add_reader(self.fd, self.drain)
         self.online = False
         self.send("hello", self.hello_body())
-        self._timer("hello", c.config.hello_timeout, self._hello_timeout)
+        self.hello_wait = c.config.hello_timeout
+        self._timer("hello", self.hello_wait, self._hello_timeout)
 
     def hello_body(self) -> Body:
         body: Body = {
@@ -316,8 +319,11 @@ class SimAgent:
         self._timer("redial", delay, self.connect)
 
     def _hello_timeout(self) -> None:
-        self.cluster.note(f"no welcome within {self.cluster.config.hello_timeout:g}s; redialling")
-        self._end_session()
+        """As the agent: a busy daemon is asked again on the same connection."""
+        self.hello_wait = min(self.hello_wait * 2, HELLO_TIMEOUT_MAX)
+        self.cluster.note("no welcome yet; asking again")
+        self.send("hello", self.hello_body())
+        self._timer("hello", self.hello_wait, self._hello_timeout)
 
     def _timer(self, name: str, delay: float, callback: Callable[[], None]) -> None:
         old = self.timers.pop(name, None)

@@ -92,7 +92,7 @@ def test_sim_agent_protocol() -> None:
         try:
             await cluster.start()
             hello = await daemon.expect("hello")
-            assert daemon.rid == b"sim-00007" and hello.body["name"] == "sim-00007"
+            assert protocol.routing_name(daemon.rid) == hello.body["name"] == "sim-00007"
             assert hello.body["facts"]["hostname"] == "sim-00007"
             await daemon.send("welcome", {"config": config_body, "state": "disabled"})
             await daemon.expect("heartbeat")
