@@ -24,6 +24,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from agent.executor import ExecRun
 from agent.metrics import MetricsSampler
+from agent.shells import ShellSessions
 from gdos import __version__, protocol
 from gdos.errors import ErrorCode
 from gdos.keys import KeyPair
@@ -32,7 +33,8 @@ from gdos.tokens import JoinToken, proof
 
 log = logging.getLogger("gdos.agent")
 
-HELLO_TIMEOUT = 5.0
+HELLO_TIMEOUT = 5.0  # to connect and finish the handshake; then to wait for a welcome
+HELLO_TIMEOUT_MAX = 30.0  # a busy daemon (thousands enrolling) is asked again, not redialled
 SILENCE_FACTOR = 3.0
 MIN_SILENCE = 10.0
 
@@ -68,12 +70,14 @@ class Link:
         self._last_refusal = ""
         self._stop = asyncio.Event()
         self._background: set[asyncio.Future[Any]] = set()
+        self.shells = ShellSessions(self._send, self._spawn)
 
     # -- outer loop -----------------------------------------------------------
     async def run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
             welcomed = await self._session()
+            self.shells.close_all("the agent lost its connection to the daemon")
             attempt = 0 if welcomed else attempt + 1
             delay = backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max)
             log.debug("redialling in %.2fs", delay)
@@ -111,15 +115,15 @@ class Link:
         """One connection; returns True when the daemon welcomed us."""
         sock = self.socket = self._make_socket()
         monitor = sock.get_monitor_socket(
-            zmq.EVENT_DISCONNECTED
+            zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_DISCONNECTED
             | zmq.EVENT_HANDSHAKE_FAILED_AUTH
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
         )
         sock.connect(self.config.address)
         welcomed = False
-        try:
-            self._send("hello", self._hello_body())
+        try:  # the hello goes out once the handshake succeeds (see _converse)
             welcomed = await self._converse(sock, monitor)
         finally:
             sock.disable_monitor()
@@ -129,9 +133,10 @@ class Link:
         return welcomed
 
     async def _converse(self, sock: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket) -> bool:
-        welcomed = False
+        welcomed = linked = False
         last_rx = time.monotonic()
-        hello_deadline = last_rx + HELLO_TIMEOUT
+        hello_wait = HELLO_TIMEOUT
+        hello_deadline = last_rx + hello_wait
         next_hb = next_metrics = 0.0
         recv = asyncio.ensure_future(sock.recv())
         event = asyncio.ensure_future(monitor.recv_multipart())
@@ -139,10 +144,17 @@ class Link:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if not welcomed and now > hello_deadline:
-                    log.warning(
-                        "no welcome from %s within %.0fs", self.config.address, HELLO_TIMEOUT
-                    )
-                    return False
+                    if not linked:
+                        log.warning(
+                            "could not reach %s within %.0fs", self.config.address, hello_wait
+                        )
+                        return False
+                    # Connected but not answered: the daemon is busy. Redialling would
+                    # only add to its queue; ask again on this connection, waiting longer.
+                    hello_wait = min(hello_wait * 2, HELLO_TIMEOUT_MAX)
+                    log.info("no welcome yet from %s; asking again", self.config.address)
+                    self._send("hello", self._hello_body())
+                    hello_deadline = now + hello_wait
                 silence = max(MIN_SILENCE, SILENCE_FACTOR * self.heartbeat_interval)
                 if welcomed and now - last_rx > silence:
                     log.warning("daemon silent for %.0fs; reconnecting", now - last_rx)
@@ -164,8 +176,13 @@ class Link:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if event in done:
-                    if self._link_event(event.result()):
+                    outcome = self._link_event(event.result())
+                    if outcome == "over":
                         return welcomed
+                    if outcome == "linked" and not welcomed:
+                        linked = True
+                        self._send("hello", self._hello_body())
+                        hello_deadline = time.monotonic() + hello_wait
                     event = asyncio.ensure_future(monitor.recv_multipart())
                 if recv in done:
                     last_rx = time.monotonic()
@@ -181,24 +198,26 @@ class Link:
                 future.cancel()
         return welcomed
 
-    def _link_event(self, frames: list[bytes]) -> bool:
-        """True when the event means this connection is over."""
+    def _link_event(self, frames: list[bytes]) -> str:
+        """'linked' once the handshake is done, 'over' when the connection is lost."""
         info = parse_monitor_message(frames)
         kind = info["event"]
+        if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            return "linked"
         if kind == zmq.EVENT_DISCONNECTED:
             log.info("disconnected from %s", self.config.address)
-            return True
+            return "over"
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             self._refused(
                 "the daemon refused this agent's key (pending or rejected); "
                 f"on the daemon run 'gdos key accept {self.config.name}'"
             )
-            return True
+            return "over"
         self._refused(
             "handshake with the daemon failed: check the daemon key, and that "
             "--insecure is given on both sides or neither"
         )
-        return True
+        return "over"
 
     def _refused(self, text: str) -> None:
         if text != self._last_refusal:
@@ -335,6 +354,25 @@ class Link:
 
     def _on_exec_result_ack(self, msg: Message) -> None:
         self.unacked.pop(msg.body["task"], None)
+
+    # -- remote shell (agent/shells.py) -----------------------------------------
+    def _on_pty_open(self, msg: Message) -> None:
+        self.shells.open(msg.body, self.state)
+
+    def _on_pty_input(self, msg: Message) -> None:
+        self.shells.input(msg.body)
+
+    def _on_pty_eof(self, msg: Message) -> None:
+        self.shells.eof(msg.body)
+
+    def _on_pty_resize(self, msg: Message) -> None:
+        self.shells.resize(msg.body)
+
+    def _on_pty_credit(self, msg: Message) -> None:
+        self.shells.credit(msg.body)
+
+    def _on_pty_close(self, msg: Message) -> None:
+        self.shells.close(msg.body)
 
 
 def _interval(value: Any, default: float) -> float:

@@ -3,7 +3,9 @@
 ``call`` sends a request and returns the reply body, raising ``GdosError``
 with the daemon's code and sentence on refusal. ``stream`` also yields the
 events of the stream the request opened, granting credit to the daemon as
-they are consumed, so a slow consumer throttles the daemon.
+they are consumed, so a slow consumer throttles the daemon. ``notify`` sends
+a message nobody answers (shell input), and ``listen`` takes the daemon's
+unsolicited messages of one kind (shell input credit).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ class Client:
         self._ids = itertools.count(1)
         self._replies: dict[int, asyncio.Future[Message]] = {}
         self._streams: dict[int, asyncio.Queue[Any]] = {}
+        self._listeners: dict[str, list[Callable[[Message], None]]] = {}
         self._reader_task = asyncio.create_task(self._read_loop())
         self.closed = False
 
@@ -102,10 +105,26 @@ class Client:
             raise GdosError(reply.body["code"], reply.body["message"])
         return reply.body
 
+    async def notify(self, kind: str, **body: Any) -> None:
+        """Send a message that gets no reply (refusals show on the stream it concerns)."""
+        await self._send(kind, {k: v for k, v in body.items() if v is not None})
+
+    def listen(self, kind: str, callback: Callable[[Message], None]) -> None:
+        """Call ``callback`` for every unsolicited ``kind`` message, until ``unlisten``."""
+        self._listeners.setdefault(kind, []).append(callback)
+
+    def unlisten(self, kind: str, callback: Callable[[Message], None]) -> None:
+        callbacks = self._listeners.get(kind, [])
+        if callback in callbacks:
+            callbacks.remove(callback)
+
     async def stream(
-        self, kind: str, **body: Any
+        self, kind: str, stream_credit: int = protocol.CONTROL_STREAM_CREDIT, **body: Any
     ) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
-        """Send a stream-opening request: (reply body, async iterator of events)."""
+        """Send a stream-opening request: (reply body, async iterator of events).
+
+        ``stream_credit`` must be the window the daemon opens the stream with.
+        """
         queue: asyncio.Queue[Any] = asyncio.Queue()
         msg_id = next(self._ids)
         self._streams[msg_id] = queue
@@ -117,12 +136,12 @@ class Client:
         if reply.kind == "error":
             self._streams.pop(msg_id, None)
             raise GdosError(reply.body["code"], reply.body["message"])
-        return reply.body, self._events(msg_id, queue)
+        return reply.body, self._events(msg_id, queue, stream_credit)
 
     async def _events(
-        self, stream_id: int, queue: asyncio.Queue[Any]
+        self, stream_id: int, queue: asyncio.Queue[Any], credit: int
     ) -> AsyncIterator[dict[str, Any]]:
-        granter = CreditGranter(protocol.CONTROL_STREAM_CREDIT)
+        granter = CreditGranter(credit)
         try:
             while True:
                 item = await queue.get()
@@ -169,3 +188,7 @@ class Client:
         future = self._replies.get(msg.re) if msg.re is not None else None
         if future is not None and not future.done():
             future.set_result(msg)
+            return
+        if msg.re is None:
+            for listener in self._listeners.get(msg.kind, ()):
+                listener(msg)

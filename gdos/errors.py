@@ -40,6 +40,10 @@ class ErrorCode(StrEnum):
     USER_UNKNOWN = "user_unknown"
     NOT_PERMITTED = "not_permitted"
     SPAWN_FAILED = "spawn_failed"
+    # remote shell sessions
+    SESSION_UNKNOWN = "session_unknown"
+    SESSION_LOST = "session_lost"
+    IDLE_TIMEOUT = "idle_timeout"
 
 
 class ExitCode(IntEnum):
@@ -54,6 +58,7 @@ class ExitCode(IntEnum):
     EXEC_UNREACHABLE = 6
     EXEC_TIMED_OUT = 7
     CANCELED = 130
+    SESSION_LOST = 255  # `shell`: the session ended without an exit status (like ssh)
 
 
 _EXIT_FOR_CODE = {
@@ -61,6 +66,7 @@ _EXIT_FOR_CODE = {
     ErrorCode.NODE_UNKNOWN: ExitCode.NOT_FOUND,
     ErrorCode.KEY_UNKNOWN: ExitCode.NOT_FOUND,
     ErrorCode.TASK_UNKNOWN: ExitCode.NOT_FOUND,
+    ErrorCode.SESSION_UNKNOWN: ExitCode.NOT_FOUND,
     ErrorCode.NO_TARGET: ExitCode.NOT_FOUND,
     ErrorCode.INVALID_ARGUMENT: ExitCode.USAGE,
 }

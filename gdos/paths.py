@@ -51,6 +51,11 @@ class Paths:
     def agent_dir(self) -> Path:
         return self.state_dir / "agent"
 
+    @property
+    def sessions_dir(self) -> Path:
+        """Shell session recordings (asciicast v2), one ID.cast file each."""
+        return self.state_dir / "sessions"
+
 
 def resolve() -> Paths:
     """Paths for this process: ``GDOS_HOME`` if set, else the platform's folders."""

@@ -11,7 +11,7 @@ fields do not match the kind's schema raises ``ProtocolError`` with a stable
 code. Receivers answer with an ``error`` frame and keep serving. Bulk bytes
 (output chunks, file chunks, pty data) are msgpack ``bin``, never base64.
 
-Streams (exec output now; logs, metrics and pty later) carry a stream id and a
+Streams (exec output and pty sessions now; logs and metrics later) carry a stream id and a
 sequence number, and the receiver grants credit in ``*.credit`` frames: a
 sender never has more than its credit in flight, so a slow reader slows the
 writer instead of growing a queue.
@@ -32,6 +32,12 @@ CHUNK_BYTES = 64 * 1024
 OUTPUT_CAP_BYTES = 1024 * 1024
 INITIAL_CREDIT = 16
 CONTROL_STREAM_CREDIT = 512
+# Remote shell windows, in chunks of at most CHUNK_BYTES: output the agent may
+# have in flight to the daemon, output the daemon may have in flight to the
+# client, and input the client may have in flight to the agent (end to end).
+SHELL_OUTPUT_CREDIT = 32
+SHELL_STREAM_CREDIT = 64
+SHELL_INPUT_CREDIT = 32
 
 Schema = dict[str, tuple[type, ...]]
 
@@ -89,6 +95,20 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "exec.cancel": ({"task": INT}, {}),
     "exec.credit": ({"task": INT, "credit": INT}, {}),
     "exec.result.ack": ({"task": INT}, {}),
+    # remote shell, mesh. Credit flows back to whoever sends the data: agent ->
+    # daemon pty.credit grants input, daemon -> agent pty.credit grants output.
+    "pty.open": (
+        {"session": INT, "rows": INT, "cols": INT, "tty": BOOL},
+        {"argv": LIST, "user": OPT_STR, "cwd": OPT_STR, "term": OPT_STR, "credit": INT},
+    ),
+    "pty.input": ({"session": INT, "seq": INT, "data": BIN}, {}),
+    "pty.eof": ({"session": INT}, {}),
+    "pty.resize": ({"session": INT, "rows": INT, "cols": INT}, {}),
+    "pty.close": ({"session": INT}, {"reason": OPT_STR}),
+    "pty.credit": ({"session": INT, "credit": INT}, {}),
+    "pty.opened": ({"session": INT, "pid": INT}, {"shell": OPT_STR}),
+    "pty.output": ({"session": INT, "seq": INT, "data": BIN}, {"stream": STR}),
+    "pty.exit": ({"session": INT}, {"exit_code": OPT_INT, "reason": OPT_STR, "code": OPT_STR}),
     # control: client -> daemon
     "ping": ({}, {}),
     "node.list": ({}, {}),
@@ -124,6 +144,25 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "stream.end": ({"stream": INT, "seq": INT}, {"event": MAP}),
     "stream.credit": ({"stream": INT, "credit": INT}, {}),
     "stream.cancel": ({"stream": INT}, {}),
+    # remote shell, control: the output comes on the stream shell.open opens;
+    # shell.credit (daemon -> client) grants input credit.
+    "shell.open": (
+        {"node": STR, "rows": INT, "cols": INT, "tty": BOOL},
+        {
+            "argv": LIST,
+            "user": OPT_STR,
+            "cwd": OPT_STR,
+            "term": OPT_STR,
+            "idle_timeout": OPT_NUM,
+        },
+    ),
+    "shell.input": ({"session": INT, "data": BIN}, {}),
+    "shell.eof": ({"session": INT}, {}),
+    "shell.resize": ({"session": INT, "rows": INT, "cols": INT}, {}),
+    "shell.close": ({"session": INT}, {}),
+    "shell.credit": ({"session": INT, "credit": INT}, {}),
+    "shell.sessions": ({}, {"limit": INT}),
+    "shell.cast": ({"session": INT}, {}),
 }
 
 

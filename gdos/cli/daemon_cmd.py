@@ -18,6 +18,9 @@ METRICS = typer.Option(5.0, "--metrics-interval", help="Agent metrics interval, 
 OFFLINE = typer.Option(45.0, "--offline-after", help="Seconds of silence before offline.")
 INSECURE = typer.Option(False, "--insecure", help="Plaintext mesh (agents need it too).")
 LOG_LEVEL = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+RECORD_INPUT = typer.Option(
+    False, "--record-input", help="Also record what operators type in shell sessions."
+)
 
 
 def _config(
@@ -27,6 +30,7 @@ def _config(
     metrics: float,
     offline: float,
     insecure: bool,
+    record_input: bool = False,
 ) -> object:
     from gdos.daemon.config import DaemonConfig
     from gdos.errors import ErrorCode
@@ -45,6 +49,7 @@ def _config(
         metrics_interval=metrics,
         offline_after=offline,
         insecure=insecure,
+        record_input=record_input,
     )
 
 
@@ -57,12 +62,15 @@ def run(
     offline_after: float = OFFLINE,
     insecure: bool = INSECURE,
     log_level: str = LOG_LEVEL,
+    record_input: bool = RECORD_INPUT,
 ) -> None:
     """Run the daemon in the foreground (logs to stderr)."""
     from gdos import paths
     from gdos.daemon.lifecycle import run_foreground
 
-    config = _config(mesh, advertise, heartbeat, metrics_interval, offline_after, insecure)
+    config = _config(
+        mesh, advertise, heartbeat, metrics_interval, offline_after, insecure, record_input
+    )
     try:
         run_foreground(config, paths.resolve(), log_level)
     except GdosError as error:
@@ -81,6 +89,7 @@ def start(
     offline_after: float = OFFLINE,
     insecure: bool = INSECURE,
     log_level: str = LOG_LEVEL,
+    record_input: bool = RECORD_INPUT,
 ) -> None:
     """Start the daemon in the background; returns once it answers."""
     from gdos import paths
@@ -103,6 +112,8 @@ def start(
         args += ["--advertise", advertise]
     if insecure:
         args.append("--insecure")
+    if record_input:
+        args.append("--record-input")
     where = paths.resolve()
     try:
         pid = start_background(args, where)

@@ -9,11 +9,13 @@ import typer
 from gdos import __version__
 from gdos.cli import (
     agent_cmd,
+    audit_cmd,
     daemon_cmd,
     dev_cmd,
     exec_cmd,
     key_cmd,
     node_cmd,
+    shell_cmd,
     task_cmd,
     token_cmd,
 )
@@ -35,7 +37,9 @@ app.add_typer(key_cmd.app, name="key")
 app.add_typer(token_cmd.app, name="token")
 app.add_typer(task_cmd.app, name="task")
 app.add_typer(dev_cmd.app, name="dev")
+app.add_typer(audit_cmd.app, name="audit")
 exec_cmd.register(app)
+shell_cmd.register(app)
 
 
 def _version(value: bool) -> None:

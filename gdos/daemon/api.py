@@ -47,6 +47,13 @@ class Api:
             "task.list": self.task_list,
             "task.show": self.task_show,
             "task.cancel": self.task_cancel,
+            "shell.open": self.shell_open,
+            "shell.input": self.shell_input,
+            "shell.eof": self.shell_eof,
+            "shell.resize": self.shell_resize,
+            "shell.close": self.shell_close,
+            "shell.sessions": self.shell_sessions,
+            "shell.cast": self.shell_cast,
         }
 
     async def ping(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
@@ -195,6 +202,34 @@ class Api:
     async def task_cancel(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
         task = self.d.tasks.cancel(msg.body["id"])
         return {"task": task.id, "open": len(task.open_hosts())}
+
+    # -- remote shell (gdos/daemon/shells.py) ------------------------------------
+    async def shell_open(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return self.d.shells.open(conn, msg, conn.user)
+
+    async def shell_input(self, conn: ControlConnection, msg: Message) -> None:
+        self.d.shells.input(conn, msg.body)
+
+    async def shell_eof(self, conn: ControlConnection, msg: Message) -> None:
+        self.d.shells.eof(conn, msg.body)
+
+    async def shell_resize(self, conn: ControlConnection, msg: Message) -> None:
+        self.d.shells.resize(conn, msg.body)
+
+    async def shell_close(self, conn: ControlConnection, msg: Message) -> None:
+        self.d.shells.close(conn, msg.body)
+
+    async def shell_sessions(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        limit = max(1, min(int(msg.body.get("limit", 50)), 10_000))
+        return {"sessions": self.d.shells.recordings.describe(self.d.store.shell_sessions(limit))}
+
+    async def shell_cast(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        self.d.shells.recordings.check(msg.body["session"])
+        if msg.id is None:
+            raise GdosError(ErrorCode.BAD_MESSAGE, "shell.cast needs a request id.")
+        stream = conn.open_stream(msg.id, protocol.CONTROL_STREAM_CREDIT)
+        conn.spawn(self.d.shells.recordings.send(msg.body["session"], stream))
+        return {"session": msg.body["session"], "stream": msg.id}
 
 
 async def _pump(subscriber: Any, stream: Any) -> None:

@@ -18,6 +18,7 @@ class DaemonConfig:
     insecure: bool = False
     flush_interval: float = 5.0
     result_grace: float = 5.0
+    record_input: bool = False  # also record what operators type in shells ("i" events)
 
     def agent_config(self) -> dict[str, Any]:
         """The part of the settings every agent applies, sent in each reply."""

@@ -180,6 +180,8 @@ class ControlServer:
                 re=msg.id,
             )
             return
+        if msg.id is None and body is None:
+            return  # a notification (shell input, resize): nobody waits for an answer
         await conn.write("ok", body or {}, re=msg.id)
 
     async def close(self) -> None:

@@ -34,6 +34,7 @@ SNDHWM = 10_000
 RCVHWM = 100_000
 AGENT_KINDS = frozenset(
     {"hello", "heartbeat", "metrics", "exec.started", "exec.output", "exec.result", "error"}
+    | {"pty.opened", "pty.output", "pty.exit", "pty.credit"}
 )
 
 

@@ -26,6 +26,7 @@ from gdos.daemon.config import DaemonConfig
 from gdos.daemon.control import ControlServer
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode, NodeRegistry
+from gdos.daemon.shells import Shells
 from gdos.daemon.store import Store
 from gdos.daemon.tasks import ExecTasks
 from gdos.paths import Paths, ensure_private_dir
@@ -52,6 +53,7 @@ class Daemon:
         self.mesh = Mesh(self.ctx, config, self.keypair, self.ring, self.registry)
         self.mesh.handlers.update({"heartbeat": self._on_heartbeat, "metrics": self._on_metrics})
         self.tasks = ExecTasks(config, self.store, self.registry, self.mesh)
+        self.shells = Shells(config, self.store, self.registry, self.mesh, paths.sessions_dir)
         self.api = Api(self)
         self.control = ControlServer(paths.control_socket, self.api)
         self.mesh_endpoint = ""
@@ -70,6 +72,7 @@ class Daemon:
         self.mesh_endpoint = self.mesh.bind()
         await self.control.start()
         resumed = self.tasks.resume()
+        self.shells.recordings.convert_leftovers()
         if self.config.insecure:
             log.warning("running with --insecure: the mesh is plaintext and any agent may join")
         log.info(
@@ -111,6 +114,7 @@ class Daemon:
                         self.config.offline_after,
                     )
                 self.tasks.sweep()
+                self.shells.sweep()
                 if time.monotonic() - last_flush >= self.config.flush_interval:
                     self.registry.flush()
                     last_flush = time.monotonic()
@@ -123,6 +127,7 @@ class Daemon:
         for task in workers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self.shells.close_all()
         await self.control.close()
         self.tasks.close()
         self.registry.flush()

@@ -51,6 +51,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX task_hosts_status ON task_hosts(status);
     """,
+    # 2: remote shell sessions (each recording is state/sessions/ID.cast)
+    """
+    CREATE TABLE shell_sessions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, node TEXT NOT NULL, user TEXT,
+        remote_user TEXT, argv TEXT NOT NULL DEFAULT '[]', cwd TEXT,
+        tty INTEGER NOT NULL DEFAULT 1, rows INTEGER, cols INTEGER,
+        status TEXT NOT NULL, exit_code INTEGER, reason TEXT,
+        started REAL NOT NULL, ended REAL,
+        bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX shell_sessions_status ON shell_sessions(status);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -104,17 +116,10 @@ class Store:
 
     def record_key(self, key: str, name: str, status: str, address: str, via: str) -> None:
         now = time.time()
-        self._table("keys").upsert(
-            {
-                "key": key,
-                "name": name,
-                "status": status,
-                "address": address,
-                "via": via,
-                "created": now,
-                "decided": now if status != "pending" else None,
-            },
-            pk="key",
+        self.db.execute(
+            "INSERT OR REPLACE INTO keys (key, name, status, address, via, created, decided)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [key, name, status, address, via, now, now if status != "pending" else None],
         )
 
     def set_key_status(self, key: str, status: str) -> None:
@@ -162,19 +167,15 @@ class Store:
     def save_node_hello(
         self, name: str, key: str | None, facts: dict[str, Any], agent_version: str, address: str
     ) -> None:
+        """Insert or refresh a node at its hello: one statement (thousands enroll at once)."""
         now = time.time()
-        existing = self.node(name)
-        row = {
-            "name": name,
-            "key": key,
-            "facts": json.dumps(facts),
-            "agent_version": agent_version,
-            "address": address,
-            "last_seen": now,
-        }
-        if existing is None:
-            row |= {"state": "normal", "first_seen": now}
-        self._table("nodes").upsert(row, pk="name")
+        self.db.execute(
+            "INSERT INTO nodes (name, key, state, facts, agent_version, address, first_seen,"
+            " last_seen) VALUES (?, ?, 'normal', ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
+            " key = excluded.key, facts = excluded.facts, agent_version ="
+            " excluded.agent_version, address = excluded.address, last_seen = excluded.last_seen",
+            [name, key, json.dumps(facts), agent_version, address, now, now],
+        )
 
     def set_node_state(self, name: str, state: str) -> None:
         self._table("nodes").update(name, {"state": state})
@@ -275,6 +276,35 @@ class Store:
     def running_task_ids(self) -> list[int]:
         return [r["id"] for r in self.db["tasks"].rows_where("status = 'running'")]
 
+    # -- shell sessions ---------------------------------------------------
+    def create_shell_session(self, row: dict[str, Any]) -> int:
+        """Record a session as it is opened; returns its id (also the recording's name)."""
+        values = {**row, "argv": json.dumps(row.get("argv") or [])}
+        values.setdefault("status", "opening")
+        values.setdefault("started", time.time())
+        table = self._table("shell_sessions").insert(values)
+        return int(table.last_rowid or 0)
+
+    def update_shell_session(self, session_id: int, fields: dict[str, Any]) -> None:
+        self._table("shell_sessions").update(session_id, fields)
+
+    def shell_sessions(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.db["shell_sessions"].rows_where(order_by="id DESC", limit=limit)
+        return [_session_row(r) for r in rows]
+
+    def shell_session(self, session_id: int) -> dict[str, Any] | None:
+        rows = list(self.db["shell_sessions"].rows_where("id = ?", [session_id]))
+        return _session_row(rows[0]) if rows else None
+
+    def close_stale_shell_sessions(self, reason: str) -> int:
+        """At start: sessions of a previous daemon run can no longer be live."""
+        cursor = self.db.execute(
+            "UPDATE shell_sessions SET status = 'lost', reason = ?, "
+            "ended = COALESCE(ended, started) WHERE status IN ('opening', 'running')",
+            [reason],
+        )
+        return int(cursor.rowcount)
+
 
 def _node_row(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
@@ -286,6 +316,13 @@ def _task_row(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
     row["argv"] = json.loads(row["argv"])
     row["options"] = json.loads(row.get("options") or "{}")
+    return row
+
+
+def _session_row(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    row["argv"] = json.loads(row.get("argv") or "[]")
+    row["tty"] = bool(row["tty"])
     return row
 
 

@@ -91,7 +91,15 @@ def test_importing_the_cli_loads_nothing_heavy() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["-h"], ["node", "--help"], ["exec", "--help"], ["--version"]],
+    [
+        ["--help"],
+        ["-h"],
+        ["node", "--help"],
+        ["exec", "--help"],
+        ["shell", "--help"],
+        ["audit", "--help"],
+        ["--version"],
+    ],
     ids=" ".join,
 )
 def test_help_and_version_load_nothing_heavy(args: list[str], tmp_path: Path) -> None:
@@ -100,7 +108,13 @@ def test_help_and_version_load_nothing_heavy(args: list[str], tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     "args",
-    [["node", "list"], ["exec", "--all", "--", "true"], ["task", "list"]],
+    [
+        ["node", "list"],
+        ["exec", "--all", "--", "true"],
+        ["task", "list"],
+        ["shell", "n1", "--", "true"],
+        ["audit", "sessions"],
+    ],
     ids=" ".join,
 )
 def test_commands_load_only_the_client(args: list[str], tmp_path: Path) -> None:

@@ -1,0 +1,87 @@
+"""The agent's shell sessions, keyed by the daemon's session id.
+
+A session lives only as long as the connection it was opened on: when the
+link to the daemon drops, every session is closed and its process group
+hung up, because the daemon has already told the operator the session is
+lost and nobody could type into it any more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from agent.pty_session import PtySession, Send
+from gdos.errors import ErrorCode
+
+log = logging.getLogger("gdos.agent.shell")
+
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+class ShellSessions:
+    def __init__(self, send: Send, spawn: Spawn) -> None:
+        self.send, self.spawn = send, spawn
+        self.live: dict[int, PtySession] = {}
+
+    def open(self, body: dict[str, Any], state: str) -> None:
+        """Start a session, unless the node is disabled (maintenance allows shells)."""
+        session_id = body["session"]
+        if state == "disabled":
+            self.send(
+                "pty.exit",
+                {
+                    "session": session_id,
+                    "code": str(ErrorCode.NODE_DISABLED),
+                    "reason": "node is disabled; the agent refuses shells",
+                },
+            )
+            return
+        if session_id in self.live:
+            return
+        session = PtySession(body, self.send)
+        self.live[session_id] = session
+        self.spawn(self._run(session))
+
+    async def _run(self, session: PtySession) -> None:
+        try:
+            await session.run()
+        except Exception as exc:  # the daemon must hear the end whatever happens
+            log.exception("shell session %d failed", session.id)
+            self.send(
+                "pty.exit",
+                {"session": session.id, "reason": f"agent error: {exc}", "exit_code": None},
+            )
+        finally:
+            self.live.pop(session.id, None)
+
+    def _get(self, body: dict[str, Any]) -> PtySession | None:
+        session = self.live.get(body["session"])
+        if session is None and "data" in body:
+            log.debug("data for unknown shell session %s", body["session"])
+        return session
+
+    def input(self, body: dict[str, Any]) -> None:
+        if session := self._get(body):
+            session.input(body["data"])
+
+    def eof(self, body: dict[str, Any]) -> None:
+        if session := self._get(body):
+            session.eof()
+
+    def resize(self, body: dict[str, Any]) -> None:
+        if session := self._get(body):
+            session.resize(body["rows"], body["cols"])
+
+    def credit(self, body: dict[str, Any]) -> None:
+        if session := self._get(body):
+            session.grant(body["credit"])
+
+    def close(self, body: dict[str, Any]) -> None:
+        if session := self._get(body):
+            session.close(body.get("reason") or "closed by the daemon")
+
+    def close_all(self, reason: str) -> None:
+        for session in list(self.live.values()):
+            session.close(reason)

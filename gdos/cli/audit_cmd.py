@@ -1,0 +1,89 @@
+"""``gdos audit sessions | replay``: who opened which shell, and what it showed.
+
+Recordings are asciicast v2 files kept by the daemon; ``replay`` streams one
+from the daemon and plays it at its recorded pace (``--speed`` times faster).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from typing import Any
+
+import typer
+
+from gdos.cli.common import JSON_OPTION, console, fail, human_duration, print_json, request
+from gdos.errors import ErrorCode, GdosError
+
+app = typer.Typer(help="Audit remote shell sessions: list and replay them.", no_args_is_help=True)
+
+
+@app.command("sessions")
+def sessions(
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="How many."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Shell sessions, newest first: who, node, command, start, duration, status, exit."""
+    rows = request("shell.sessions", limit=limit)["sessions"]
+    if json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "STARTED", "USER", "NODE", "AS", "STATUS", "EXIT", "DURATION", "COMMAND"):
+        table.add_column(column, no_wrap=column != "COMMAND")
+    for s in rows:
+        ended = s["ended"] or time.time()
+        table.add_row(
+            str(s["id"]),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["started"])),
+            s["user"] or "-",
+            s["node"],
+            s["remote_user"] or "-",
+            s["status"],
+            "-" if s["exit_code"] is None else str(s["exit_code"]),
+            human_duration(ended - s["started"]),
+            shlex.join(s["argv"]) if s["argv"] else "(login shell)",
+        )
+    console().print(table)
+
+
+@app.command()
+def replay(
+    session_id: int = typer.Argument(..., help="Session id (see 'gdos audit sessions')."),
+    speed: float = typer.Option(1.0, "--speed", "-s", help="Play this many times faster."),
+    idle_limit: float | None = typer.Option(
+        None, "--idle-limit", "-i", help="Shorten pauses longer than this many seconds."
+    ),
+) -> None:
+    """Play a recorded session in this terminal."""
+    if speed <= 0 or (idle_limit is not None and idle_limit <= 0):
+        fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--speed and --idle-limit must be positive."))
+    from gdos.cli.common import run
+
+    run(lambda client: _replay(client, session_id, speed, idle_limit))
+
+
+async def _replay(client: Any, session_id: int, speed: float, idle_limit: float | None) -> None:
+    from collections.abc import AsyncIterator
+
+    from gdos import cast
+
+    _reply, events = await client.stream("shell.cast", session=session_id)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for event in events:
+            yield event["data"]
+
+    out = sys.stdout.buffer
+
+    def write(text: str) -> None:
+        out.write(text.encode("utf-8", "replace"))
+        out.flush()
+
+    try:
+        await cast.play(chunks(), write, speed, idle_limit)
+    except cast.CastError as exc:
+        raise GdosError(ErrorCode.BAD_FRAME, f"session {session_id}: {exc}.") from None
