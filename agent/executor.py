@@ -12,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pwd
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.procs import KILL_GRACE, SpawnRefused, kill_group, resolve_account
 from gdos.flow import CreditWindow
 from gdos.protocol import CHUNK_BYTES, OUTPUT_CAP_BYTES
-
-KILL_GRACE = 2.0
 
 Send = Callable[[str, dict[str, Any]], None]
 
@@ -60,7 +58,7 @@ class ExecRun:
     async def run(self) -> dict[str, Any]:
         try:
             self.proc = await self._spawn()
-        except _SpawnError as exc:
+        except SpawnRefused as exc:
             return self._result("failed", exit_code=exc.exit_code, reason=str(exc))
         self.send("exec.started", {"task": self.task_id, "pid": self.proc.pid})
         out, err = Capture(), Capture()
@@ -121,14 +119,8 @@ class ExecRun:
     async def _kill_group(self) -> None:
         """SIGTERM the whole group, SIGKILL what is left after a grace period."""
         self.window.close()
-        if self.proc is None:
-            return
-        pgid = self.proc.pid
-        _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + KILL_GRACE
-        while time.monotonic() < deadline and _group_alive(pgid):
-            await asyncio.sleep(0.05)
-        _signal_group(pgid, signal.SIGKILL)
+        if self.proc is not None:
+            await kill_group(self.proc.pid)
 
     async def _pump(self, stream: asyncio.StreamReader | None, name: str, capture: Capture) -> None:
         if stream is None:
@@ -150,11 +142,12 @@ class ExecRun:
         cwd = self.request.get("cwd") or None
         kwargs: dict[str, Any] = {}
         if self.request.get("user"):
-            kwargs = _user_kwargs(self.request["user"], env)
-            home = env.get("HOME", "/")
-            cwd = cwd or (home if os.path.isdir(home) else "/")
+            account = resolve_account(self.request["user"])
+            kwargs = account.spawn_kwargs
+            env.update(HOME=account.home, USER=account.name, LOGNAME=account.name)
+            cwd = cwd or (account.home if os.path.isdir(account.home) else "/")
         if cwd and not os.path.isdir(cwd):
-            raise _SpawnError(f"working directory {cwd} does not exist on this node", None)
+            raise SpawnRefused(f"working directory {cwd} does not exist on this node", None)
         try:
             return await asyncio.create_subprocess_exec(
                 *argv,
@@ -167,44 +160,8 @@ class ExecRun:
                 **kwargs,
             )
         except FileNotFoundError:
-            raise _SpawnError(f"command not found: {argv[0]}", 127) from None
+            raise SpawnRefused(f"command not found: {argv[0]}", None, 127) from None
         except PermissionError:
-            raise _SpawnError(f"permission denied: {argv[0]}", 126) from None
+            raise SpawnRefused(f"permission denied: {argv[0]}", None, 126) from None
         except OSError as exc:
-            raise _SpawnError(f"could not start {argv[0]}: {exc.strerror}", None) from None
-
-
-class _SpawnError(Exception):
-    def __init__(self, message: str, exit_code: int | None) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def _user_kwargs(user: str, env: dict[str, str]) -> dict[str, Any]:
-    if os.geteuid() != 0:
-        raise _SpawnError("--user needs the agent to run as root", None)
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise _SpawnError(f"no user {user!r} on this node", None) from None
-    env.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
-    return {
-        "user": entry.pw_uid,
-        "group": entry.pw_gid,
-        "extra_groups": os.getgrouplist(user, entry.pw_gid),
-    }
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+            raise SpawnRefused(f"could not start {argv[0]}: {exc.strerror}", None) from None

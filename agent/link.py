@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from agent.executor import ExecRun
 from agent.metrics import MetricsSampler
 from agent.shells import ShellSessions
 from gdos import __version__, protocol
+from gdos.dialing import backoff_delay
 from gdos.errors import ErrorCode
 from gdos.keys import KeyPair
 from gdos.protocol import Message, ProtocolError
@@ -48,12 +48,6 @@ class LinkConfig:
     token: JoinToken | None = None
     backoff_base: float = 0.5
     backoff_max: float = 30.0
-
-
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with 'equal jitter': half fixed, half random."""
-    ceiling = min(cap, base * (2 ** min(attempt, 30)))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 class Link:

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from agent.procs import kill_group, signal_group
 from agent.pty_spawn import Spawned, SpawnRefused, spawn
 from gdos import fdio
 from gdos.flow import CreditGranter, CreditWindow
@@ -41,7 +42,6 @@ Send = Callable[[str, dict[str, Any]], None]
 EXIT_DRAIN_IDLE = 0.5  # after the program exits, stop relaying after this much silence
 EXIT_DRAIN_MAX = 5.0  # ... or after this long in all (a background job holding the output)
 IDLE_POLL = 1.0  # how often a silent reader looks whether the program exited
-KILL_GRACE = 2.0
 EOF_CHAR = b"\x04"
 
 
@@ -102,15 +102,9 @@ class PtySession:
         self.close_reason = self.close_reason or reason
         self.window.close()
         if self.proc is not None and self.proc.process.returncode is None:
-            _signal_group(self.proc.pid, signal.SIGHUP)  # now: the agent may be stopping
-            _signal_group(self.proc.pid, signal.SIGCONT)
-            self._killer = asyncio.ensure_future(self._kill_group(self.proc.pid))
-
-    async def _kill_group(self, pgid: int) -> None:
-        deadline = time.monotonic() + KILL_GRACE
-        while time.monotonic() < deadline and _group_alive(pgid):
-            await asyncio.sleep(0.05)
-        _signal_group(pgid, signal.SIGKILL)
+            signal_group(self.proc.pid, signal.SIGHUP)  # now: the agent may be stopping
+            signal_group(self.proc.pid, signal.SIGCONT)
+            self._killer = asyncio.ensure_future(kill_group(self.proc.pid, first=None))
 
     # -- output ---------------------------------------------------------------
     def grant(self, credit: int) -> None:
@@ -218,18 +212,3 @@ def set_winsize(fd: int, rows: int, cols: int) -> None:
     """TIOCSWINSZ; the kernel then sends SIGWINCH to the foreground process group."""
     with contextlib.suppress(OSError):
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True

@@ -12,29 +12,17 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import pwd
 import struct
 import termios
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.procs import Account, SpawnRefused, login_shell, resolve_account
 from gdos.errors import ErrorCode
 
+__all__ = ["Account", "SpawnRefused", "Spawned", "login_shell", "resolve_account", "spawn"]
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class SpawnRefused(Exception):
-    """The program could not be started; ``body`` is the pty.exit to send."""
-
-    def __init__(self, message: str, code: ErrorCode | None, exit_code: int | None = None) -> None:
-        super().__init__(message)
-        self.message, self.code, self.exit_code = message, code, exit_code
-
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"reason": self.message, "exit_code": self.exit_code}
-        if self.code is not None:
-            body["code"] = str(self.code)
-        return body
 
 
 @dataclass
@@ -67,46 +55,6 @@ class Spawned:
             self.fds.discard(fd)
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-@dataclass
-class Account:
-    name: str
-    home: str
-    shell: str
-    spawn_kwargs: dict[str, Any]
-
-
-def resolve_account(user: str | None) -> Account:
-    """The account to run as: ``user`` (agent must be root), else the agent's own."""
-    if user:
-        try:
-            entry = pwd.getpwnam(user)
-        except KeyError:
-            raise SpawnRefused(f"no user {user!r} on this node", ErrorCode.USER_UNKNOWN) from None
-        if entry.pw_uid != os.geteuid() and os.geteuid() != 0:
-            raise SpawnRefused(
-                "--user needs the agent to run as root", ErrorCode.NOT_PERMITTED
-            ) from None
-        kwargs: dict[str, Any] = {}
-        if entry.pw_uid != os.geteuid():
-            kwargs = {
-                "user": entry.pw_uid,
-                "group": entry.pw_gid,
-                "extra_groups": os.getgrouplist(user, entry.pw_gid),
-            }
-        return Account(user, entry.pw_dir, entry.pw_shell, kwargs)
-    try:
-        entry = pwd.getpwuid(os.geteuid())
-        return Account(entry.pw_name, entry.pw_dir, entry.pw_shell, {})
-    except KeyError:  # no passwd entry (some containers)
-        name = os.environ.get("USER", str(os.geteuid()))
-        return Account(name, os.environ.get("HOME", "/"), os.environ.get("SHELL", ""), {})
-
-
-def login_shell(account: Account) -> str:
-    shell = account.shell
-    return shell if shell and os.access(shell, os.X_OK) else "/bin/sh"
 
 
 async def spawn(request: dict[str, Any]) -> Spawned:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import resource
 import signal
 import time
 from typing import Any
@@ -29,6 +28,7 @@ from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.daemon.shells import Shells
 from gdos.daemon.store import Store
 from gdos.daemon.tasks import ExecTasks
+from gdos.dialing import raise_fd_limit
 from gdos.paths import Paths, ensure_private_dir
 from gdos.protocol import Message
 
@@ -137,10 +137,3 @@ class Daemon:
         self.ctx.term()
         self.store.close()
         log.info("gdosd stopped")
-
-
-def raise_fd_limit() -> None:
-    """Allow one descriptor per agent connection up to the hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
