@@ -72,7 +72,10 @@ def show(task_id: int = typer.Argument(..., help="Task id."), json: bool = JSON_
 
 
 @app.command()
-def cancel(task_id: int = typer.Argument(..., help="Task id.")) -> None:
+def cancel(task_id: int = typer.Argument(..., help="Task id."), json: bool = JSON_OPTION) -> None:
     """Cancel a running task on every node (process groups are killed)."""
     reply = request("task.cancel", id=task_id)
+    if json:
+        print_json(reply)
+        return
     sys.stdout.write(f"canceling task {reply['task']} on {reply['open']} host(s)\n")

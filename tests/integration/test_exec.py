@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -69,7 +70,6 @@ def test_exec_success_json_env_cwd(trio: Fleet) -> None:
         'echo "$GREETING from $(pwd)"',
     )
     assert result.returncode == 0, result.stderr
-    import json
 
     task = json.loads(result.stdout)
     assert {h["node"]: h["stdout"] for h in task["hosts"]} == {
@@ -149,8 +149,9 @@ def test_cancel_from_another_terminal(trio: Fleet) -> None:
     proc = _start_exec(trio, "--all", "--shell", "--", f"touch {marker}; exec sleep 300")
     task_id = _running_task(trio)
     wait_for(marker.exists, what="command started")
-    cancel = trio.gdos("task", "cancel", str(task_id))
+    cancel = trio.gdos("task", "cancel", str(task_id), "--json")
     assert cancel.returncode == 0, cancel.stderr
+    assert json.loads(cancel.stdout) == {"task": task_id, "open": 3}
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, out + err
     task = trio.gdos_json("task", "show", str(task_id))
