@@ -259,7 +259,7 @@ class Bench:
         try:
             seconds = timed(argv, daemon.env, timeout=600)
             self.figure(f"exec --all -- true, {count} simulated (1 run)", seconds, "s")
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        except (AssertionError, RuntimeError, subprocess.TimeoutExpired) as exc:
             self.figure(f"exec --all -- true, {count} simulated", None, "s", None, str(exc)[:300])
 
     def exec1000(self) -> None:

@@ -13,50 +13,25 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from gdos.devtools.waiting import free_port, short_home, wait_for
+
+__all__ = ["free_port", "short_home", "wait_for"]
+
 
 def log(text: str) -> None:
     """Progress for the person waiting: stderr, so stdout holds only figures."""
     sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {text}\n")
     sys.stderr.flush()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def short_home(prefix: str) -> Path:
-    """A temporary folder short enough for a unix socket path inside it."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # not checkable yet
-            last_error = exc
-        time.sleep(every)
-    extra = f" (last error: {last_error})" if last_error else ""
-    raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}{extra}")
 
 
 def gdos_argv() -> list[str]:

@@ -14,46 +14,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gdos.devtools.waiting import free_port, short_home, unchanged_for, wait_for
+
+__all__ = ["Fleet", "Proc", "free_port", "short_home", "unchanged_for", "wait_for"]
+
 DEFAULT_WAIT = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = DEFAULT_WAIT, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # the condition may not be checkable yet
-            last_error = exc
-        time.sleep(0.05)
-    raise AssertionError(
-        f"timed out after {timeout:g}s waiting for {what or predicate}"
-        + (f" (last error: {last_error})" if last_error else "")
-    )
-
-
-def short_home(prefix: str) -> Path:
-    """A temporary folder short enough for a unix socket path inside it."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Fleet, short_home, wait_for
+from tests.harness import Fleet, short_home, unchanged_for, wait_for
 
 # Each agent has its own GDOS_HOME (/tmp/ga-NAME-...), inherited by the commands it runs.
 BY_NODE = (
@@ -227,7 +227,7 @@ def test_a_stopped_reader_throttles_the_remote_command(trio: Fleet) -> None:
     wait_for(progress.exists, what="the remote writer to start")
     proc.send_signal(signal.SIGSTOP)
     try:
-        written = wait_for(lambda: _unchanged_for(progress, 1.5), 30, "the writer to block")
+        written = wait_for(lambda: unchanged_for(progress, 1.5), 30, "the writer to block")
         assert written < chunks, "the writer was never slowed down"
         grown = psutil.Process(trio.daemon.popen.pid).memory_info().rss - daemon_rss
         assert grown < 32 * 1024 * 1024, f"daemon grew by {grown} bytes"
@@ -236,19 +236,3 @@ def test_a_stopped_reader_throttles_the_remote_command(trio: Fleet) -> None:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert out.count("n1 | x") == chunks
-
-
-def _unchanged_for(progress: Path, seconds: float) -> int | None:
-    """The progress count if it did not move for ``seconds``, else None."""
-    import time
-
-    def read() -> int:
-        text = progress.read_text()
-        return int(text) if text else -1
-
-    first, deadline = read(), time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if read() != first:
-            return None
-        time.sleep(0.01)
-    return first

@@ -24,7 +24,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.harness import Fleet, short_home, wait_for
+from tests.harness import Fleet, short_home, unchanged_for, wait_for
 
 GDOS = [sys.executable, "-m", "gdos.cli.main"]
 TIMEOUT = 20
@@ -315,7 +315,7 @@ def test_a_stopped_terminal_throttles_the_remote_program(duo: Fleet) -> None:
     wait_for(progress.exists, what="the remote writer to start")
     proc.send_signal(signal.SIGSTOP)
     try:
-        written = wait_for(lambda: _unchanged_for(progress, 1.5), 30, "the writer to block")
+        written = wait_for(lambda: unchanged_for(progress, 1.5), 30, "the writer to block")
         assert written < chunks, "the writer was never slowed down"
         grown = daemon.memory_info().rss - baseline
         assert grown < 32 * 1024 * 1024, f"daemon grew by {grown} bytes"
@@ -353,21 +353,6 @@ def _still(counter: list[int], seconds: float) -> int | None:
     first = counter[0]
     time.sleep(seconds)
     return first if counter[0] == first and first > 0 else None
-
-
-def _unchanged_for(progress: Path, seconds: float) -> int | None:
-    """The progress count if it did not move for ``seconds``, else None."""
-
-    def read() -> int:
-        text = progress.read_text()
-        return int(text) if text else -1
-
-    first, deadline = read(), time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if read() != first:
-            return None
-        time.sleep(0.01)
-    return first
 
 
 def _alive(pid: int) -> bool:
