@@ -116,6 +116,7 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "node.show": ({"name": STR}, {}),
     "node.rm": ({"name": STR}, {}),
     "node.set_state": ({"name": STR, "state": STR}, {}),
+    "node.watch": ({}, {"interval": NUM}),
     "key.list": ({}, {}),
     "key.accept": ({}, {"name": STR, "all": BOOL}),
     "key.reject": ({"name": STR}, {}),

@@ -18,6 +18,7 @@ from gdos.cli import (
     shell_cmd,
     task_cmd,
     token_cmd,
+    tui_cmd,
 )
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ app.add_typer(dev_cmd.app, name="dev")
 app.add_typer(audit_cmd.app, name="audit")
 exec_cmd.register(app)
 shell_cmd.register(app)
+tui_cmd.register(app)
 
 
 def _version(value: bool) -> None:

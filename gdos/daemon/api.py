@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gdos import __version__, protocol
 from gdos.daemon.control import ControlConnection
+from gdos.daemon.watch import watch_interval, watch_nodes
 from gdos.errors import ErrorCode, GdosError
 from gdos.keys import fingerprint
 from gdos.names import check_name
@@ -37,6 +38,7 @@ class Api:
             "node.show": self.node_show,
             "node.rm": self.node_rm,
             "node.set_state": self.node_set_state,
+            "node.watch": self.node_watch,
             "key.list": self.key_list,
             "key.accept": self.key_accept,
             "key.reject": self.key_reject,
@@ -107,6 +109,15 @@ class Api:
             node, "config", {"config": self.d.config.agent_config(), "state": node.state}
         )
         return {"name": node.name, "state": node.state}
+
+    async def node_watch(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        """Open a stream of node changes (gdos/daemon/watch.py)."""
+        if msg.id is None:
+            raise GdosError(ErrorCode.BAD_MESSAGE, "node.watch needs a request id.")
+        interval = watch_interval(msg.body.get("interval"))
+        stream = conn.open_stream(msg.id, protocol.CONTROL_STREAM_CREDIT)
+        conn.spawn(watch_nodes(self.d.registry, conn, stream, interval))
+        return {"stream": msg.id, "interval": interval}
 
     # -- keys and tokens ----------------------------------------------------
     async def key_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:

@@ -98,6 +98,7 @@ def test_importing_the_cli_loads_nothing_heavy() -> None:
         ["exec", "--help"],
         ["shell", "--help"],
         ["audit", "--help"],
+        ["tui", "--help"],
         ["--version"],
     ],
     ids=" ".join,

@@ -1,0 +1,29 @@
+"""``gdos tui``: the keyboard-driven dashboard (Textual, imported only here)."""
+
+from __future__ import annotations
+
+import typer
+
+from gdos.cli.common import fail, parse_duration
+from gdos.errors import ErrorCode, GdosError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tui")(tui_command)
+
+
+def tui_command(
+    read_only: bool = typer.Option(
+        False, "--read-only", help="Look only: exec and cancel are refused."
+    ),
+    refresh: str = typer.Option(
+        "1s", "--refresh", help="How often the node table is pushed updates (min 0.2s)."
+    ),
+) -> None:
+    """Open the live dashboard: nodes, tasks, exec (press ? for keys)."""
+    seconds = parse_duration(refresh, "--refresh")
+    if seconds < 0.2:
+        fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--refresh must be at least 0.2s."))
+    from tui.app import run
+
+    run(read_only=read_only, refresh=seconds)

@@ -1,0 +1,61 @@
+"""Live node subscriptions (``node.watch``): push what changed, never a queue.
+
+Each subscriber remembers the view it last sent for every node. Every
+``interval`` it compares the registry's current views with that memory and
+sends one event with the changed views and the removed names. When the
+client has granted no credit the tick is skipped: nothing is queued, and the
+next tick's difference (against what the client really got) covers every
+change in between, so a slow dashboard sees at most one pending snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gdos.daemon.control import ControlConnection, Stream
+from gdos.daemon.registry import NodeRegistry
+
+DEFAULT_INTERVAL = 1.0
+MIN_INTERVAL = 0.2
+
+
+def watch_interval(value: Any) -> float:
+    """The tick of a subscription: ``value`` seconds, at least ``MIN_INTERVAL``."""
+    try:
+        seconds = float(value if value is not None else DEFAULT_INTERVAL)
+    except (TypeError, ValueError):
+        seconds = DEFAULT_INTERVAL
+    return max(MIN_INTERVAL, seconds)
+
+
+class NodeDiff:
+    """What one subscriber last received, and the difference to the registry now."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, dict[str, Any]] = {}
+        self.first = True
+
+    def event(self, views: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The next event, or None when nothing changed since the last one."""
+        current = {v["name"]: v for v in views}
+        changed = [v for name, v in current.items() if self.sent.get(name) != v]
+        removed = sorted(name for name in self.sent if name not in current)
+        if not (changed or removed or self.first):
+            return None
+        self.first = False
+        self.sent = current
+        return {"type": "nodes", "changed": changed, "removed": removed}
+
+
+async def watch_nodes(
+    registry: NodeRegistry, conn: ControlConnection, stream: Stream, interval: float
+) -> None:
+    """Send node changes on ``stream`` until the client leaves or cancels it."""
+    diff = NodeDiff()
+    while not conn.closed and conn.streams.get(stream.id) is stream:
+        if stream.window.credit > 0:
+            event = diff.event(registry.list())
+            if event is not None and not await stream.send(event):
+                return
+        await asyncio.sleep(interval)

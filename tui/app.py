@@ -1,0 +1,175 @@
+"""``GdosApp``: the dashboard's frame, its connection, and its command mode.
+
+The app owns one ``gdos.client.Client``. A connection worker keeps it alive:
+it subscribes to ``node.watch`` and feeds the Nodes view; when the daemon
+goes away it shows a banner and reconnects with backoff, and the banner goes
+once the daemon answers again. Views reach the daemon only through
+``app.client`` and report refusals with ``show_message``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import ContentSwitcher, Footer, Input, Static
+
+from gdos.client import Client
+from gdos.errors import GdosError
+from tui.nodes import NodesView
+from tui.tasks import TasksView
+from tui.widgets import HELP, TextScreen
+
+T = TypeVar("T")
+VIEWS = ("nodes", "tasks")
+BANNER = "daemon unreachable — reconnecting"
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
+
+
+class GdosApp(App[None]):
+    TITLE = "gdos"
+    CSS = """
+    #banner { display: none; background: $error; color: $text; text-style: bold; padding: 0 1; }
+    #banner.down { display: block; }
+    #message { height: auto; color: $warning; padding: 0 1; }
+    #command, #filter { display: none; }
+    #run-title { padding: 0 1; text-style: bold; }
+    #tasks-table { height: 1fr; }
+    #hosts-table { height: 1fr; }
+    """
+    BINDINGS = [
+        Binding("colon", "command", "Command"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+        Binding("escape", "close_input", "Close", show=False),
+    ]
+
+    def __init__(
+        self, socket_path: Path | None = None, read_only: bool = False, refresh: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.socket_path, self.read_only, self.refresh_seconds = socket_path, read_only, refresh
+        self.client: Client | None = None
+        self.connected = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(BANNER, id="banner")
+        with ContentSwitcher(initial="nodes", id="views"):
+            yield NodesView(id="nodes")
+            yield TasksView(id="tasks")
+        yield Static("", id="message", markup=False)
+        yield Input(placeholder=":nodes  :tasks  :q", id="command")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "read-only" if self.read_only else ""
+        self._connection()
+        self.query_one("#nodes-table").focus()
+
+    # -- the connection --------------------------------------------------------
+    @work(group="connection", exclusive=True)
+    async def _connection(self) -> None:
+        """Keep a client and a node.watch subscription; reconnect with backoff."""
+        backoff = BACKOFF_MIN
+        while True:
+            try:
+                client = await Client.connect(self.socket_path, timeout=2.0)
+            except GdosError:
+                self._set_down(True)
+                await asyncio.sleep(backoff)
+                backoff = min(BACKOFF_MAX, backoff * 2)
+                continue
+            try:
+                _, events = await client.stream("node.watch", interval=self.refresh_seconds)
+                backoff = BACKOFF_MIN
+                self.client = client
+                self._set_down(False)
+                full = True
+                async for event in events:
+                    self.query_one(NodesView).apply(event, full=full)
+                    full = False
+            except GdosError:
+                pass
+            finally:
+                self.client = None
+                await client.close()
+            self._set_down(True)
+            await asyncio.sleep(backoff)
+            backoff = min(BACKOFF_MAX, backoff * 2)
+
+    def _set_down(self, down: bool) -> None:
+        self.connected = not down
+        self.query_one("#banner").set_class(down, "down")
+
+    async def guard(self, call: Awaitable[T], quiet: bool = False) -> T | None:
+        """Await a client call; show its refusal (unless ``quiet``) and return None."""
+        try:
+            return await call
+        except GdosError as exc:
+            if not quiet:
+                self.show_message(str(exc))
+            return None
+
+    # -- messages, modes, views ----------------------------------------------------
+    def show_message(self, text: str) -> None:
+        self.query_one("#message", Static).update(text)
+        if text:
+            self.notify(text, severity="warning", markup=False)
+
+    def refuse_in_read_only(self, what: str) -> bool:
+        if self.read_only:
+            self.show_message(f"read-only mode: {what} is disabled (started with --read-only)")
+        return self.read_only
+
+    def show_view(self, name: str) -> None:
+        self.query_one("#views", ContentSwitcher).current = name
+        table = "#nodes-table" if name == "nodes" else "#tasks-table"
+        self.query_one(table).focus()
+
+    def action_command(self) -> None:
+        box = self.query_one("#command", Input)
+        box.value, box.display = "", True
+        box.focus()
+
+    def action_close_input(self) -> None:
+        self.query_one("#command", Input).display = False
+        self.query_one(NodesView).close_filter()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "command":
+            return
+        event.input.display = False
+        word = event.value.strip().lstrip(":").lower()
+        if word in ("q", "quit"):
+            self.exit()
+        elif word in VIEWS:
+            self.show_view(word)
+            self.show_message("")
+        else:
+            self.show_message(f"unknown command :{word}; try :nodes or :tasks")
+            self.show_view(self.query_one("#views", ContentSwitcher).current or "nodes")
+
+    def action_help(self) -> None:
+        self.push_screen(TextScreen("keys", HELP))
+
+    def describe_node(self, name: str) -> None:
+        self.run_worker(self._describe(name), group="describe", exclusive=True)
+
+    async def _describe(self, name: str) -> None:
+        if self.client is None:
+            self.show_message("the daemon is unreachable")
+            return
+        reply = await self.guard(self.client.call("node.show", name=name))
+        if reply is not None:
+            text = json.dumps(reply["node"], indent=2, sort_keys=True, default=str)
+            self.push_screen(TextScreen(f"node {name}", text))
+
+
+def run(socket_path: Path | None = None, read_only: bool = False, refresh: float = 1.0) -> None:
+    GdosApp(socket_path, read_only=read_only, refresh=refresh).run()

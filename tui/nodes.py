@@ -1,0 +1,170 @@
+"""The Nodes view: a live table fed by the daemon's ``node.watch`` stream.
+
+Rows are keyed by node name. Each update touches only what changed, inside
+one ``batch_update``: ``remove_row`` for gone or filtered-out nodes,
+``add_row`` for new ones, ``update_cell`` for cells whose text or colour
+changed. Sorting reorders rows in place, and the selected node stays selected.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, cast
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Input
+
+from tui.widgets import Cell, node_cells
+
+if TYPE_CHECKING:
+    from tui.app import GdosApp
+
+COLUMNS = (
+    ("NAME", "name"),
+    ("STATUS", "status"),
+    ("STATE", "state"),
+    ("CPU", "cpu"),
+    ("MEM", "mem"),
+    ("LOAD", "load"),
+    ("DISK", "disk"),
+    ("UPTIME", "uptime"),
+    ("VERSION", "version"),
+)
+SORT_FIELDS = {"cpu": "cpu_percent", "mem": "mem_percent", "disk": "disk_percent"}
+
+
+class NodesView(Vertical):
+    BINDINGS = [
+        Binding("slash", "filter", "Filter"),
+        Binding("N", "sort('name')", "Sort name"),
+        Binding("C", "sort('cpu')", "Sort cpu"),
+        Binding("M", "sort('mem')", "Sort mem"),
+        Binding("D", "sort('disk')", "Sort disk", show=False),
+        Binding("d", "describe", "Describe"),
+    ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, list[Cell]] = {}
+        self.pattern: re.Pattern[str] | None = None
+        self.sort_by, self.reverse = "name", False
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="filter nodes by regex (enter/escape to close)", id="filter")
+        table: DataTable[Any] = DataTable(id="nodes-table", cursor_type="row", zebra_stripes=True)
+        for label, key in COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+
+    @property
+    def gdos(self) -> GdosApp:
+        return cast("GdosApp", self.app)
+
+    @property
+    def table(self) -> DataTable[Any]:
+        return self.query_one("#nodes-table", DataTable)
+
+    # -- data --------------------------------------------------------------
+    def apply(self, event: dict[str, Any], full: bool = False) -> None:
+        """Merge one ``node.watch`` event; ``full`` means it lists every node."""
+        changed = {v["name"]: v for v in event.get("changed", [])}
+        if full:
+            self.nodes = {}
+        self.nodes.update(changed)
+        for name in event.get("removed", []):
+            self.nodes.pop(name, None)
+        self.render_rows()
+
+    def shown_names(self) -> list[str]:
+        if self.pattern is None:
+            return list(self.nodes)
+        return [n for n in self.nodes if self.pattern.search(n)]
+
+    def selected(self) -> str | None:
+        table = self.table
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return str(key) if key is not None else None
+
+    def render_rows(self) -> None:
+        table, selected = self.table, self.selected()
+        visible = self.shown_names()
+        wanted = set(visible)
+        with self.app.batch_update():
+            for name in [n for n in self.rows if n not in wanted]:
+                table.remove_row(name)
+                del self.rows[name]
+            for name in visible:
+                cells = node_cells(self.nodes[name])
+                old = self.rows.get(name)
+                if old is None:
+                    table.add_row(*(Text(t, style=s) for t, s in cells), key=name)
+                else:
+                    for (_, column), new, prev in zip(COLUMNS, cells, old, strict=True):
+                        if new != prev:
+                            table.update_cell(name, column, Text(new[0], style=new[1]))
+                self.rows[name] = cells
+            self._sort()
+            if selected in self.rows:
+                table.move_cursor(row=table.get_row_index(selected))
+
+    def _sort(self) -> None:
+        field = SORT_FIELDS.get(self.sort_by)
+
+        def key(name: Any) -> Any:
+            plain = str(name)
+            if field is None:
+                return plain
+            value = self.nodes.get(plain, {}).get(field)
+            return (value is not None, value or 0.0, plain)
+
+        # Numbers sort largest first (as in htop); names alphabetically.
+        self.table.sort("name", key=key, reverse=self.reverse != (field is not None))
+
+    # -- actions ---------------------------------------------------------------
+    def action_sort(self, column: str) -> None:
+        self.reverse = not self.reverse if self.sort_by == column else False
+        self.sort_by = column
+        self.render_rows()
+        self.app.notify(
+            f"sorted by {column}" + (" (reversed)" if self.reverse else ""), markup=False
+        )
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id != "filter":
+            return
+        event.stop()
+        try:
+            self.pattern = re.compile(event.value) if event.value else None
+        except re.error as exc:
+            self.gdos.show_message(f"invalid filter /{event.value}/: {exc}")
+            return
+        self.gdos.show_message("")
+        self.render_rows()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            event.stop()
+            self.close_filter()
+
+    def close_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = bool(box.value)
+        self.table.focus()
+
+    def action_describe(self) -> None:
+        name = self.selected()
+        if name is None:
+            self.gdos.show_message("no node selected")
+            return
+        self.gdos.describe_node(name)

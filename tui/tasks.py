@@ -1,0 +1,265 @@
+"""The Tasks view: recent tasks, an exec form, and per-host results of a run.
+
+The task list is reloaded every few seconds through ``task.list``. An exec
+started from the form follows its stream: every ``host`` event updates that
+host's row (status, exit code, duration) as it arrives.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING, Any, cast
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Input, Label
+
+from gdos.errors import GdosError
+from tui.widgets import duration, status_text, when
+
+if TYPE_CHECKING:
+    from tui.app import GdosApp
+
+TASK_COLUMNS = (
+    ("ID", "id"),
+    ("WHEN", "when"),
+    ("USER", "user"),
+    ("STATUS", "status"),
+    ("OK/HOSTS", "ok"),
+    ("COMMAND", "command"),
+)
+HOST_COLUMNS = (
+    ("HOST", "node"),
+    ("STATUS", "status"),
+    ("EXIT", "exit"),
+    ("DURATION", "duration"),
+    ("REASON", "reason"),
+)
+
+
+def exec_request(targets: str, command: str) -> dict[str, Any]:
+    """The ``exec.start`` body for the form's two fields.
+
+    Targets are node names separated by spaces or commas; ``all`` means every
+    node and a word with ``*`` or ``?`` is a glob. Raises ValueError with a
+    sentence for the operator.
+    """
+    words = [w for w in targets.replace(",", " ").split() if w]
+    argv = shlex.split(command)
+    if not words:
+        raise ValueError("give targets: node names, a glob such as web-*, or all")
+    if not argv:
+        raise ValueError("give a command to run")
+    body: dict[str, Any] = {"argv": argv, "follow": True}
+    globs = [w for w in words if any(c in w for c in "*?[")]
+    if words == ["all"]:
+        body["all"] = True
+    elif globs:
+        if len(words) > 1:
+            raise ValueError("give either one glob or node names, not both")
+        body["match"] = globs[0]
+    else:
+        body["targets"] = words
+    return body
+
+
+class ExecForm(ModalScreen[dict[str, Any] | None]):
+    """Targets and a command; returns the ``exec.start`` body, or None."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
+    DEFAULT_CSS = """
+    ExecForm { align: center middle; }
+    ExecForm > Vertical {
+        width: 80; height: auto; border: round $accent; background: $surface; padding: 1;
+    }
+    ExecForm #exec-error { color: $error; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Vertical() as box:
+            box.border_title = "exec"
+            yield Label("Targets (names, a glob, or all)")
+            yield Input(placeholder="web-1 web-2", id="exec-targets")
+            yield Label("Command")
+            yield Input(placeholder="uptime", id="exec-command")
+            yield Label("", id="exec-error", markup=False)
+            with Horizontal():
+                yield Button("Run", variant="primary", id="exec-run")
+                yield Button("Cancel", id="exec-cancel")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.input.id == "exec-targets":
+            self.query_one("#exec-command", Input).focus()
+        else:
+            self.submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "exec-run":
+            self.submit()
+        else:
+            self.dismiss(None)
+
+    def submit(self) -> None:
+        targets = self.query_one("#exec-targets", Input).value
+        command = self.query_one("#exec-command", Input).value
+        try:
+            body = exec_request(targets, command)
+        except ValueError as exc:
+            self.query_one("#exec-error", Label).update(str(exc))
+            return
+        self.dismiss(body)
+
+
+class TasksView(Vertical):
+    BINDINGS = [
+        Binding("x", "exec", "Exec"),
+        Binding("c", "cancel", "Cancel task"),
+        Binding("r", "reload", "Reload"),
+    ]
+    RELOAD_SECONDS = 3.0
+
+    def compose(self) -> ComposeResult:
+        tasks: DataTable[Any] = DataTable(id="tasks-table", cursor_type="row")
+        for label, key in TASK_COLUMNS:
+            tasks.add_column(label, key=key)
+        yield tasks
+        yield Label("no exec started from the dashboard yet", id="run-title", markup=False)
+        hosts: DataTable[Any] = DataTable(id="hosts-table", cursor_type="row")
+        for label, key in HOST_COLUMNS:
+            hosts.add_column(label, key=key)
+        yield hosts
+
+    @property
+    def gdos(self) -> GdosApp:
+        return cast("GdosApp", self.app)
+
+    def on_mount(self) -> None:
+        self.set_interval(self.RELOAD_SECONDS, self.action_reload)
+
+    def on_show(self) -> None:
+        self.action_reload()
+
+    # -- the task list -------------------------------------------------------
+    def action_reload(self) -> None:
+        if self.gdos.client is not None:
+            self._reload()
+
+    @work(group="task-list", exclusive=True)
+    async def _reload(self) -> None:
+        client = self.gdos.client
+        if client is None:
+            return
+        reply = await self.gdos.guard(client.call("task.list", limit=200), quiet=True)
+        if reply is not None:
+            self.show_tasks(reply["tasks"])
+
+    def show_tasks(self, tasks: list[dict[str, Any]]) -> None:
+        table = self.query_one("#tasks-table", DataTable)
+        keys = [str(t["id"]) for t in tasks]
+        selected = self.selected_task()
+        with self.app.batch_update():
+            for row_key in [k for k in table.rows if k.value not in keys]:
+                table.remove_row(row_key)
+            for task, key in zip(tasks, keys, strict=True):
+                cells = [
+                    key,
+                    when(task.get("created")),
+                    task.get("user") or "-",
+                    status_text(task["status"]),
+                    f"{task['succeeded']}/{task['hosts']}",
+                    shlex.join(task["argv"]),
+                ]
+                if key not in table.rows:
+                    table.add_row(*cells, key=key)
+                    continue
+                for (_, column), value in zip(TASK_COLUMNS, cells, strict=True):
+                    if table.get_cell(key, column) != value:
+                        table.update_cell(key, column, value)
+            table.sort("id", key=lambda v: -int(str(v)))
+            if selected is not None and selected in table.rows:
+                table.move_cursor(row=table.get_row_index(str(selected)))
+
+    def selected_task(self) -> int | None:
+        table = self.query_one("#tasks-table", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return int(key) if key is not None else None
+
+    # -- exec and cancel -------------------------------------------------------
+    def action_exec(self) -> None:
+        if self.gdos.refuse_in_read_only("exec"):
+            return
+        self.app.push_screen(ExecForm(), self._start)
+
+    def _start(self, body: dict[str, Any] | None) -> None:
+        if body is not None:
+            self.run_worker(self._follow(body), group="exec", exclusive=True)
+
+    async def _follow(self, body: dict[str, Any]) -> None:
+        client = self.gdos.client
+        if client is None:
+            self.gdos.show_message("the daemon is unreachable; exec not started")
+            return
+        opened = await self.gdos.guard(client.stream("exec.start", **body))
+        if opened is None:
+            return
+        reply, events = opened
+        title = self.query_one("#run-title", Label)
+        command = shlex.join(body["argv"])
+        title.update(f"task {reply['task']}: {command} — running")
+        hosts = self.query_one("#hosts-table", DataTable)
+        hosts.clear()
+        for host in reply["hosts"]:
+            self.show_host(host)
+        self.action_reload()
+        try:
+            async for event in events:
+                if event["type"] == "host":
+                    self.show_host(event)
+                elif event["type"] == "done":
+                    title.update(f"task {reply['task']}: {command} — {event['status']}")
+        except GdosError as exc:
+            self.gdos.show_message(f"lost task {reply['task']}: {exc}")
+        self.action_reload()
+
+    def show_host(self, host: dict[str, Any]) -> None:
+        table = self.query_one("#hosts-table", DataTable)
+        code = host.get("exit_code")
+        cells = [
+            host["node"],
+            status_text(host["status"]),
+            "-" if code is None else str(code),
+            duration(host.get("duration")),
+            Text(host.get("reason") or ""),
+        ]
+        name = host["node"]
+        if name not in table.rows:
+            table.add_row(*cells, key=name)
+            return
+        for (_, column), value in zip(HOST_COLUMNS, cells, strict=True):
+            table.update_cell(name, column, value)
+
+    def action_cancel(self) -> None:
+        if self.gdos.refuse_in_read_only("cancel"):
+            return
+        task_id = self.selected_task()
+        if task_id is None:
+            self.gdos.show_message("no task selected")
+            return
+        self.run_worker(self._cancel(task_id), group="cancel")
+
+    async def _cancel(self, task_id: int) -> None:
+        client = self.gdos.client
+        if client is None:
+            self.gdos.show_message("the daemon is unreachable; cannot cancel")
+            return
+        reply = await self.gdos.guard(client.call("task.cancel", id=task_id))
+        if reply is not None:
+            self.gdos.show_message(f"canceling task {task_id} on {reply['open']} host(s)")
+            self.action_reload()

@@ -1,0 +1,119 @@
+"""Formatting and small screens shared by the dashboard's views.
+
+Nothing here talks to the daemon: cells are rendered from the plain dicts
+the client returns, and screens show what they are given.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+Cell = tuple[str, str]  # (text, style): compared to decide whether a cell changed
+
+# Health bands for percentages, as glances/htop colour them.
+HEALTH = ((90.0, "bold red"), (80.0, "dark_orange"), (60.0, "yellow"), (0.0, "green"))
+
+
+def health_style(value: float | None) -> str:
+    """OK green < 60, CAREFUL yellow 60-80, WARNING orange 80-90, CRITICAL red >= 90."""
+    if value is None:
+        return "dim"
+    return next(style for floor, style in HEALTH if value >= floor)
+
+
+def percent_cell(value: float | None) -> Cell:
+    return ("-" if value is None else f"{value:.0f}%", health_style(value))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, float(seconds))
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def node_cells(view: dict[str, Any]) -> list[Cell]:
+    """A node's row, in the order of ``tui.nodes.COLUMNS``."""
+    load = view.get("load1")
+    state = view.get("state") or "-"
+    return [
+        (view["name"], ""),
+        ("online", "green") if view.get("online") else ("offline", "red"),
+        (state, "" if state == "normal" else "yellow"),
+        percent_cell(view.get("cpu_percent")),
+        percent_cell(view.get("mem_percent")),
+        ("-" if load is None else f"{load:.2f}", ""),
+        percent_cell(view.get("disk_percent")),
+        (duration(view.get("uptime")), ""),
+        (view.get("agent_version") or "-", ""),
+    ]
+
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "timed_out": "yellow",
+    "canceled": "magenta",
+    "unreachable": "red",
+    "running": "cyan",
+}
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%m-%d %H:%M:%S", time.localtime(ts))
+
+
+class TextScreen(ModalScreen[None]):
+    """A scrollable text pane (describe, help); escape or q closes it."""
+
+    BINDINGS = [Binding("escape,q", "dismiss", "Close")]
+    DEFAULT_CSS = """
+    TextScreen { align: center middle; }
+    TextScreen > VerticalScroll {
+        width: 90%; height: 85%; border: round $accent; background: $surface; padding: 0 1;
+    }
+    """
+
+    def __init__(self, title: str, body: str) -> None:
+        super().__init__()
+        self.title_text, self.body = title, body
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll() as scroll:
+            scroll.border_title = self.title_text
+            yield Static(self.body, id="text", markup=False)
+
+
+HELP = """\
+:nodes  :tasks   jump to a view (command mode; also :q to quit)
+?                this help
+q                quit
+
+Nodes
+  /              filter by name (regular expression); empty clears it
+  N  C  M  D     sort by name, cpu, memory, disk (again: reverse)
+  d              describe the selected node (node show)
+
+Tasks
+  x              exec: run a command on nodes (refused with --read-only)
+  c              cancel the selected running task (refused with --read-only)
+  r              reload the task list now
+"""
