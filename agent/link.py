@@ -259,8 +259,8 @@ class Link:
 
     def _apply_config(self, msg: Message) -> None:
         config = msg.body["config"]
-        self.heartbeat_interval = _interval(config.get("heartbeat_interval"), 15.0)
-        self.metrics_interval = _interval(config.get("metrics_interval"), 5.0)
+        self.heartbeat_interval = protocol.pushed_interval(config.get("heartbeat_interval"), 15.0)
+        self.metrics_interval = protocol.pushed_interval(config.get("metrics_interval"), 5.0)
         self.state = msg.body["state"]
 
     def _on_welcome(self, msg: Message) -> str:
@@ -367,9 +367,3 @@ class Link:
 
     def _on_pty_close(self, msg: Message) -> None:
         self.shells.close(msg.body)
-
-
-def _interval(value: Any, default: float) -> float:
-    if isinstance(value, int | float) and 0.05 <= value <= 3600:
-        return float(value)
-    return default

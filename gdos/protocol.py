@@ -167,6 +167,17 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
 }
 
 
+def pushed_interval(value: Any, default: float) -> float:
+    """An interval the daemon pushes in its config, or ``default`` when it is not sane.
+
+    Agents apply these without restart, so a bad value must never make one
+    heartbeat in a busy loop or fall silent for hours.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0.05 <= value <= 3600:
+        return float(value)
+    return default
+
+
 ROUTING_SEPARATOR = b"#"
 
 

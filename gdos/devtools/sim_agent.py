@@ -378,8 +378,8 @@ class SimAgent:
     # -- daemon messages ----------------------------------------------------
     def _apply_config(self, msg: Message) -> None:
         config = msg.body["config"]
-        self.hb_interval = _interval(config.get("heartbeat_interval"), 15.0)
-        self.metrics_interval = _interval(config.get("metrics_interval"), 5.0)
+        self.hb_interval = protocol.pushed_interval(config.get("heartbeat_interval"), 15.0)
+        self.metrics_interval = protocol.pushed_interval(config.get("metrics_interval"), 5.0)
         self.state = msg.body["state"]
 
     def on_welcome(self, msg: Message) -> None:
@@ -531,9 +531,3 @@ _HANDLERS: dict[str, Callable[[SimAgent, Message], None]] = {
         ("pty.input", "pty.eof", "pty.resize", "pty.credit", "pty.close"), SimAgent.ignore
     ),
 }
-
-
-def _interval(value: Any, default: float) -> float:
-    if isinstance(value, int | float) and 0.05 <= value <= 3600:
-        return float(value)
-    return default

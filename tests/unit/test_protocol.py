@@ -318,3 +318,21 @@ def test_the_largest_length_is_still_read() -> None:
     # MAX_FRAME_BYTES itself is allowed, so the reader waits for the body (and
     # finds the stream closed inside it) rather than refusing the length.
     assert read_refused(MAX_FRAME_BYTES.to_bytes(4, "big"), b"x") == ErrorCode.BAD_FRAME
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1, 1.0),
+        (0.5, 0.5),
+        (3600, 3600.0),
+        (0.0, 15.0),
+        (0.01, 15.0),
+        (86400, 15.0),
+        (True, 15.0),
+        ("5", 15.0),
+        (None, 15.0),
+    ],
+)
+def test_pushed_intervals_are_applied_only_when_sane(value: object, expected: float) -> None:
+    assert protocol.pushed_interval(value, 15.0) == expected
