@@ -127,17 +127,17 @@ class Fleet:
             *(extra or self.daemon_args),
         ]
         self.daemon_args = list(extra or self.daemon_args)
-        self.daemon = self._spawn(
+        daemon = self.daemon = self._spawn(
             "daemon",
             [sys.executable, "-m", "gdos.cli.main", "daemon", "run", *args],
             self.daemon_home,
         )
         wait_for(
-            lambda: self.gdos("daemon", "status").returncode == 0 or not self.daemon.alive(),
+            lambda: self.gdos("daemon", "status").returncode == 0 or not daemon.alive(),
             what="daemon answering",
         )
-        assert self.daemon.alive(), self.daemon.log_text()
-        return self.daemon
+        assert daemon.alive(), daemon.log_text()
+        return daemon
 
     def stop_daemon(self, sig: int = signal.SIGTERM) -> None:
         assert self.daemon is not None

@@ -51,10 +51,16 @@ class GdosApp(App[None]):
     ]
 
     def __init__(
-        self, socket_path: Path | None = None, read_only: bool = False, refresh: float = 1.0
+        self,
+        socket_path: Path | None = None,
+        read_only: bool = False,
+        refresh: float = 1.0,
+        connect: bool = True,
     ) -> None:
+        """``connect=False`` never dials the daemon (tests feed the views directly)."""
         super().__init__()
         self.socket_path, self.read_only, self.refresh_seconds = socket_path, read_only, refresh
+        self.connect = connect
         self.client: Client | None = None
         self.connected = False
 
@@ -69,7 +75,8 @@ class GdosApp(App[None]):
 
     def on_mount(self) -> None:
         self.sub_title = "read-only" if self.read_only else ""
-        self._connection()
+        if self.connect:
+            self._connection()
         self.query_one("#nodes-table").focus()
 
     # -- the connection --------------------------------------------------------

@@ -9,10 +9,12 @@ changed. Sorting reorders rows in place, and the selected node stays selected.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input
@@ -36,6 +38,11 @@ COLUMNS = (
 SORT_FIELDS = {"cpu": "cpu_percent", "mem": "mem_percent", "disk": "disk_percent"}
 
 
+def shell_argv(node: str) -> list[str]:
+    """The remote shell the ``s`` key runs: ``gdos shell NODE`` with this interpreter."""
+    return [sys.executable, "-m", "gdos.cli.main", "shell", node]
+
+
 class NodesView(Vertical):
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
@@ -44,6 +51,7 @@ class NodesView(Vertical):
         Binding("M", "sort('mem')", "Sort mem"),
         Binding("D", "sort('disk')", "Sort disk", show=False),
         Binding("d", "describe", "Describe"),
+        Binding("s", "shell", "Shell"),
     ]
 
     def __init__(self, **kwargs: Any) -> None:
@@ -168,3 +176,26 @@ class NodesView(Vertical):
             self.gdos.show_message("no node selected")
             return
         self.gdos.describe_node(name)
+
+    def action_shell(self) -> None:
+        """Suspend the dashboard, run ``gdos shell`` on the selected node, resume."""
+        if self.gdos.refuse_in_read_only("shell"):
+            return
+        name = self.selected()
+        if name is None:
+            self.gdos.show_message("no node selected")
+            return
+        try:
+            with self.app.suspend():
+                code = subprocess.call(shell_argv(name))
+        except SuspendNotSupported:
+            self.gdos.show_message("this terminal cannot be suspended; run gdos shell instead")
+            return
+        except OSError as exc:
+            self.gdos.show_message(f"could not start gdos shell: {exc}")
+            return
+        self.app.notify(
+            f"shell on {name} exited with status {code}",
+            severity="information" if code == 0 else "warning",
+            markup=False,
+        )

@@ -111,6 +111,7 @@ Nodes
   /              filter by name (regular expression); empty clears it
   N  C  M  D     sort by name, cpu, memory, disk (again: reverse)
   d              describe the selected node (node show)
+  s              remote shell on the selected node (refused with --read-only)
 
 Tasks
   x              exec: run a command on nodes (refused with --read-only)

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 
 def tui_command(
     read_only: bool = typer.Option(
-        False, "--read-only", help="Look only: exec and cancel are refused."
+        False, "--read-only", help="Look only: exec, cancel and shell are refused."
     ),
     refresh: str = typer.Option(
         "1s", "--refresh", help="How often the node table is pushed updates (min 0.2s)."

@@ -2,7 +2,9 @@
 
 Each test runs ``GdosApp`` headless at 120x40 with ``GDOS_HOME`` pointing at
 the fleet's daemon, presses keys like an operator, and waits for what the
-screen should show with a deadline (``until``), never a bare sleep.
+screen should show with a deadline (``until``), never a bare sleep. The
+remote-shell key needs a real terminal to suspend, so its test drives
+``gdos tui`` on a pty with pexpect instead.
 """
 
 from __future__ import annotations
@@ -250,3 +252,24 @@ def test_mock_cluster_sorts_by_cpu_with_health_colours(
             assert style == health_style(figure), (name, figure, style)
 
     run_app(app, scenario)
+
+
+def test_s_opens_a_remote_shell_in_the_real_terminal(fleet: Fleet) -> None:
+    """``gdos tui`` on a pty: ``s`` suspends it, runs ``gdos shell``, and resumes."""
+    import pexpect
+
+    fleet.start_agent("n1", join=fleet.token())
+    fleet.wait_online("n1")
+    env = {**fleet.env(fleet.daemon_home), "TERM": "xterm-256color"}
+    argv = ["-m", "gdos.cli.main", "tui", "--refresh", "0.2"]
+    child = pexpect.spawn(sys.executable, argv, env=env, dimensions=(40, 120), timeout=20)
+    try:
+        child.expect("online")
+        child.send("s")
+        child.expect_exact("\x1b[?1049l")  # the dashboard leaves the alternate screen
+        child.send("exit 7\r")  # read by the remote login shell once it starts
+        child.expect("exited with status 7")
+        child.send("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)

@@ -1,0 +1,135 @@
+"""Snapshot tests of the dashboard's screens (pytest-textual-snapshot).
+
+The app never dials a daemon here (``connect=False``): each view is fed fixed
+data, and the one clock-dependent column (a task's WHEN) is formatted in UTC,
+so the pictures are the same on every machine. After a deliberate change to
+the look, regenerate with ``pytest tests/test_tui_snapshots.py --snapshot-update``
+and check the SVGs under ``tests/__snapshots__/`` in after looking at them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Label
+
+from tui.app import GdosApp
+from tui.nodes import NodesView
+from tui.tasks import TasksView
+
+SIZE = (120, 40)
+Compare = Callable[..., bool]
+
+NODES: list[dict[str, Any]] = [
+    {
+        "name": "web-1",
+        "online": True,
+        "state": "normal",
+        "cpu_percent": 12.0,
+        "mem_percent": 41.5,
+        "load1": 0.42,
+        "disk_percent": 55.0,
+        "uptime": 3 * 86400 + 3600,
+        "agent_version": "0.1.0",
+    },
+    {
+        "name": "web-2",
+        "online": True,
+        "state": "normal",
+        "cpu_percent": 67.0,
+        "mem_percent": 83.0,
+        "load1": 2.5,
+        "disk_percent": 91.0,
+        "uptime": 5400,
+        "agent_version": "0.1.0",
+    },
+    {
+        "name": "db-1",
+        "online": True,
+        "state": "maintenance",
+        "cpu_percent": 95.0,
+        "mem_percent": 70.0,
+        "load1": 7.25,
+        "disk_percent": 30.0,
+        "uptime": 90,
+        "agent_version": "0.1.0",
+    },
+    {"name": "old-1", "online": False, "state": "disabled", "agent_version": None},
+]
+
+TASKS: list[dict[str, Any]] = [
+    {
+        "id": 2,
+        "created": 1_700_000_000.0,
+        "user": "ops",
+        "status": "failed",
+        "succeeded": 1,
+        "hosts": 2,
+        "argv": ["sh", "-c", "exit 3"],
+    },
+    {
+        "id": 1,
+        "created": 1_699_999_000.0,
+        "user": "ops",
+        "status": "succeeded",
+        "succeeded": 3,
+        "hosts": 3,
+        "argv": ["uptime"],
+    },
+]
+
+HOSTS: list[dict[str, Any]] = [
+    {"node": "web-1", "status": "succeeded", "exit_code": 0, "duration": 0.4},
+    {"node": "web-2", "status": "failed", "exit_code": 3, "duration": 0.5},
+]
+
+
+@pytest.fixture(autouse=True)
+def utc_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Task times in UTC whatever the machine's time zone."""
+    monkeypatch.setattr(
+        "tui.tasks.when",
+        lambda ts: "-" if ts is None else time.strftime("%m-%d %H:%M:%S", time.gmtime(ts)),
+    )
+
+
+def offline_app() -> GdosApp:
+    return GdosApp(connect=False)
+
+
+class TestNodesView:
+    def test_nodes_table(self, snap_compare: Compare) -> None:
+        async def feed(pilot: Pilot[Any]) -> None:
+            pilot.app.query_one(NodesView).apply({"changed": NODES}, full=True)
+
+        assert snap_compare(offline_app(), terminal_size=SIZE, run_before=feed)
+
+    def test_nodes_sorted_by_cpu(self, snap_compare: Compare) -> None:
+        async def feed(pilot: Pilot[Any]) -> None:
+            pilot.app.query_one(NodesView).apply({"changed": NODES}, full=True)
+
+        assert snap_compare(offline_app(), press=["C"], terminal_size=SIZE, run_before=feed)
+
+
+class TestTasksView:
+    def test_tasks_and_hosts(self, snap_compare: Compare) -> None:
+        async def feed(pilot: Pilot[Any]) -> None:
+            app = pilot.app
+            assert isinstance(app, GdosApp)
+            app.show_view("tasks")
+            view = app.query_one(TasksView)
+            view.show_tasks(TASKS)
+            view.query_one("#run-title", Label).update("task 2: sh -c 'exit 3' — failed")
+            for host in HOSTS:
+                view.show_host(host)
+
+        assert snap_compare(offline_app(), terminal_size=SIZE, run_before=feed)
+
+
+class TestHelpScreen:
+    def test_help(self, snap_compare: Compare) -> None:
+        assert snap_compare(offline_app(), press=["question_mark"], terminal_size=SIZE)
