@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from gdos.tokens import JoinToken, proof
 
 log = logging.getLogger("gdos.agent")
 
+_MONITOR_IDS = itertools.count(1)
 HELLO_TIMEOUT = 5.0  # to connect and finish the handshake; then to wait for a welcome
 HELLO_TIMEOUT_MAX = 30.0  # a busy daemon (thousands enrolling) is asked again, not redialled
 SILENCE_FACTOR = 3.0
@@ -70,7 +72,11 @@ class Link:
     async def run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
-            welcomed = await self._session()
+            try:
+                welcomed = await self._session()
+            except (zmq.ZMQError, OSError):  # a socket that could not be made: try again later
+                log.exception("connection attempt to %s failed", self.config.address)
+                welcomed = False
             self.shells.close_all("the agent lost its connection to the daemon")
             attempt = 0 if welcomed else attempt + 1
             delay = backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max)
@@ -108,23 +114,27 @@ class Link:
     async def _session(self) -> bool:
         """One connection; returns True when the daemon welcomed us."""
         sock = self.socket = self._make_socket()
-        monitor = sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_SUCCEEDED
-            | zmq.EVENT_DISCONNECTED
-            | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-        )
-        sock.connect(self.config.address)
-        welcomed = False
-        try:  # the hello goes out once the handshake succeeds (see _converse)
-            welcomed = await self._converse(sock, monitor)
+        monitor: zmq.asyncio.Socket | None = None
+        try:
+            # pyzmq names a monitor after the socket's descriptor, which the next
+            # socket reuses while the old monitor may still be closing: use our own.
+            monitor = sock.get_monitor_socket(
+                addr=f"inproc://gdos-link-monitor-{next(_MONITOR_IDS)}",
+                events=zmq.EVENT_HANDSHAKE_SUCCEEDED
+                | zmq.EVENT_DISCONNECTED
+                | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+            )
+            sock.connect(self.config.address)
+            # the hello goes out once the handshake succeeds (see _converse)
+            return await self._converse(sock, monitor)
         finally:
-            sock.disable_monitor()
-            monitor.close(linger=0)
+            if monitor is not None:
+                sock.disable_monitor()
+                monitor.close(linger=0)
             sock.close(linger=0)
             self.socket = None
-        return welcomed
 
     async def _converse(self, sock: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket) -> bool:
         welcomed = linked = False
