@@ -19,7 +19,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label
 
 from gdos.errors import GdosError
-from tui.widgets import duration, status_text, when
+from gdos.units import human_duration
+from tui.widgets import status_text, when
 
 if TYPE_CHECKING:
     from tui.app import GdosApp
@@ -235,7 +236,7 @@ class TasksView(Vertical):
             host["node"],
             status_text(host["status"]),
             "-" if code is None else str(code),
-            duration(host.get("duration")),
+            human_duration(host.get("duration"), fine_below=0.0),
             Text(host.get("reason") or ""),
         ]
         name = host["node"]

@@ -16,6 +16,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from gdos.units import human_duration, percent
+
 Cell = tuple[str, str]  # (text, style): compared to decide whether a cell changed
 
 # Health bands for percentages, as glances/htop colour them.
@@ -30,20 +32,7 @@ def health_style(value: float | None) -> str:
 
 
 def percent_cell(value: float | None) -> Cell:
-    return ("-" if value is None else f"{value:.0f}%", health_style(value))
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, float(seconds))
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
+    return (percent(value), health_style(value))
 
 
 def node_cells(view: dict[str, Any]) -> list[Cell]:
@@ -58,7 +47,7 @@ def node_cells(view: dict[str, Any]) -> list[Cell]:
         percent_cell(view.get("mem_percent")),
         ("-" if load is None else f"{load:.2f}", ""),
         percent_cell(view.get("disk_percent")),
-        (duration(view.get("uptime")), ""),
+        (human_duration(view.get("uptime"), fine_below=0.0), ""),
         (view.get("agent_version") or "-", ""),
     ]
 

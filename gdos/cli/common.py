@@ -16,6 +16,9 @@ from typing import Any, NoReturn, TypeVar
 import typer
 
 from gdos.errors import ErrorCode, GdosError
+from gdos.units import human_bytes, human_duration, percent
+
+__all__ = ["human_bytes", "human_duration", "percent"]
 
 T = TypeVar("T")
 
@@ -83,37 +86,8 @@ def parse_duration(text: str, what: str = "duration") -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def human_bytes(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 10:
-        return f"{seconds:.2f}s"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
-
-
 def ago(ts: float | None) -> str:
     return "never" if ts is None else human_duration(time.time() - ts) + " ago"
-
-
-def percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}%"
 
 
 def quiet_call(kind: str, **body: Any) -> dict[str, Any] | None:

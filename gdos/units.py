@@ -1,0 +1,37 @@
+"""How figures are shown to an operator: bytes, durations, percentages.
+
+One place for the CLI and the dashboard, so a node's uptime or a task's
+duration reads the same in both. Plain text only; colour is the caller's.
+"""
+
+from __future__ import annotations
+
+
+def human_bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def human_duration(seconds: float | None, fine_below: float = 10.0) -> str:
+    """'1.25s', '42s', '15m', '3.5h', '2.0d'; hundredths only below ``fine_below``."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, float(seconds))
+    if seconds < fine_below:
+        return f"{seconds:.2f}s"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
