@@ -42,11 +42,11 @@ from support import (  # the folder is put on the path just above
     Owned,
     Proc,
     RssWatch,
-    exit_on_signals,
     gdos_argv,
     log,
     median_time,
     rss_mb,
+    run_owned,
     timed,
     wait_for,
 )
@@ -356,16 +356,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    owned = Owned()
-    exit_on_signals()
-    try:
-        Bench(args, owned).run()
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        return 130
-    finally:
-        owned.close()
-    return 0
+    return run_owned(lambda owned: Bench(args, owned).run())
 
 
 if __name__ == "__main__":

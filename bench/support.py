@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,20 @@ def exit_on_signals() -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run_owned(work: Callable[[Owned], object]) -> int:
+    """Run ``work`` with a fresh ``Owned``; clean up all it started, whatever happens."""
+    exit_on_signals()
+    owned = Owned()
+    try:
+        work(owned)
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        return 130
+    finally:
+        owned.close()
+    return 0
 
 
 # -- the daemon -------------------------------------------------------------------

@@ -32,7 +32,7 @@ import psutil
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from support import Daemon, Owned, Proc, exit_on_signals, gdos_argv, log, wait_for  # noqa: E402
+from support import Daemon, Owned, Proc, gdos_argv, log, run_owned, wait_for  # noqa: E402
 
 # This file is named tui.py: take its folder off the path again so that
 # ``import tui`` finds the dashboard package, not this script.
@@ -147,16 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         asyncio.run(run_dashboard(args.expect, args.lifetime))
         return 0
-    owned = Owned()
-    exit_on_signals()
-    try:
-        bench(args, owned)
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        return 130
-    finally:
-        owned.close()
-    return 0
+    return run_owned(lambda owned: bench(args, owned))
 
 
 if __name__ == "__main__":
