@@ -44,6 +44,24 @@ class ErrorCode(StrEnum):
     SESSION_UNKNOWN = "session_unknown"
     SESSION_LOST = "session_lost"
     IDLE_TIMEOUT = "idle_timeout"
+    # packages
+    MANIFEST_INVALID = "manifest_invalid"
+    ARCHIVE_INVALID = "archive_invalid"
+    ARCHIVE_UNSAFE = "archive_unsafe"
+    PACKAGE_UNKNOWN = "package_unknown"
+    PACKAGE_IN_USE = "package_in_use"
+    PACKAGE_CORRUPT = "package_corrupt"
+    STORAGE_FAILED = "storage_failed"
+    # systems, modules, instances
+    SYSTEM_UNKNOWN = "system_unknown"
+    MODULE_UNKNOWN = "module_unknown"
+    INSTANCE_UNKNOWN = "instance_unknown"
+    ALREADY_EXISTS = "already_exists"
+    DEPENDENCY_CYCLE = "dependency_cycle"
+    START_FAILED = "start_failed"
+    STOP_FAILED = "stop_failed"
+    PROCESS_NOT_FOUND = "process_not_found"
+    OPERATION_FAILED = "operation_failed"
 
 
 class ExitCode(IntEnum):
@@ -68,6 +86,10 @@ _EXIT_FOR_CODE = {
     ErrorCode.TASK_UNKNOWN: ExitCode.NOT_FOUND,
     ErrorCode.SESSION_UNKNOWN: ExitCode.NOT_FOUND,
     ErrorCode.NO_TARGET: ExitCode.NOT_FOUND,
+    ErrorCode.PACKAGE_UNKNOWN: ExitCode.NOT_FOUND,
+    ErrorCode.SYSTEM_UNKNOWN: ExitCode.NOT_FOUND,
+    ErrorCode.MODULE_UNKNOWN: ExitCode.NOT_FOUND,
+    ErrorCode.INSTANCE_UNKNOWN: ExitCode.NOT_FOUND,
     ErrorCode.INVALID_ARGUMENT: ExitCode.USAGE,
 }
 
