@@ -101,3 +101,138 @@ async def kill_group(
     while time.monotonic() < deadline and group_alive(pgid):
         await asyncio.sleep(0.05)
     signal_group(pgid, signal.SIGKILL)
+
+
+# -- process identity and trees (used by the supervisor and, later, metrics) --
+#
+# A pid alone is not an identity: once a process is gone and reaped, the
+# kernel may hand its number to an unrelated program. Everything that signals
+# a process it did not just spawn therefore carries (pid, create_time) and
+# checks both right before acting.
+
+CREATE_TIME_SLACK = 0.05  # psutil derives create_time from clock ticks; JSON round-trips it
+
+
+@dataclass(frozen=True)
+class ProcRef:
+    """One process, identified by its pid and its start time."""
+
+    pid: int
+    create_time: float
+
+
+def proc_ref(pid: int, *, zombie_ok: bool = False) -> ProcRef | None:
+    """The live process ``pid`` (None when gone, a zombie, or not inspectable)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if not zombie_ok and process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return ProcRef(pid, process.create_time())
+    except (psutil.Error, ValueError):
+        return None
+
+
+def is_alive(ref: ProcRef) -> bool:
+    """True when ``ref.pid`` still runs and is the same process (same create_time)."""
+    now = proc_ref(ref.pid)
+    return now is not None and abs(now.create_time - ref.create_time) < CREATE_TIME_SLACK
+
+
+def descendants(pid: int) -> list[ProcRef]:
+    """Every live descendant of ``pid`` (children, grandchildren, ...)."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    refs = []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE:
+                refs.append(ProcRef(child.pid, child.create_time()))
+    return refs
+
+
+def marked_processes(variable: str, value: str) -> list[ProcRef]:
+    """Live processes whose environment has ``variable=value`` (inherited markers).
+
+    Finds descendants that were orphaned (double fork) and so no longer
+    hang under the process that started them. Processes of other users are
+    skipped unless we may read their environment.
+    """
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error):
+            if process.pid == os.getpid() or process.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if process.environ().get(variable) == value:
+                found.append(ProcRef(process.pid, process.create_time()))
+    return found
+
+
+def name_matches(name: str, process_name: str, cmdline: list[str]) -> bool:
+    """Whether a process answers to ``name``.
+
+    The rule: the kernel's process name (``comm``, 15 chars) equals ``name``,
+    or the basename of ``argv[0]`` does, or one whitespace-separated word of
+    the command line (or its basename) does. The last form catches programs
+    that rewrite their title into one string ("nginx: master process ...").
+    """
+    if process_name == name or (cmdline and os.path.basename(cmdline[0]) == name):
+        return True
+    for arg in cmdline:
+        for word in arg.split():
+            if word == name or os.path.basename(word) == name:
+                return True
+    return False
+
+
+def find_by_name(
+    name: str, since: float | None = None, exclude: int | None = None
+) -> list[ProcRef]:
+    """Live processes answering to ``name`` (see name_matches), oldest first.
+
+    ``since``: only processes created at or after this create_time.
+    """
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["pid", "name", "cmdline", "create_time", "status"]):
+        info = process.info
+        if info["pid"] in (os.getpid(), exclude) or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        created = info["create_time"]
+        if created is None or (since is not None and created < since - CREATE_TIME_SLACK):
+            continue
+        if name_matches(name, info["name"] or "", info["cmdline"] or []):
+            found.append(ProcRef(info["pid"], created))
+    return sorted(found, key=lambda ref: ref.create_time)
+
+
+def signal_ref(ref: ProcRef, sig: int) -> None:
+    """Send ``sig`` to ``ref`` if it is still that very process."""
+    if is_alive(ref):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(ref.pid, sig)
+
+
+def signal_processes(targets: list[ProcRef], sig: int, groups: bool) -> None:
+    """Signal each target still alive; with ``groups`` also its process group.
+
+    The agent's own group, init's and 0 are never signalled as groups.
+    """
+    own_group = os.getpgrp()
+    signalled: set[int] = set()
+    for ref in targets:
+        if groups and is_alive(ref):
+            with contextlib.suppress(OSError):
+                pgid = os.getpgid(ref.pid)
+                if pgid not in signalled and pgid not in (own_group, 0, 1):
+                    signalled.add(pgid)
+                    os.killpg(pgid, sig)
+        signal_ref(ref, sig)
