@@ -16,6 +16,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -24,6 +25,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from agent.executor import ExecRun
 from agent.metrics import MetricsSampler
+from agent.services import ServiceHost
 from agent.shells import ShellSessions
 from gdos import __version__, protocol
 from gdos.dialing import backoff_delay
@@ -47,6 +49,7 @@ class LinkConfig:
     address: str
     server_key: str | None  # None: --insecure
     keypair: KeyPair | None
+    state_dir: Path
     token: JoinToken | None = None
     backoff_base: float = 0.5
     backoff_max: float = 30.0
@@ -67,9 +70,11 @@ class Link:
         self._stop = asyncio.Event()
         self._background: set[asyncio.Future[Any]] = set()
         self.shells = ShellSessions(self._send, self._spawn)
+        self.services = ServiceHost(config.state_dir, self._send, self._spawn)
 
     # -- outer loop -----------------------------------------------------------
     async def run(self) -> None:
+        await self.services.recover()
         attempt = 0
         while not self._stop.is_set():
             try:
@@ -78,6 +83,7 @@ class Link:
                 log.exception("connection attempt to %s failed", self.config.address)
                 welcomed = False
             self.shells.close_all("the agent lost its connection to the daemon")
+            self.services.link_lost()
             attempt = 0 if welcomed else attempt + 1
             delay = backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max)
             log.debug("redialling in %.2fs", delay)
@@ -85,6 +91,7 @@ class Link:
                 await asyncio.wait_for(self._stop.wait(), delay)
         for run in list(self.runs.values()):
             await run.cancel()
+        await self.services.close()  # services keep running without the agent
         self.ctx.destroy(linger=0)
 
     def stop(self) -> None:
@@ -246,6 +253,7 @@ class Link:
             run.reset_credit()
         for body in self.unacked.values():
             self._send("exec.result", body)
+        self.services.welcomed()
 
     def _send(self, kind: str, body: dict[str, Any]) -> None:
         if self.socket is None:
@@ -272,6 +280,7 @@ class Link:
         self.heartbeat_interval = protocol.pushed_interval(config.get("heartbeat_interval"), 15.0)
         self.metrics_interval = protocol.pushed_interval(config.get("metrics_interval"), 5.0)
         self.state = msg.body["state"]
+        self.services.set_node_state(self.state)
 
     def _on_welcome(self, msg: Message) -> str:
         self._apply_config(msg)
@@ -377,3 +386,19 @@ class Link:
 
     def _on_pty_close(self, msg: Message) -> None:
         self.shells.close(msg.body)
+
+    # -- services and packages (agent/services.py) -------------------------------
+    def _on_svc_deploy(self, msg: Message) -> None:
+        self.services.on_deploy(msg.body)
+
+    def _on_svc_action(self, msg: Message) -> None:
+        self.services.on_action(msg.body)
+
+    def _on_svc_adopt(self, msg: Message) -> None:
+        self.services.on_adopt(msg.body)
+
+    def _on_pkg_chunk(self, msg: Message) -> None:
+        self.services.cache.on_chunk(msg.body)
+
+    def _on_pkg_error(self, msg: Message) -> None:
+        self.services.cache.on_error(msg.body)

@@ -88,6 +88,7 @@ async def serve(args: argparse.Namespace) -> None:
         address=address,
         server_key=server_key,
         keypair=keypair,
+        state_dir=state_dir,
         token=token,
         backoff_max=max(0.1, args.backoff_max),
     )

@@ -38,6 +38,11 @@ CONTROL_STREAM_CREDIT = 512
 SHELL_OUTPUT_CREDIT = 32
 SHELL_STREAM_CREDIT = 64
 SHELL_INPUT_CREDIT = 32
+# Package bytes: chunks of PACKAGE_CHUNK_BYTES, at most PACKAGE_CREDIT of them in
+# flight per fetch (the daemon -> agent window) and per upload (client -> daemon).
+PACKAGE_CHUNK_BYTES = 256 * 1024
+PACKAGE_CREDIT = 32
+UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 Schema = dict[str, tuple[type, ...]]
 
@@ -109,6 +114,22 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "pty.opened": ({"session": INT, "pid": INT}, {"shell": OPT_STR}),
     "pty.output": ({"session": INT, "seq": INT, "data": BIN}, {"stream": STR}),
     "pty.exit": ({"session": INT}, {"exit_code": OPT_INT, "reason": OPT_STR, "code": OPT_STR}),
+    # services, mesh. The daemon sends an operation (op id) and the agent answers
+    # svc.done once it settled; svc.state reports every instance state change and
+    # svc.report the whole list after each welcome, so the daemon converges.
+    "svc.deploy": ({"op": INT, "spec": MAP}, {}),
+    "svc.action": ({"op": INT, "instance": STR, "action": STR}, {}),
+    "svc.adopt": ({"op": INT, "spec": MAP}, {}),
+    "svc.done": ({"op": INT, "ok": BOOL}, {"state": MAP, "code": OPT_STR, "message": OPT_STR}),
+    "svc.state": ({"state": MAP}, {}),
+    "svc.report": ({"instances": LIST}, {}),
+    # package bytes, mesh: the agent asks from an offset (resuming after a
+    # reconnect) and grants credit; the daemon sends chunks within it.
+    "pkg.fetch": ({"fetch": INT, "sha256": STR, "offset": INT, "credit": INT}, {}),
+    "pkg.credit": ({"fetch": INT, "credit": INT}, {}),
+    "pkg.cancel": ({"fetch": INT}, {}),
+    "pkg.chunk": ({"fetch": INT, "offset": INT, "data": BIN}, {}),
+    "pkg.error": ({"fetch": INT, "code": STR, "message": STR}, {}),
     # control: client -> daemon
     "ping": ({}, {}),
     "node.list": ({}, {}),
@@ -164,6 +185,40 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "shell.credit": ({"session": INT, "credit": INT}, {}),
     "shell.sessions": ({}, {"limit": INT}),
     "shell.cast": ({"session": INT}, {}),
+    # packages, control: an upload is begun, sent in offset-addressed chunks, and
+    # ended with the client's sha256, which the daemon checks before storing.
+    "package.upload": ({"size": INT}, {"filename": STR}),
+    "package.chunk": ({"upload": INT, "offset": INT, "data": BIN}, {}),
+    "package.commit": ({"upload": INT, "sha256": STR}, {}),
+    "package.list": ({}, {"name": STR}),
+    "package.show": ({"name": STR}, {"version": OPT_STR}),
+    "package.rm": ({"name": STR, "version": STR}, {}),
+    # systems, modules, instances, control
+    "system.create": ({"name": STR}, {}),
+    "system.add": (
+        {"system": STR, "module": STR, "package": STR},
+        {"version": OPT_STR, "after": LIST, "args": (list, type(None)), "env": MAP, "probe": MAP},
+    ),
+    "system.show": ({"name": STR}, {}),
+    "system.list": ({}, {}),
+    "system.rm": ({"name": STR}, {"module": OPT_STR}),
+    "svc.run": (
+        {"action": STR, "target": STR},
+        {"nodes": LIST, "match": OPT_STR, "wait": BOOL},
+    ),
+    "svc.status": ({}, {"target": OPT_STR}),
+    "svc.events": ({}, {"target": OPT_STR, "limit": INT}),
+    "svc.adopt.start": (
+        {"node": STR, "name": STR},
+        {
+            "pid": OPT_INT,
+            "pid_file": OPT_STR,
+            "process_name": OPT_STR,
+            "start_cmd": OPT_STR,
+            "stop_cmd": OPT_STR,
+            "logs": MAP,
+        },
+    ),
 }
 
 

@@ -189,5 +189,25 @@ class Fleet:
             proc.kill()
         if self.daemon is not None:
             self.daemon.kill()
+        for home in self.homes:
+            kill_instances(home)
         for home in [self.daemon_home, *self.homes]:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def kill_instances(home: Path) -> None:
+    """Kill what agents left running under ``home`` (services outlive their agent).
+
+    Each instance's pid.json names its pid and start time; a pid that now
+    belongs to another process (another start time) is left alone.
+    """
+    import psutil
+
+    for pid_file in home.glob("state/agent/instances/*/*/pid.json"):
+        with contextlib.suppress(Exception):
+            record = json.loads(pid_file.read_text())
+            proc = psutil.Process(int(record["pid"]))
+            if abs(proc.create_time() - float(record["create_time"])) < 0.01:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.kill()

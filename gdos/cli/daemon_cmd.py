@@ -21,6 +21,13 @@ LOG_LEVEL = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ER
 RECORD_INPUT = typer.Option(
     False, "--record-input", help="Also record what operators type in shell sessions."
 )
+STORE = typer.Option("local", "--package-store", help="Where package bytes live: local or s3.")
+S3_ENDPOINT = typer.Option(None, "--s3-endpoint", help="S3 endpoint, http(s)://HOST:PORT.")
+S3_BUCKET = typer.Option(None, "--s3-bucket", help="S3 bucket for packages.")
+S3_PREFIX = typer.Option("packages/", "--s3-prefix", help="Key prefix inside the bucket.")
+S3_REGION = typer.Option(None, "--s3-region", help="S3 region, when the server needs one.")
+S3_CREATE = typer.Option(False, "--s3-create-bucket", help="Create the bucket if missing.")
+MAX_PACKAGE = typer.Option(2048, "--max-package-mb", help="Largest package accepted, MiB.")
 
 
 def _config(
@@ -63,13 +70,41 @@ def run(
     insecure: bool = INSECURE,
     log_level: str = LOG_LEVEL,
     record_input: bool = RECORD_INPUT,
+    package_store: str = STORE,
+    s3_endpoint: str | None = S3_ENDPOINT,
+    s3_bucket: str | None = S3_BUCKET,
+    s3_prefix: str = S3_PREFIX,
+    s3_region: str | None = S3_REGION,
+    s3_create_bucket: bool = S3_CREATE,
+    max_package_mb: int = MAX_PACKAGE,
 ) -> None:
-    """Run the daemon in the foreground (logs to stderr)."""
+    """Run the daemon in the foreground (logs to stderr).
+
+    S3 credentials come from GDOS_S3_ACCESS_KEY and GDOS_S3_SECRET_KEY, never
+    from the command line, where every local user could read them.
+    """
+    import dataclasses
+
     from gdos import paths
     from gdos.daemon.lifecycle import run_foreground
 
     config = _config(
         mesh, advertise, heartbeat, metrics_interval, offline_after, insecure, record_input
+    )
+    store = {
+        "backend": package_store,
+        "s3_endpoint": s3_endpoint,
+        "s3_bucket": s3_bucket,
+        "s3_prefix": s3_prefix,
+        "s3_region": s3_region,
+        "s3_create_bucket": s3_create_bucket,
+    }
+    if max_package_mb < 1:
+        fail(GdosError("invalid_argument", "--max-package-mb must be at least 1."))
+    config = dataclasses.replace(
+        config,  # type: ignore[type-var]
+        package_store=store,
+        max_package_bytes=max_package_mb * 1024 * 1024,
     )
     try:
         run_foreground(config, paths.resolve(), log_level)
@@ -90,6 +125,13 @@ def start(
     insecure: bool = INSECURE,
     log_level: str = LOG_LEVEL,
     record_input: bool = RECORD_INPUT,
+    package_store: str = STORE,
+    s3_endpoint: str | None = S3_ENDPOINT,
+    s3_bucket: str | None = S3_BUCKET,
+    s3_prefix: str = S3_PREFIX,
+    s3_region: str | None = S3_REGION,
+    s3_create_bucket: bool = S3_CREATE,
+    max_package_mb: int = MAX_PACKAGE,
 ) -> None:
     """Start the daemon in the background; returns once it answers."""
     from gdos import paths
@@ -114,6 +156,17 @@ def start(
         args.append("--insecure")
     if record_input:
         args.append("--record-input")
+    args += ["--package-store", package_store, "--s3-prefix", s3_prefix]
+    args += ["--max-package-mb", str(max_package_mb)]
+    for flag, value in (
+        ("--s3-endpoint", s3_endpoint),
+        ("--s3-bucket", s3_bucket),
+        ("--s3-region", s3_region),
+    ):
+        if value:
+            args += [flag, value]
+    if s3_create_bucket:
+        args.append("--s3-create-bucket")
     where = paths.resolve()
     try:
         pid = start_background(args, where)

@@ -15,7 +15,10 @@ from gdos.cli import (
     exec_cmd,
     key_cmd,
     node_cmd,
+    package_cmd,
+    service_cmd,
     shell_cmd,
+    system_cmd,
     task_cmd,
     token_cmd,
     tui_cmd,
@@ -39,6 +42,9 @@ app.add_typer(token_cmd.app, name="token")
 app.add_typer(task_cmd.app, name="task")
 app.add_typer(dev_cmd.app, name="dev")
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(package_cmd.app, name="package")
+app.add_typer(system_cmd.app, name="system")
+service_cmd.register(app)
 exec_cmd.register(app)
 shell_cmd.register(app)
 tui_cmd.register(app)

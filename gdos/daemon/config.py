@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 DEFAULT_MESH = "tcp://0.0.0.0:7420"
@@ -19,6 +20,18 @@ class DaemonConfig:
     flush_interval: float = 5.0
     result_grace: float = 5.0
     record_input: bool = False  # also record what operators type in shells ("i" events)
+    max_package_bytes: int = 2 * 1024**3
+    # package storage: {"backend": "local"} or S3 options (gdos/daemon/blobs.py)
+    package_store: dict[str, Any] = field(default_factory=lambda: {"backend": "local"})
+
+    def package_store_options(self, root: Path) -> dict[str, Any]:
+        """Options for ``blobs.open_store``: the local folder is also the S3 cache."""
+        return {**self.package_store, "root": root}
+
+    def package_limits(self) -> Any:
+        from gdos.archive import Limits
+
+        return Limits(max_total_bytes=self.max_package_bytes)
 
     def agent_config(self) -> dict[str, Any]:
         """The part of the settings every agent applies, sent in each reply."""

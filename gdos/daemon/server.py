@@ -21,10 +21,15 @@ import zmq.asyncio
 from gdos import keys
 from gdos.daemon.api import Api
 from gdos.daemon.auth import KeyRing, ZapHandler
+from gdos.daemon.blobs import open_store
+from gdos.daemon.catalog import Catalog
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.control import ControlServer
 from gdos.daemon.mesh import Mesh
+from gdos.daemon.packages import Packages
 from gdos.daemon.registry import LiveNode, NodeRegistry
+from gdos.daemon.service_api import ServiceApi
+from gdos.daemon.services import Services
 from gdos.daemon.shells import Shells
 from gdos.daemon.store import Store
 from gdos.daemon.tasks import ExecTasks
@@ -54,7 +59,31 @@ class Daemon:
         self.mesh.handlers.update({"heartbeat": self._on_heartbeat, "metrics": self._on_metrics})
         self.tasks = ExecTasks(config, self.store, self.registry, self.mesh)
         self.shells = Shells(config, self.store, self.registry, self.mesh, paths.sessions_dir)
+        self.catalog = Catalog(self.store)
+        self.blobs = open_store(config.package_store_options(paths.state_dir / "packages"))
+        self.packages = Packages(
+            self.catalog,
+            self.blobs,
+            self.mesh,
+            paths.state_dir / "uploads",
+            config.package_limits(),
+        )
+        self.services = Services(self.catalog, self.registry, self.mesh)
+        self.mesh.handlers.update(
+            {
+                "svc.state": self.services.on_state,
+                "svc.report": self.services.on_report,
+                "svc.done": self.services.on_done,
+                "pkg.fetch": self.packages.on_fetch,
+                "pkg.credit": self.packages.on_credit,
+                "pkg.cancel": self.packages.on_cancel,
+            }
+        )
+        self.mesh.on_hello.append(lambda node, msg: self.packages.node_gone(node))
+        self.registry.on_offline.append(self.packages.node_gone)
+        self.service_api = ServiceApi(self)
         self.api = Api(self)
+        self.api.handlers.update(self.service_api.handlers())
         self.control = ControlServer(paths.control_socket, self.api)
         self.mesh_endpoint = ""
         self._stop = asyncio.Event()
@@ -76,12 +105,13 @@ class Daemon:
         if self.config.insecure:
             log.warning("running with --insecure: the mesh is plaintext and any agent may join")
         log.info(
-            "gdosd %s: mesh %s, control %s, %d nodes known, %d tasks resumed",
+            "gdosd %s: mesh %s, control %s, %d nodes known, %d tasks resumed, packages in %s",
             os.getpid(),
             self.mesh_endpoint,
             self.paths.control_socket,
             len(self.registry.nodes),
             resumed,
+            self.blobs.describe(),
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,6 +145,7 @@ class Daemon:
                     )
                 self.tasks.sweep()
                 self.shells.sweep()
+                self.packages.sweep()
                 if time.monotonic() - last_flush >= self.config.flush_interval:
                     self.registry.flush()
                     last_flush = time.monotonic()
@@ -128,6 +159,8 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.shells.close_all()
+        await self.service_api.close()
+        self.packages.close()
         await self.control.close()
         self.tasks.close()
         self.registry.flush()

@@ -63,6 +63,34 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX shell_sessions_status ON shell_sessions(status);
     """,
+    # 3: packages, systems, modules, instances and their state history
+    """
+    CREATE TABLE packages (
+        name TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL, manifest TEXT NOT NULL, description TEXT,
+        pushed_at REAL NOT NULL, pushed_by TEXT, PRIMARY KEY (name, version)
+    );
+    CREATE TABLE systems (name TEXT PRIMARY KEY, created REAL NOT NULL);
+    CREATE TABLE modules (
+        system TEXT NOT NULL REFERENCES systems(name) ON DELETE CASCADE,
+        name TEXT NOT NULL, package TEXT NOT NULL, version TEXT,
+        overrides TEXT NOT NULL DEFAULT '{}', after TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (system, name)
+    );
+    CREATE TABLE instances (
+        system TEXT NOT NULL, module TEXT NOT NULL, node TEXT NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'managed', package TEXT, state TEXT NOT NULL,
+        pid INTEGER, started REAL, restarts INTEGER NOT NULL DEFAULT 0,
+        version TEXT, sha256 TEXT, previous_version TEXT, error TEXT,
+        updated REAL NOT NULL, PRIMARY KEY (system, module, node)
+    );
+    CREATE TABLE service_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL,
+        system TEXT NOT NULL, module TEXT NOT NULL, node TEXT NOT NULL,
+        state TEXT NOT NULL, error TEXT, version TEXT, pid INTEGER
+    );
+    CREATE INDEX service_events_instance ON service_events(system, module, node, id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

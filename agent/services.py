@@ -1,0 +1,172 @@
+"""The agent's side of services: daemon operations in, instance states out.
+
+Each ``svc.*`` operation runs as its own task and ends with one ``svc.done``
+(kept for a while and sent again after a reconnect, so an answer lost with
+the link still arrives). Deploy fetches the package (agent/packages.py),
+unpacks it safely (gdos/archive.py) into a staging folder and hands it to
+the supervisor, which owns every instance from then on. After each welcome
+the whole instance list goes out in ``svc.report`` so the daemon converges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.packages import PackageCache
+from agent.supervisor import Supervisor
+from gdos.archive import extract_zip
+from gdos.errors import ErrorCode, GdosError
+
+log = logging.getLogger("gdos.agent.services")
+
+Send = Callable[[str, dict[str, Any]], None]
+Spawn = Callable[[Any], None]
+KEEP_ANSWERS = 256
+ACTIONS = ("start", "stop", "restart", "destroy", "rollback")
+
+
+class ServiceHost:
+    def __init__(self, state_dir: Path, send: Send, spawn: Spawn) -> None:
+        self.send, self.spawn = send, spawn
+        self.staging = state_dir / "staging"
+        shutil.rmtree(self.staging, ignore_errors=True)  # half-unpacked leftovers
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self.cache = PackageCache(state_dir / "packages", send)
+        self.supervisor = Supervisor(state_dir / "instances", self._emit)
+        self.answers: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self.node_state = "normal"
+
+    async def recover(self) -> None:
+        await self.supervisor.recover()
+
+    async def close(self) -> None:
+        await self.supervisor.close()
+
+    def _emit(self, state: dict[str, Any]) -> None:
+        self.send("svc.state", {"state": state})
+
+    # -- link events ---------------------------------------------------------------
+    def welcomed(self) -> None:
+        self.cache.link_up()
+        self.send("svc.report", {"instances": self.supervisor.snapshot()})
+        for body in self.answers.values():
+            self.send("svc.done", body)
+
+    def link_lost(self) -> None:
+        self.cache.link_down()
+
+    def set_node_state(self, state: str) -> None:
+        """A disabled node stops every instance and refuses work until enabled."""
+        before, self.node_state = self.node_state, state
+        if state == "disabled" and before != "disabled":
+            for item in self.supervisor.snapshot():
+                if item["state"] not in ("stopped", "failed", "error", "destroyed"):
+                    self.spawn(self._quietly(self.supervisor.stop(item["instance"])))
+
+    async def _quietly(self, work: Any) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("stopping an instance of a disabled node failed")
+
+    # -- operations -----------------------------------------------------------------
+    def on_deploy(self, body: dict[str, Any]) -> None:
+        self.spawn(self._answer(body["op"], self._deploy(body["spec"]), "deploy"))
+
+    def on_action(self, body: dict[str, Any]) -> None:
+        action = body["action"]
+        if action not in ACTIONS:
+            self._done(body["op"], GdosError(ErrorCode.INVALID_ARGUMENT, f"no action {action!r}"))
+            return
+        self.spawn(self._answer(body["op"], self._act(body["instance"], action), action))
+
+    def on_adopt(self, body: dict[str, Any]) -> None:
+        self.spawn(self._answer(body["op"], self._adopt(body["spec"]), "adopt"))
+
+    async def _answer(self, op: int, work: Any, what: str) -> None:
+        try:
+            state = await work
+        except GdosError as exc:
+            self._done(op, exc)
+            return
+        except Exception as exc:  # the daemon must get an answer whatever happens
+            log.exception("%s failed", what)
+            self._done(op, GdosError(ErrorCode.INTERNAL, f"agent error during {what}: {exc}"))
+            return
+        self._done(op, None, state)
+
+    def _done(self, op: int, error: GdosError | None, state: dict[str, Any] | None = None) -> None:
+        body: dict[str, Any] = {"op": op, "ok": error is None}
+        if state is not None:
+            body["state"] = state
+        if error is not None:
+            body |= {"code": str(error.code), "message": error.message}
+        self.answers[op] = body
+        while len(self.answers) > KEEP_ANSWERS:
+            self.answers.popitem(last=False)
+        self.send("svc.done", body)
+
+    def _refuse_work(self, action: str) -> None:
+        if self.node_state == "disabled":
+            raise GdosError(ErrorCode.NODE_DISABLED, "node is disabled; the agent refuses work")
+        if self.node_state == "maintenance" and action in ("deploy", "start", "restart"):
+            raise GdosError(
+                ErrorCode.NODE_MAINTENANCE, "node is in maintenance; the agent takes no new work"
+            )
+
+    async def _deploy(self, spec: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_work("deploy")
+        package = spec["package"]
+        self._emit(
+            {
+                "instance": spec["instance"],
+                "state": "installing",
+                "version": package["version"],
+                "sha256": package["sha256"],
+                "kind": "managed",
+                "time": time.time(),
+            }
+        )
+        try:
+            path = await self.cache.get(package["sha256"], package["size"])
+            staged = self.staging / uuid.uuid4().hex
+            info = await asyncio.to_thread(extract_zip, path, staged)
+            manifest = info.manifest.to_dict()
+            if (manifest["name"], manifest["version"]) != (package["name"], package["version"]):
+                raise GdosError(
+                    ErrorCode.PACKAGE_CORRUPT,
+                    f"the package holds {manifest['name']}@{manifest['version']}, "
+                    f"not {package['name']}@{package['version']}",
+                )
+            result: dict[str, Any] = await self.supervisor.install(spec, staged)
+            return result
+        except GdosError as exc:
+            self._emit(
+                {
+                    "instance": spec["instance"],
+                    "state": "error",
+                    "error": exc.message,
+                    "kind": "managed",
+                    "time": time.time(),
+                }
+            )
+            raise
+
+    async def _act(self, instance: str, action: str) -> dict[str, Any]:
+        self._refuse_work(action)
+        method = getattr(self.supervisor, action)
+        result: dict[str, Any] = await method(instance)
+        return result
+
+    async def _adopt(self, spec: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_work("start")
+        result: dict[str, Any] = await self.supervisor.adopt(spec)
+        return result

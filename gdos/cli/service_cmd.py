@@ -1,0 +1,266 @@
+"""``gdos deploy | start | stop | restart | destroy | rollback | status | events | adopt``.
+
+Operations run in the daemon; with ``--wait`` (the default except for
+deploy) the command follows its progress and exits 0 only when every
+instance reached its goal, 1 otherwise (each failure is printed with its
+code and sentence).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import typer
+
+from gdos.cli.common import (
+    JSON_OPTION,
+    complete_node_names,
+    console,
+    fail,
+    human_duration,
+    print_json,
+    request,
+    run,
+)
+from gdos.errors import ErrorCode, ExitCode, GdosError
+
+TARGET = typer.Argument(..., help="SYSTEM, SYSTEM/MODULE or SYSTEM/MODULE@NODE.")
+STATE_STYLE = {
+    "running": "green",
+    "starting": "cyan",
+    "deploying": "cyan",
+    "installing": "cyan",
+    "stopping": "yellow",
+    "backoff": "yellow",
+    "stopped": "dim",
+    "failed": "bold red",
+    "error": "red",
+}
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help="Deploy a system or one module to nodes.")(deploy)
+    for action, text in (
+        ("start", "Start instances (a whole system level by level, in dependency order)."),
+        ("stop", "Stop instances (a whole system in reverse dependency order)."),
+        ("restart", "Restart instances (a whole system level by level)."),
+        ("rollback", "Switch instances back to the version they had before the last deploy."),
+    ):
+        app.command(action, help=text)(_action_command(action))
+    app.command(help="Stop and remove instances from their nodes.")(destroy)
+    app.command(help="Instances: node, state, pid, uptime, restarts, version, last error.")(status)
+    app.command(help="The history of instance state changes.")(events)
+    app.command(help="Watch a process started outside gdos like an instance.")(adopt)
+
+
+def deploy(
+    target: str = typer.Argument(..., help="SYSTEM or SYSTEM/MODULE."),
+    node: list[str] = typer.Option(
+        [], "--node", "-n", help="Node (repeatable).", autocompletion=complete_node_names
+    ),
+    match: str = typer.Option(None, "--match", help="Nodes whose name matches this glob."),
+    wait: bool = typer.Option(False, "--wait/--no-wait", help="Follow until installed."),
+    json: bool = JSON_OPTION,
+) -> None:
+    _operate("deploy", target, wait, json, nodes=list(node), match=match)
+
+
+def _action_command(action: str) -> Any:
+    def command(
+        target: str = TARGET,
+        wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow until settled."),
+        json: bool = JSON_OPTION,
+    ) -> None:
+        _operate(action, target, wait, json)
+
+    command.__name__ = action
+    return command
+
+
+def destroy(
+    target: str = TARGET,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow until removed."),
+    json: bool = JSON_OPTION,
+) -> None:
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(GdosError(ErrorCode.INVALID_ARGUMENT, "destroy removes instances; add --yes."))
+        typer.confirm(f"Stop and remove every instance of {target}?", abort=True)
+    _operate("destroy", target, wait, json)
+
+
+def _operate(action: str, target: str, wait: bool, json: bool, **body: Any) -> None:
+    outcome = run(lambda client: _follow(client, action, target, wait, json, body))
+    if json:
+        print_json(outcome)
+    elif wait:
+        _print_outcome(outcome)
+    else:
+        names = ", ".join(outcome["instances"])
+        sys.stdout.write(f"{action} sent: {names}\n(see 'gdos status {target}')\n")
+    if wait and not outcome.get("ok"):
+        raise typer.Exit(_exit_code(outcome))
+
+
+async def _follow(
+    client: Any, action: str, target: str, wait: bool, json: bool, body: dict[str, Any]
+) -> dict[str, Any]:
+    if not wait:
+        reply: dict[str, Any] = await client.call(
+            "svc.run", action=action, target=target, wait=False, **body
+        )
+        return reply
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
+
+    reply, events = await client.stream("svc.run", action=action, target=target, wait=True, **body)
+    err = console().__class__(stderr=True)
+    progress = Progress(
+        SpinnerColumn(),
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        disable=json or not err.is_terminal,
+        transient=True,
+    )
+    outcome: dict[str, Any] = {"ok": False, "results": []}
+    with progress:
+        bar = progress.add_task(f"{action} {target}", total=len(reply["instances"]))
+        async for event in events:
+            if event["type"] == "done":
+                outcome = event
+                break
+            if event["type"] == "level":
+                what = ", ".join(event["modules"])
+                progress.update(
+                    bar, description=f"{action} level {event['level']}/{event['of']}: {what}"
+                )
+            elif event["type"] == "state" and not json:
+                note = f"  {event['error']}" if event.get("error") else ""
+                err.print(_line(event["instance"] + "  ", event["state"], note), highlight=False)
+            progress.update(bar, completed=_settled(event, reply, progress, bar))
+    return {"instances": reply["instances"], **outcome}
+
+
+def _line(before: str, state: str, after: str) -> Any:
+    """Text with the state coloured; never markup, since errors may hold brackets."""
+    from rich.text import Text
+
+    return Text.assemble(before, (state, STATE_STYLE.get(state, "")), after)
+
+
+def _settled(event: dict[str, Any], reply: dict[str, Any], progress: Any, bar: Any) -> float:
+    """Instances whose state looks final, for the bar (the outcome is what counts)."""
+    final = reply.setdefault("_final", {})
+    if event["type"] == "state":
+        final[event["instance"]] = event["state"] in ("running", "stopped", "error", "failed")
+    return float(sum(final.values()))
+
+
+def _print_outcome(outcome: dict[str, Any]) -> None:
+    out = sys.stdout
+    for r in outcome.get("results", []):
+        if r["ok"]:
+            state = (r.get("state") or {}).get("state", "done")
+            out.write(f"{r['instance']}: {state}\n")
+        else:
+            out.write(f"{r['instance']}: FAILED error[{r.get('code')}]: {r.get('message')}\n")
+    if not outcome.get("ok") and outcome.get("message"):
+        out.write(f"error[{outcome.get('code')}]: {outcome['message']}\n")
+    total = len(outcome.get("results", []))
+    bad = sum(1 for r in outcome.get("results", []) if not r["ok"])
+    verdict = "ok" if outcome.get("ok") else f"{bad} of {total} failed"
+    out.write(f"{outcome.get('action', '')} {outcome.get('target', '')}: {verdict}\n")
+
+
+def _exit_code(outcome: dict[str, Any]) -> int:
+    """The shared code's exit status when every failure agrees, else 1."""
+    codes = {r.get("code") for r in outcome.get("results", []) if not r["ok"]}
+    if len(codes) == 1:
+        code = codes.pop()
+        return GdosError(code or ErrorCode.OPERATION_FAILED, "").exit_code
+    return int(ExitCode.ERROR)
+
+
+def status(
+    target: str = typer.Argument(None, help="SYSTEM, SYSTEM/MODULE or SYSTEM/MODULE@NODE."),
+    json: bool = JSON_OPTION,
+) -> None:
+    instances = request("svc.status", target=target)["instances"]
+    if json:
+        print_json(instances)
+        return
+    console().print(status_table(instances))
+
+
+def status_table(instances: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", "VERSION", "LAST ERROR"):
+        table.add_column(column, no_wrap=column != "LAST ERROR")
+    for i in instances:
+        state = _line("", i["state"], "" if i["node_online"] else " (node offline)")
+        table.add_row(
+            i["instance"],
+            state,
+            str(i["pid"] or "-"),
+            human_duration(i["uptime"]) if i["uptime"] else "-",
+            str(i["restarts"]),
+            i["version"] or "-",
+            _line("", "", i["error"] or ""),
+        )
+    return table
+
+
+def events(
+    target: str = typer.Argument(None, help="SYSTEM or SYSTEM/MODULE."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="How many, newest last."),
+    json: bool = JSON_OPTION,
+) -> None:
+    rows = request("svc.events", target=target, limit=limit)["events"]
+    if json:
+        print_json(rows)
+        return
+    for e in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
+        note = f"  {e['error']}" if e["error"] else ""
+        sys.stdout.write(f"{when}  {e['system']}/{e['module']}@{e['node']}  {e['state']}{note}\n")
+
+
+def adopt(
+    node: str = typer.Argument(..., help="Node name.", autocompletion=complete_node_names),
+    name: str = typer.Option(..., "--name", help="Instance name (shown as adopted/NAME@NODE)."),
+    pid_file: str = typer.Option(None, "--pid-file", help="Find the process by this pid file."),
+    process_name: str = typer.Option(None, "--process-name", help="Find it by process name."),
+    pid: int = typer.Option(None, "--pid", help="Find it by pid."),
+    log: list[str] = typer.Option([], "--log", help="LABEL=PATH of a log file (repeatable)."),
+    start_cmd: str = typer.Option(None, "--start-cmd", help="Shell command that starts it."),
+    stop_cmd: str = typer.Option(None, "--stop-cmd", help="Shell command that stops it."),
+    json: bool = JSON_OPTION,
+) -> None:
+    logs = {}
+    for item in log:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path.startswith("/"):
+            fail(GdosError(ErrorCode.INVALID_ARGUMENT, f"--log {item!r}: use LABEL=/ABS/PATH."))
+        logs[label] = path
+    reply = request(
+        "svc.adopt.start",
+        node=node,
+        name=name,
+        pid=pid,
+        pid_file=pid_file,
+        process_name=process_name,
+        start_cmd=start_cmd,
+        stop_cmd=stop_cmd,
+        logs=logs,
+    )
+    if json:
+        print_json(reply)
+        return
+    i = reply["instance"]
+    sys.stdout.write(f"{i['instance']}: {i['state']} (pid {i['pid']})\n")

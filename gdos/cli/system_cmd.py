@@ -1,0 +1,127 @@
+"""``gdos system create | add | show | list | rm``: systems and their modules."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from gdos.cli.common import JSON_OPTION, console, fail, print_json, request
+from gdos.cli.package_cmd import split_ref
+from gdos.errors import ErrorCode, GdosError
+
+app = typer.Typer(help="Define systems: modules, packages and start order.", no_args_is_help=True)
+
+
+@app.command()
+def create(name: str = typer.Argument(..., help="System name."), json: bool = JSON_OPTION) -> None:
+    """Create an empty system."""
+    reply = request("system.create", name=name)
+    if json:
+        print_json(reply)
+        return
+    sys.stdout.write(f"system {name} created\n")
+
+
+@app.command()
+def add(
+    system: str = typer.Argument(..., help="System name."),
+    module: str = typer.Argument(..., help="Module name (unique in the system)."),
+    package: str = typer.Option(..., "--package", "-p", help="PACKAGE or PACKAGE@VERSION."),
+    after: list[str] = typer.Option([], "--after", help="Start after this module (repeatable)."),
+    arg: list[str] = typer.Option(None, "--arg", help="Replace the manifest's args (repeatable)."),
+    env: list[str] = typer.Option([], "--env", help="KEY=VALUE merged into the env (repeatable)."),
+    probe_tcp: int = typer.Option(None, "--probe-tcp", help="Ready when this port accepts."),
+    probe_http: str = typer.Option(None, "--probe-http", help="Ready when this URL answers 200."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Add a module to a system, or redefine it (a new dependency cycle is refused)."""
+    name, version = split_ref(package)
+    probe: dict[str, Any] | None = None
+    if probe_tcp is not None and probe_http is not None:
+        fail(GdosError(ErrorCode.INVALID_ARGUMENT, "give --probe-tcp or --probe-http, not both."))
+    if probe_tcp is not None:
+        probe = {"type": "tcp", "port": probe_tcp}
+    elif probe_http is not None:
+        probe = {"type": "http", "url": probe_http}
+    reply = request(
+        "system.add",
+        system=system,
+        module=module,
+        package=name,
+        version=version,
+        after=list(after),
+        args=list(arg) if arg else None,
+        env=_env(env) or None,
+        probe=probe,
+    )
+    if json:
+        print_json(reply)
+        return
+    m = reply["module"]
+    pin = f"@{m['version']}" if m["version"] else " (latest)"
+    deps = f", after {', '.join(m['after'])}" if m["after"] else ""
+    sys.stdout.write(f"{system}/{module}: package {m['package']}{pin}{deps}\n")
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(GdosError(ErrorCode.INVALID_ARGUMENT, f"--env {pair!r}: use KEY=VALUE."))
+        env[key] = value
+    return env
+
+
+@app.command()
+def show(name: str = typer.Argument(..., help="System name."), json: bool = JSON_OPTION) -> None:
+    """A system's modules, start levels and instances."""
+    reply = request("system.show", name=name)
+    if json:
+        print_json(reply)
+        return
+    out = [f"system {name}"]
+    for number, level in enumerate(reply["levels"], 1):
+        out.append(f"  level {number}: {', '.join(level)}")
+    for m in reply["modules"]:
+        pin = m["version"] or "latest"
+        deps = f"  after {', '.join(m['after'])}" if m["after"] else ""
+        out.append(f"  module {m['name']}: {m['package']}@{pin}{deps}")
+    sys.stdout.write("\n".join(out) + "\n")
+    if reply["instances"]:
+        from gdos.cli.service_cmd import status_table
+
+        console().print(status_table(reply["instances"]))
+
+
+@app.command("list")
+def list_systems(json: bool = JSON_OPTION) -> None:
+    """Every system with its module and instance counts."""
+    systems = request("system.list")["systems"]
+    if json:
+        print_json(systems)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("SYSTEM", "MODULES", "INSTANCES", "RUNNING"):
+        table.add_column(column)
+    for s in systems:
+        table.add_row(s["system"], str(s["modules"]), str(s["instances"]), str(s["running"]))
+    console().print(table)
+
+
+@app.command()
+def rm(
+    target: str = typer.Argument(..., help="SYSTEM or SYSTEM/MODULE."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Remove a system or one module (refused while instances are deployed)."""
+    system, _, module = target.partition("/")
+    reply = request("system.rm", name=system, module=module or None)
+    if json:
+        print_json(reply)
+        return
+    sys.stdout.write(f"removed {reply['removed']}\n")

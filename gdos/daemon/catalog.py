@@ -1,0 +1,181 @@
+"""Durable rows of the services concern: packages, systems, modules, instances.
+
+The same SQLite database as ``Store`` (migration 3); kept apart so the
+services code reads as one concern. Every state change an agent reports is
+also appended to ``service_events``, the history ``gdos status`` and the
+``--wait`` displays are built from.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import sqlite_utils
+
+from gdos.daemon.store import Store
+from gdos.errors import ErrorCode, GdosError
+
+
+class Catalog:
+    def __init__(self, store: Store) -> None:
+        self.db = store.db
+
+    def _table(self, name: str) -> sqlite_utils.db.Table:
+        return self.db.table(name)
+
+    # -- packages -----------------------------------------------------------
+    def add_package(self, row: dict[str, Any]) -> None:
+        values = {**row, "manifest": json.dumps(row["manifest"])}
+        self._table("packages").insert(values)
+
+    def packages(self, name: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("name = ?", [name]) if name else (None, [])
+        rows = self.db["packages"].rows_where(where, args, order_by="name, pushed_at")
+        return [_package_row(r) for r in rows]
+
+    def package(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """One package version; the most recently pushed one when ``version`` is None."""
+        if version:
+            rows = list(self.db["packages"].rows_where("name = ? AND version = ?", [name, version]))
+        else:
+            rows = list(
+                self.db["packages"].rows_where(
+                    "name = ?", [name], order_by="pushed_at DESC", limit=1
+                )
+            )
+        if not rows:
+            what = f"{name}@{version}" if version else name
+            raise GdosError(
+                ErrorCode.PACKAGE_UNKNOWN,
+                f"no package {what}; push it with 'gdos package push FILE.zip' "
+                "or see 'gdos package list'.",
+            )
+        return _package_row(rows[0])
+
+    def delete_package(self, name: str, version: str) -> None:
+        self.db.execute("DELETE FROM packages WHERE name = ? AND version = ?", [name, version])
+
+    def sha_in_use(self, sha256: str) -> bool:
+        """Whether any package row still points at these bytes."""
+        return bool(self.db.execute("SELECT 1 FROM packages WHERE sha256 = ?", [sha256]).fetchone())
+
+    def instances_using(self, package: str, version: str) -> list[dict[str, Any]]:
+        rows = self.db["instances"].rows_where(
+            "package = ? AND (version = ? OR previous_version = ?) AND state != 'destroyed'",
+            [package, version, version],
+        )
+        return list(rows)
+
+    # -- systems and modules ----------------------------------------------------
+    def create_system(self, name: str) -> None:
+        if self.db.execute("SELECT 1 FROM systems WHERE name = ?", [name]).fetchone():
+            raise GdosError(ErrorCode.ALREADY_EXISTS, f"system {name} already exists.")
+        self._table("systems").insert({"name": name, "created": time.time()})
+
+    def system_names(self) -> list[str]:
+        return [r["name"] for r in self.db["systems"].rows_where(order_by="name")]
+
+    def has_system(self, name: str) -> bool:
+        return bool(self.db.execute("SELECT 1 FROM systems WHERE name = ?", [name]).fetchone())
+
+    def modules(self, system: str) -> list[dict[str, Any]]:
+        rows = self.db["modules"].rows_where("system = ?", [system], order_by="name")
+        return [_module_row(r) for r in rows]
+
+    def save_module(self, row: dict[str, Any]) -> None:
+        values = {
+            **row,
+            "overrides": json.dumps(row.get("overrides") or {}),
+            "after": json.dumps(row.get("after") or []),
+        }
+        self._table("modules").upsert(values, pk=("system", "name"))
+
+    def delete_system(self, name: str, module: str | None) -> None:
+        if module:
+            self.db.execute("DELETE FROM modules WHERE system = ? AND name = ?", [name, module])
+        else:
+            self.db.execute("DELETE FROM systems WHERE name = ?", [name])
+
+    # -- instances ----------------------------------------------------------------
+    def instances(
+        self, system: str | None = None, module: str | None = None, node: str | None = None
+    ) -> list[dict[str, Any]]:
+        clauses, args = ["state != 'destroyed'"], []
+        for column, value in (("system", system), ("module", module), ("node", node)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        rows = self.db["instances"].rows_where(
+            " AND ".join(clauses), args, order_by="system, module, node"
+        )
+        return list(rows)
+
+    def instance(self, system: str, module: str, node: str) -> dict[str, Any] | None:
+        rows = list(
+            self.db["instances"].rows_where(
+                "system = ? AND module = ? AND node = ?", [system, module, node]
+            )
+        )
+        return rows[0] if rows else None
+
+    def set_instance(self, key: tuple[str, str, str], fields: dict[str, Any]) -> bool:
+        """Create or update one instance row; append an event when its state or error changed.
+
+        Returns whether anything an operator would see changed.
+        """
+        system, module, node = key
+        old = self.instance(system, module, node)
+        values = {"system": system, "module": module, "node": node, **fields}
+        values["updated"] = time.time()
+        if old is not None and all(old.get(k) == v for k, v in fields.items()):
+            return False
+        self._table("instances").upsert(values, pk=("system", "module", "node"))
+        new_state = fields.get("state", old["state"] if old else None)
+        new_error = fields.get("error", old["error"] if old else None)
+        if old is None or (old["state"], old["error"]) != (new_state, new_error):
+            self._table("service_events").insert(
+                {
+                    "time": values["updated"],
+                    "system": system,
+                    "module": module,
+                    "node": node,
+                    "state": new_state,
+                    "error": new_error,
+                    "version": fields.get("version", old.get("version") if old else None),
+                    "pid": fields.get("pid", old.get("pid") if old else None),
+                }
+            )
+        return True
+
+    def delete_instance(self, system: str, module: str, node: str) -> None:
+        self.db.execute(
+            "DELETE FROM instances WHERE system = ? AND module = ? AND node = ?",
+            [system, module, node],
+        )
+
+    def events(
+        self, system: str | None = None, module: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        clauses, args = [], []
+        for column, value in (("system", system), ("module", module)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        rows = self.db["service_events"].rows_where(
+            " AND ".join(clauses) or None, args, order_by="id DESC", limit=limit
+        )
+        return list(reversed(list(rows)))
+
+
+def _package_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "manifest": json.loads(row["manifest"])}
+
+
+def _module_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **row,
+        "overrides": json.loads(row.get("overrides") or "{}"),
+        "after": json.loads(row.get("after") or "[]"),
+    }

@@ -1,0 +1,162 @@
+"""Control requests of the packages and services concern.
+
+Kept beside ``api.py`` (same handler shape) so each file reads as one
+concern. Operations run as daemon tasks: a client that asked to ``wait``
+gets a stream of progress events, and a client that goes away does not
+cancel an operation half-way through a system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from gdos import protocol
+from gdos.daemon.control import ControlConnection, Stream
+from gdos.errors import ErrorCode, GdosError
+from gdos.names import check_name
+from gdos.protocol import Message
+
+if TYPE_CHECKING:
+    from gdos.daemon.server import Daemon
+
+log = logging.getLogger("gdosd.services")
+
+
+class ServiceApi:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.operations: set[asyncio.Task[Any]] = set()
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "package.upload": self.package_upload,
+            "package.chunk": self.package_chunk,
+            "package.commit": self.package_commit,
+            "package.list": self.package_list,
+            "package.show": self.package_show,
+            "package.rm": self.package_rm,
+            "system.create": self.system_create,
+            "system.add": self.system_add,
+            "system.show": self.system_show,
+            "system.list": self.system_list,
+            "system.rm": self.system_rm,
+            "svc.run": self.svc_run,
+            "svc.status": self.svc_status,
+            "svc.events": self.svc_events,
+            "svc.adopt.start": self.svc_adopt,
+        }
+
+    # -- packages ----------------------------------------------------------------
+    async def package_upload(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        filename = str(msg.body.get("filename") or "package.zip")[:200]
+        upload = self.d.packages.begin(conn, msg.body["size"], filename)
+        return {"upload": upload, "chunk": protocol.UPLOAD_CHUNK_BYTES}
+
+    async def package_chunk(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        body = msg.body
+        self.d.packages.write(conn, body["upload"], body["offset"], body["data"])
+        return {}
+
+    async def package_commit(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return await self.d.packages.commit(conn, msg.body["upload"], msg.body["sha256"], conn.user)
+
+    async def package_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return {"packages": self.d.packages.list(msg.body.get("name"))}
+
+    async def package_show(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return {"package": self.d.packages.show(msg.body["name"], msg.body.get("version"))}
+
+    async def package_rm(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return await self.d.packages.remove(msg.body["name"], msg.body["version"])
+
+    # -- systems -------------------------------------------------------------------
+    async def system_create(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return self.d.services.create_system(msg.body["name"])
+
+    async def system_add(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return self.d.services.add_module(msg.body)
+
+    async def system_show(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return self.d.services.show_system(msg.body["name"])
+
+    async def system_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return {"systems": self.d.services.list_systems()}
+
+    async def system_rm(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return self.d.services.remove_system(msg.body["name"], msg.body.get("module"))
+
+    # -- operations ------------------------------------------------------------------
+    async def svc_run(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        op = self.d.services.plan(msg.body)
+        reply: dict[str, Any] = {"action": op.action, "instances": op.instances()}
+        stream: Stream | None = None
+        if msg.body.get("wait"):
+            if msg.id is None:
+                raise GdosError(ErrorCode.BAD_MESSAGE, "svc.run with wait needs a request id.")
+            stream = conn.open_stream(msg.id, protocol.CONTROL_STREAM_CREDIT)
+            reply["stream"] = msg.id
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        keys = set(reply["instances"])
+
+        def emit(event: dict[str, Any]) -> None:
+            if stream is not None and (event.get("type") != "state" or event["instance"] in keys):
+                queue.put_nowait(event)
+
+        task = asyncio.create_task(self.d.services.execute(op, emit))
+        self.operations.add(task)
+        task.add_done_callback(self.operations.discard)
+        if stream is not None:
+            conn.spawn(_forward(task, queue, stream))
+        return reply
+
+    async def svc_status(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return {"instances": self.d.services.status(msg.body.get("target"))}
+
+    async def svc_events(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        system = module = None
+        if msg.body.get("target"):
+            system, _, module = str(msg.body["target"]).partition("/")
+            check_name(system, "system name")
+        limit = max(1, min(int(msg.body.get("limit", 100)), 10_000))
+        return {"events": self.d.catalog.events(system, module or None, limit)}
+
+    async def svc_adopt(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        return await self.d.services.adopt(msg.body)
+
+    async def close(self) -> None:
+        for task in list(self.operations):
+            task.cancel()
+        for task in list(self.operations):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                log.debug("operation ended at shutdown")
+
+
+async def _forward(
+    task: asyncio.Task[dict[str, Any]], queue: asyncio.Queue[dict[str, Any]], stream: Stream
+) -> None:
+    """Send an operation's progress to a waiting client, then its outcome."""
+    done = asyncio.ensure_future(asyncio.shield(task))
+    while True:
+        getter = asyncio.ensure_future(queue.get())
+        finished, _ = await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+        if getter in finished:
+            if not await stream.send(getter.result()):
+                done.cancel()
+                return
+            continue
+        getter.cancel()
+        break
+    while not queue.empty():
+        await stream.send(queue.get_nowait())
+    try:
+        outcome = task.result()
+    except GdosError as exc:
+        outcome = {"ok": False, "code": str(exc.code), "message": exc.message, "results": []}
+    except Exception as exc:  # a bug must still end the client's wait
+        log.exception("operation failed")
+        outcome = {"ok": False, "code": str(ErrorCode.INTERNAL), "message": str(exc)}
+    await stream.end({"type": "done", **outcome})
