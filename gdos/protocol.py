@@ -207,6 +207,7 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
         {"nodes": LIST, "match": OPT_STR, "wait": BOOL},
     ),
     "svc.status": ({}, {"target": OPT_STR}),
+    "svc.watch": ({}, {"interval": NUM}),
     "svc.events": ({}, {"target": OPT_STR, "limit": INT}),
     "svc.adopt.start": (
         {"node": STR, "name": STR},

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gdos import protocol
 from gdos.daemon.control import ControlConnection, Stream
+from gdos.daemon.watch import NodeDiff, watch, watch_interval
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import check_name
 from gdos.protocol import Message
@@ -46,6 +47,7 @@ class ServiceApi:
             "svc.status": self.svc_status,
             "svc.events": self.svc_events,
             "svc.adopt.start": self.svc_adopt,
+            "svc.watch": self.svc_watch,
         }
 
     # -- packages ----------------------------------------------------------------
@@ -121,6 +123,16 @@ class ServiceApi:
             check_name(system, "system name")
         limit = max(1, min(int(msg.body.get("limit", 100)), 10_000))
         return {"events": self.d.catalog.events(system, module or None, limit)}
+
+    async def svc_watch(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        """A stream of instance changes (gdos/daemon/watch.py), for the dashboard."""
+        if msg.id is None:
+            raise GdosError(ErrorCode.BAD_MESSAGE, "svc.watch needs a request id.")
+        interval = watch_interval(msg.body.get("interval"))
+        stream = conn.open_stream(msg.id, protocol.CONTROL_STREAM_CREDIT)
+        diff = NodeDiff(key="instance", kind="instances")
+        conn.spawn(watch(self.d.services.watch_views, diff, conn, stream, interval))
+        return {"stream": msg.id, "interval": interval}
 
     async def svc_adopt(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
         return await self.d.services.adopt(msg.body)

@@ -188,6 +188,13 @@ class Services:
             self._system(t.system)
         return [self.view(r) for r in self.catalog.instances(t.system, t.module, t.node)]
 
+    def watch_views(self) -> list[dict[str, Any]]:
+        """Instance views without the fields that change by themselves (uptime)."""
+        views = [self.view(r) for r in self.catalog.instances()]
+        for view in views:
+            del view["uptime"], view["updated"]
+        return views
+
     def view(self, row: dict[str, Any]) -> dict[str, Any]:
         node = self.registry.nodes.get(row["node"])
         running = row["state"] == "running" and row.get("started")

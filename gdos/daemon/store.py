@@ -91,6 +91,31 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX service_events_instance ON service_events(system, module, node, id);
     """,
+    # 4: audit trail (append-only, enforced by triggers) and alerts
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, user TEXT,
+        action TEXT NOT NULL, target TEXT, result TEXT NOT NULL, detail TEXT
+    );
+    CREATE INDEX audit_time ON audit(time);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    CREATE TABLE alert_rules (
+        name TEXT PRIMARY KEY, metric TEXT NOT NULL, op TEXT NOT NULL, value REAL NOT NULL,
+        for_seconds REAL NOT NULL DEFAULT 0, node_glob TEXT, instance_glob TEXT,
+        severity TEXT NOT NULL DEFAULT 'warning', builtin INTEGER NOT NULL DEFAULT 0,
+        command TEXT, webhook TEXT, created REAL NOT NULL
+    );
+    CREATE TABLE alert_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL, target TEXT NOT NULL,
+        severity TEXT NOT NULL, started REAL NOT NULL, ended REAL,
+        min REAL, avg REAL, max REAL, samples INTEGER NOT NULL DEFAULT 0,
+        last_value REAL, message TEXT
+    );
+    CREATE INDEX alert_events_open ON alert_events(ended);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

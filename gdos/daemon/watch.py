@@ -1,4 +1,4 @@
-"""Live node subscriptions (``node.watch``): push what changed, never a queue.
+"""Live subscriptions (``node.watch``, ``svc.watch``): push what changed, never a queue.
 
 Each subscriber remembers the view it last sent for every node. Every
 ``interval`` it compares the registry's current views with that memory and
@@ -11,6 +11,7 @@ change in between, so a slow dashboard sees at most one pending snapshot.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from gdos.daemon.control import ControlConnection, Stream
@@ -30,32 +31,43 @@ def watch_interval(value: Any) -> float:
 
 
 class NodeDiff:
-    """What one subscriber last received, and the difference to the registry now."""
+    """What one subscriber last received, and the difference to the source now."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str = "name", kind: str = "nodes") -> None:
         self.sent: dict[str, dict[str, Any]] = {}
         self.first = True
+        self.key, self.kind = key, kind
 
     def event(self, views: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The next event, or None when nothing changed since the last one."""
-        current = {v["name"]: v for v in views}
+        current = {v[self.key]: v for v in views}
         changed = [v for name, v in current.items() if self.sent.get(name) != v]
         removed = sorted(name for name in self.sent if name not in current)
         if not (changed or removed or self.first):
             return None
         self.first = False
         self.sent = current
-        return {"type": "nodes", "changed": changed, "removed": removed}
+        return {"type": self.kind, "changed": changed, "removed": removed}
 
 
 async def watch_nodes(
     registry: NodeRegistry, conn: ControlConnection, stream: Stream, interval: float
 ) -> None:
     """Send node changes on ``stream`` until the client leaves or cancels it."""
-    diff = NodeDiff()
+    await watch(registry.list, NodeDiff(), conn, stream, interval)
+
+
+async def watch(
+    source: Callable[[], list[dict[str, Any]]],
+    diff: NodeDiff,
+    conn: ControlConnection,
+    stream: Stream,
+    interval: float,
+) -> None:
+    """Send what changed in ``source()`` on ``stream`` until the client leaves or cancels."""
     while not conn.closed and conn.streams.get(stream.id) is stream:
         if stream.window.credit > 0:
-            event = diff.event(registry.list())
+            event = diff.event(source())
             if event is not None and not await stream.send(event):
                 return
         await asyncio.sleep(interval)
