@@ -220,3 +220,50 @@ def test_unreachable_endpoint(s3_server: S3Server, tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
     assert error.code == ErrorCode.STORAGE_FAILED
     assert dead in error.message and "--s3-endpoint" in error.message
+
+
+def test_daemon_on_s3_push_deploy_and_restart(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole path with --package-store s3: push to the bucket, an agent fetches it,
+    and a daemon restarted with an empty cache still serves it from the bucket."""
+    from tests.harness import Fleet
+    from tests.integration.services_kit import SLEEPER, ok, package, status
+
+    monkeypatch.setenv("GDOS_S3_ACCESS_KEY", s3_server.access_key)
+    monkeypatch.setenv("GDOS_S3_SECRET_KEY", s3_server.secret_key)
+    bucket = f"gdos-{uuid.uuid4().hex[:12]}"
+    fleet = Fleet()
+    try:
+        fleet.start_daemon(
+            "--package-store", "s3", "--s3-endpoint", s3_server.endpoint,
+            "--s3-bucket", bucket, "--s3-create-bucket",
+        )  # fmt: skip
+        assert f"packages in s3 {s3_server.endpoint}/{bucket}/" in fleet.daemon.log_text()
+        fleet.start_agent("n1", join=fleet.token())
+        fleet.wait_online("n1")
+        zip_path = package(tmp_path, "sleeper", SLEEPER)
+        ok(fleet.gdos("package", "push", str(zip_path)))
+        sha = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+        store = S3Blobs(
+            endpoint=s3_server.endpoint,
+            bucket=bucket,
+            access_key=s3_server.access_key,
+            secret_key=s3_server.secret_key,
+            cache_root=tmp_path / "probe-cache",
+        )
+        assert store.has(sha), "the package must be in the bucket"
+
+        fleet.stop_daemon()
+        import shutil
+
+        shutil.rmtree(fleet.daemon_home / "state" / "packages", ignore_errors=True)  # no cache
+        fleet.start_daemon()
+        fleet.wait_online("n1")
+        ok(fleet.gdos("system", "create", "s3sys"))
+        ok(fleet.gdos("system", "add", "s3sys", "m", "--package", "sleeper"))
+        ok(fleet.gdos("deploy", "s3sys", "--node", "n1", "--wait"))
+        assert status(fleet, "s3sys")["s3sys/m@n1"]["state"] == "stopped"
+        ok(fleet.gdos("destroy", "s3sys", "--yes"))
+    finally:
+        fleet.close()
