@@ -79,6 +79,8 @@ class PackageCache:
             if offset > size:
                 part.unlink()
                 digest, offset = hashlib.sha256(), 0
+            else:
+                log.info("resuming the fetch of %s at byte %d of %d", sha256[:12], offset, size)
         handle = part.open("ab")
         future: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
         fetch = _Fetch(sha256, size, part, handle, digest, offset, future)

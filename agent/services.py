@@ -42,6 +42,7 @@ class ServiceHost:
         self.cache = PackageCache(state_dir / "packages", send)
         self.supervisor = Supervisor(state_dir / "instances", self._emit)
         self.answers: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self.running: set[int] = set()  # ops under way, reported so the daemon can tell lost ones
         self.node_state = "normal"
 
     async def recover(self) -> None:
@@ -56,7 +57,8 @@ class ServiceHost:
     # -- link events ---------------------------------------------------------------
     def welcomed(self) -> None:
         self.cache.link_up()
-        self.send("svc.report", {"instances": self.supervisor.snapshot()})
+        ops = sorted(self.running | set(self.answers))
+        self.send("svc.report", {"instances": self.supervisor.snapshot(), "ops": ops})
         for body in self.answers.values():
             self.send("svc.done", body)
 
@@ -92,6 +94,7 @@ class ServiceHost:
         self.spawn(self._answer(body["op"], self._adopt(body["spec"]), "adopt"))
 
     async def _answer(self, op: int, work: Any, what: str) -> None:
+        self.running.add(op)
         try:
             state = await work
         except GdosError as exc:
@@ -101,6 +104,8 @@ class ServiceHost:
             log.exception("%s failed", what)
             self._done(op, GdosError(ErrorCode.INTERNAL, f"agent error during {what}: {exc}"))
             return
+        finally:
+            self.running.discard(op)
         self._done(op, None, state)
 
     def _done(self, op: int, error: GdosError | None, state: dict[str, Any] | None = None) -> None:

@@ -122,7 +122,7 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "svc.adopt": ({"op": INT, "spec": MAP}, {}),
     "svc.done": ({"op": INT, "ok": BOOL}, {"state": MAP, "code": OPT_STR, "message": OPT_STR}),
     "svc.state": ({"state": MAP}, {}),
-    "svc.report": ({"instances": LIST}, {}),
+    "svc.report": ({"instances": LIST}, {"ops": LIST}),
     # package bytes, mesh: the agent asks from an offset (resuming after a
     # reconnect) and grants credit; the daemon sends chunks within it.
     "pkg.fetch": ({"fetch": INT, "sha256": STR, "offset": INT, "credit": INT}, {}),

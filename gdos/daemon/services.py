@@ -87,7 +87,8 @@ def instance_name(row: dict[str, Any]) -> str:
 class Services:
     def __init__(self, catalog: Catalog, registry: NodeRegistry, mesh: Mesh) -> None:
         self.catalog, self.registry, self.mesh = catalog, registry, mesh
-        self.pending: dict[int, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
+        # op id -> (node, the node's connection when sent, the answer to come)
+        self.pending: dict[int, tuple[str, float | None, asyncio.Future[dict[str, Any]]]] = {}
         self.watchers: list[Emit] = []
         self._next_op = 1
         registry.on_offline.append(self._on_offline)
@@ -222,11 +223,28 @@ class Services:
                 continue
             error = INTERRUPTED if row["state"] == "deploying" else UNKNOWN_ON_NODE
             self._record(row, {"state": "error", "error": error, "pid": None})
+        if "ops" in msg.body:
+            self._fail_lost_ops(node, set(msg.body["ops"]))
+
+    def _fail_lost_ops(self, node: LiveNode, known: set[Any]) -> None:
+        """Operations sent on an earlier connection that the agent does not know
+        (it restarted, or the message was lost with the link) will never be answered."""
+        for op, (name, connection, future) in list(self.pending.items()):
+            earlier = connection != node.connected_at
+            if name == node.name and earlier and op not in known and not future.done():
+                future.set_exception(
+                    GdosError(
+                        ErrorCode.OPERATION_FAILED,
+                        f"the agent on {node.name} lost the operation (it restarted or the "
+                        "link dropped); "
+                        "'gdos status' shows where each instance ended up.",
+                    )
+                )
 
     def on_done(self, node: LiveNode, msg: Message) -> None:
         entry = self.pending.get(msg.body["op"])
-        if entry is not None and entry[0] == node.name and not entry[1].done():
-            entry[1].set_result(msg.body)
+        if entry is not None and entry[0] == node.name and not entry[2].done():
+            entry[2].set_result(msg.body)
         if isinstance(msg.body.get("state"), dict):
             self._apply(node.name, msg.body["state"])
 
@@ -271,7 +289,7 @@ class Services:
             emit({"type": "state", **view})
 
     def _on_offline(self, node: LiveNode) -> None:
-        for op, (name, future) in list(self.pending.items()):
+        for op, (name, _, future) in list(self.pending.items()):
             if name == node.name and not future.done():
                 future.set_exception(
                     GdosError(
@@ -450,7 +468,7 @@ class Services:
         """Send one operation to a node and wait for its ``svc.done``."""
         op, self._next_op = self._next_op, self._next_op + 1
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.pending[op] = (node.name, future)
+        self.pending[op] = (node.name, node.connected_at, future)
         try:
             if not self.mesh.send(node, kind, {**body, "op": op}):
                 raise GdosError(

@@ -322,3 +322,43 @@ def test_daemon_restart_mid_deploy_ends_in_definite_state(duo: Fleet, tmp_path: 
             assert "deploy again" in row["error"]
     ok(duo.gdos("deploy", "heavy", "--node", "n1", "--node", "n2", "--wait"))
     assert {r["state"] for r in status(duo, "heavy").values()} == {"stopped"}
+
+
+def test_agent_killed_mid_fetch_resumes_and_the_operation_ends(duo: Fleet, tmp_path: Path) -> None:
+    import os
+
+    from gdos.archive import build_zip
+
+    big = build_zip(
+        tmp_path / "big.zip",
+        {"run": SLEEPER, "blob.bin": os.urandom(60 * 1024 * 1024)},
+        manifest={"name": "big", "version": "1.0.0", "entrypoint": "run"},
+    )
+    ok(duo.gdos("package", "push", str(big)))
+    _system(duo, "heavy", ("m", "big", []))
+    agent = duo.agents["n1"]
+    cache = agent.home / "state/agent/packages"
+    deploy = subprocess.Popen(
+        [sys.executable, "-m", "gdos.cli.main", "deploy", "heavy", "--node", "n1", "--wait"],
+        env=duo.env(duo.daemon_home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        parts = lambda: [p for p in cache.glob("*.part") if p.stat().st_size > 0]  # noqa: E731
+        wait_for(lambda: parts() or deploy.poll() is not None, 30, "a partial download")
+        agent.kill(signal.SIGKILL)
+        partial = parts()[0].stat().st_size if parts() else 0
+        duo.start_agent("n1", home=agent.home)
+        out, err = deploy.communicate(timeout=30)  # the lost operation must not hang
+    finally:
+        deploy.kill()
+    if partial:  # the fetch was interrupted (not already finished): it ends as a failure
+        assert deploy.returncode == 1, out + err
+        assert "lost the operation" in out
+    duo.wait_online("n1")
+    ok(duo.gdos("deploy", "heavy", "--node", "n1", "--wait"))
+    assert status(duo, "heavy")["heavy/m@n1"]["state"] == "stopped"
+    if partial:
+        assert "resuming the fetch" in agent.log_text()
