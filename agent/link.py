@@ -52,6 +52,8 @@ class LinkConfig:
     state_dir: Path
     token: JoinToken | None = None
     backoff_base: float = 0.5
+    service_log_bytes: int = 10 * 1024 * 1024
+    service_log_keep: int = 5
     backoff_max: float = 30.0
 
 
@@ -70,7 +72,13 @@ class Link:
         self._stop = asyncio.Event()
         self._background: set[asyncio.Future[Any]] = set()
         self.shells = ShellSessions(self._send, self._spawn)
-        self.services = ServiceHost(config.state_dir, self._send, self._spawn)
+        self.services = ServiceHost(
+            config.state_dir,
+            self._send,
+            self._spawn,
+            log_max_bytes=config.service_log_bytes,
+            log_backups=config.service_log_keep,
+        )
 
     # -- outer loop -----------------------------------------------------------
     async def run(self) -> None:

@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="plaintext mesh (daemon too)")
     p.add_argument("--backoff-max", type=float, default=30.0, help="reconnect backoff cap, s")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--service-log-mb", type=int, default=10, help="rotate a service's stdout/stderr at, MiB"
+    )
+    p.add_argument("--service-log-keep", type=int, default=5, help="rotated service logs kept")
     return p
 
 
@@ -90,6 +94,8 @@ async def serve(args: argparse.Namespace) -> None:
         keypair=keypair,
         state_dir=state_dir,
         token=token,
+        service_log_bytes=max(1, args.service_log_mb) * 1024 * 1024,
+        service_log_keep=max(1, args.service_log_keep),
         backoff_max=max(0.1, args.backoff_max),
     )
     link = Link(config, collect_facts(__version__))

@@ -34,13 +34,26 @@ ACTIONS = ("start", "stop", "restart", "destroy", "rollback")
 
 
 class ServiceHost:
-    def __init__(self, state_dir: Path, send: Send, spawn: Spawn) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        send: Send,
+        spawn: Spawn,
+        *,
+        log_max_bytes: int = 10 * 1024 * 1024,
+        log_backups: int = 5,
+    ) -> None:
         self.send, self.spawn = send, spawn
         self.staging = state_dir / "staging"
         shutil.rmtree(self.staging, ignore_errors=True)  # half-unpacked leftovers
         self.staging.mkdir(parents=True, exist_ok=True)
         self.cache = PackageCache(state_dir / "packages", send)
-        self.supervisor = Supervisor(state_dir / "instances", self._emit)
+        self.supervisor = Supervisor(
+            state_dir / "instances",
+            self._emit,
+            log_max_bytes=log_max_bytes,
+            log_backups=log_backups,
+        )
         self.answers: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self.running: set[int] = set()  # ops under way, reported so the daemon can tell lost ones
         self.node_state = "normal"

@@ -21,6 +21,12 @@ def run(
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext mesh (daemon too)."),
     backoff_max: float = typer.Option(30.0, "--backoff-max", help="Reconnect backoff cap, s."),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+    service_log_mb: int = typer.Option(
+        10, "--service-log-mb", min=1, help="Rotate each service's stdout/stderr at this size, MiB."
+    ),
+    service_log_keep: int = typer.Option(
+        5, "--service-log-keep", min=1, help="Rotated service log files kept."
+    ),
 ) -> None:
     """Run the agent in the foreground; it dials the daemon and keeps redialling.
 
@@ -35,6 +41,10 @@ def run(
         str(backoff_max),
         "--log-level",
         log_level,
+        "--service-log-mb",
+        str(service_log_mb),
+        "--service-log-keep",
+        str(service_log_keep),
     ]
     for flag, value in (
         ("--join", join),

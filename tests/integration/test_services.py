@@ -269,7 +269,9 @@ def test_maintenance_node_refuses_deploy_and_start(duo: Fleet, tmp_path: Path) -
     assert "m/s@n1" not in status(duo)
     ok(duo.gdos("node", "enable", "n1"))
     ok(duo.gdos("deploy", "m", "--node", "n1", "--wait"))
+    ok(duo.gdos("start", "m"))
     ok(duo.gdos("node", "disable", "n1"))
+    wait_state(duo, "m/s@n1", "stopped")  # a disabled node stops its instances
     result = duo.gdos("start", "m")
     assert result.returncode == 1 and "node_disabled" in result.stdout
 
