@@ -21,12 +21,28 @@ from gdos.cli.common import (
     fail,
     human_duration,
     print_json,
+    quiet_call,
     request,
     run,
 )
 from gdos.errors import ErrorCode, ExitCode, GdosError
 
-TARGET = typer.Argument(..., help="SYSTEM, SYSTEM/MODULE or SYSTEM/MODULE@NODE.")
+
+def complete_targets(incomplete: str) -> list[str]:
+    """Systems, modules and instances known to the daemon; silent when it is down."""
+    reply = quiet_call("svc.status")
+    names: set[str] = set()
+    for row in reply.get("instances", []) if reply else []:
+        module = f"{row['system']}/{row['module']}"
+        names |= {row["system"], module, f"{module}@{row['node']}"}
+    return sorted(n for n in names if n.startswith(incomplete))
+
+
+TARGET = typer.Argument(
+    ...,
+    help="SYSTEM, SYSTEM/MODULE or SYSTEM/MODULE@NODE.",
+    autocompletion=complete_targets,
+)
 STATE_STYLE = {
     "running": "green",
     "starting": "cyan",
@@ -186,7 +202,11 @@ def _exit_code(outcome: dict[str, Any]) -> int:
 
 
 def status(
-    target: str = typer.Argument(None, help="SYSTEM, SYSTEM/MODULE or SYSTEM/MODULE@NODE."),
+    target: str = typer.Argument(
+        None,
+        help="SYSTEM, SYSTEM/MODULE or SYSTEM/MODULE@NODE.",
+        autocompletion=complete_targets,
+    ),
     json: bool = JSON_OPTION,
 ) -> None:
     instances = request("svc.status", target=target)["instances"]
