@@ -1,7 +1,7 @@
 """How figures are shown to an operator: bytes, durations, percentages.
 
 One place for the CLI and the dashboard, so a node's uptime or a task's
-duration reads the same in both. Plain text only; colour is the caller's.
+duration reads the same in both, and an instance state has the same colour.
 """
 
 from __future__ import annotations
@@ -35,3 +35,17 @@ def human_duration(seconds: float | None, fine_below: float = 10.0) -> str:
 
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
+
+
+# Instance states, coloured the same by `gdos status` and the dashboard (Rich styles).
+STATE_STYLE = {
+    "running": "green",
+    "starting": "cyan",
+    "deploying": "cyan",
+    "installing": "cyan",
+    "stopping": "yellow",
+    "backoff": "yellow",
+    "stopped": "dim",
+    "failed": "bold red",
+    "error": "red",
+}

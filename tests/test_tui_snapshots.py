@@ -19,6 +19,7 @@ from textual.widgets import Label
 
 from tui.app import GdosApp
 from tui.nodes import NodesView
+from tui.services import ServicesView
 from tui.tasks import TasksView
 
 SIZE = (120, 40)
@@ -88,6 +89,64 @@ HOSTS: list[dict[str, Any]] = [
 ]
 
 
+NOW = 1_700_000_000.0
+
+
+def instance(system: str, module: str, node: str, state: str, **fields: Any) -> dict[str, Any]:
+    """An instance as ``svc.watch`` sends it (no uptime: the view computes it)."""
+    view: dict[str, Any] = {
+        "instance": f"{system}/{module}@{node}",
+        "system": system,
+        "module": module,
+        "node": node,
+        "kind": "managed",
+        "package": module,
+        "state": state,
+        "pid": None,
+        "started": None,
+        "restarts": 0,
+        "version": "1.0.0",
+        "error": None,
+        "previous_version": None,
+        "node_online": True,
+    }
+    return view | fields
+
+
+# Two pushes: everything, then a change (web@web-2 started) and a removal.
+SVC_EVENTS: list[dict[str, Any]] = [
+    {
+        "type": "instances",
+        "changed": [
+            instance("shop", "web", "web-2", "stopped"),
+            instance("shop", "web", "web-1", "running", pid=4121, started=NOW - 3 * 3600),
+            instance("shop", "api", "web-1", "running", pid=4007, started=NOW - 95, restarts=2),
+            instance("shop", "db", "db-1", "running", pid=977, started=NOW - 4 * 86400),
+            instance(
+                "billing",
+                "worker",
+                "db-1",
+                "failed",
+                restarts=5,
+                version="2.1.0",
+                error="flapping: 6 restarts within 60s (last exit status 3)",
+            ),
+            instance("billing", "cron", "old-1", "stopped", node_online=False),
+            instance("billing", "mailer", "web-1", "stopped"),
+        ],
+        "removed": [],
+    },
+    {
+        "type": "instances",
+        "changed": [
+            instance("shop", "web", "web-2", "running", pid=5230, started=NOW - 12),
+        ],
+        "removed": ["billing/mailer@web-1"],
+    },
+]
+SVC_METRICS = {"shop/db@db-1": {"cpu_percent": 71.0, "rss_bytes": 812 * 1024 * 1024}}
+
+
 @pytest.fixture(autouse=True)
 def utc_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Task times in UTC whatever the machine's time zone."""
@@ -128,6 +187,25 @@ class TestTasksView:
                 view.show_host(host)
 
         assert snap_compare(offline_app(), terminal_size=SIZE, run_before=feed)
+
+
+class TestServicesView:
+    def test_instances_grouped_with_marks(self, snap_compare: Compare) -> None:
+        async def feed(pilot: Pilot[Any]) -> None:
+            app = pilot.app
+            assert isinstance(app, GdosApp)
+            app.show_view("services")
+            view = app.query_one(ServicesView)
+            view.clock = lambda: NOW
+            for number, event in enumerate(SVC_EVENTS):
+                view.apply(event, full=number == 0)
+            view.merge_metrics(SVC_METRICS)
+            view.busy["shop/db@db-1"] += 1  # an action under way on this row
+            view.render_rows()
+
+        # the cursor starts on the first row (billing/cron@old-1): mark it and the next
+        press = ["space", "space"]
+        assert snap_compare(offline_app(), press=press, terminal_size=SIZE, run_before=feed)
 
 
 class TestHelpScreen:

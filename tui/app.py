@@ -1,19 +1,20 @@
 """``GdosApp``: the dashboard's frame, its connection, and its command mode.
 
 The app owns one ``gdos.client.Client``. A connection worker keeps it alive:
-it subscribes to ``node.watch`` and feeds the Nodes view; when the daemon
-goes away it shows a banner and reconnects with backoff, and the banner goes
-once the daemon answers again. Views reach the daemon only through
-``app.client`` and report refusals with ``show_message``.
+it subscribes to ``node.watch`` and ``svc.watch`` and feeds the Nodes and
+Services views; when the daemon goes away it shows a banner and reconnects
+with backoff, and the banner goes once the daemon answers again. Views reach
+the daemon only through ``app.client`` and report refusals with
+``show_message``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -23,11 +24,13 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static
 from gdos.client import Client
 from gdos.errors import GdosError
 from tui.nodes import NodesView
+from tui.services import ServicesView
 from tui.tasks import TasksView
 from tui.widgets import HELP, TextScreen
 
 T = TypeVar("T")
-VIEWS = ("nodes", "tasks")
+VIEWS = {"nodes": "nodes", "tasks": "tasks", "svc": "services", "services": "services"}
+TABLES = {"nodes": "#nodes-table", "tasks": "#tasks-table", "services": "#svc-table"}
 BANNER = "daemon unreachable — reconnecting"
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 
@@ -42,6 +45,8 @@ class GdosApp(App[None]):
     #run-title { padding: 0 1; text-style: bold; }
     #tasks-table { height: 1fr; }
     #hosts-table { height: 1fr; }
+    #svc-table { height: 1fr; }
+    #svc-progress { padding: 0 1; }
     """
     BINDINGS = [
         Binding("colon", "command", "Command"),
@@ -69,8 +74,9 @@ class GdosApp(App[None]):
         with ContentSwitcher(initial="nodes", id="views"):
             yield NodesView(id="nodes")
             yield TasksView(id="tasks")
+            yield ServicesView(id="services")
         yield Static("", id="message", markup=False)
-        yield Input(placeholder=":nodes  :tasks  :q", id="command")
+        yield Input(placeholder=":nodes  :tasks  :svc  :q", id="command")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -82,7 +88,7 @@ class GdosApp(App[None]):
     # -- the connection --------------------------------------------------------
     @work(group="connection", exclusive=True)
     async def _connection(self) -> None:
-        """Keep a client and a node.watch subscription; reconnect with backoff."""
+        """Keep a client and the node.watch and svc.watch subscriptions; reconnect with backoff."""
         backoff = BACKOFF_MIN
         while True:
             try:
@@ -93,14 +99,15 @@ class GdosApp(App[None]):
                 backoff = min(BACKOFF_MAX, backoff * 2)
                 continue
             try:
-                _, events = await client.stream("node.watch", interval=self.refresh_seconds)
+                _, nodes = await client.stream("node.watch", interval=self.refresh_seconds)
+                _, instances = await client.stream("svc.watch", interval=self.refresh_seconds)
                 backoff = BACKOFF_MIN
                 self.client = client
                 self._set_down(False)
-                full = True
-                async for event in events:
-                    self.query_one(NodesView).apply(event, full=full)
-                    full = False
+                await _until_first_ends(
+                    _feed(nodes, self.query_one(NodesView).apply),
+                    _feed(instances, self.query_one(ServicesView).apply),
+                )
             except GdosError:
                 pass
             finally:
@@ -136,8 +143,7 @@ class GdosApp(App[None]):
 
     def show_view(self, name: str) -> None:
         self.query_one("#views", ContentSwitcher).current = name
-        table = "#nodes-table" if name == "nodes" else "#tasks-table"
-        self.query_one(table).focus()
+        self.query_one(TABLES[name]).focus()
 
     def action_command(self) -> None:
         box = self.query_one("#command", Input)
@@ -156,10 +162,10 @@ class GdosApp(App[None]):
         if word in ("q", "quit"):
             self.exit()
         elif word in VIEWS:
-            self.show_view(word)
+            self.show_view(VIEWS[word])
             self.show_message("")
         else:
-            self.show_message(f"unknown command :{word}; try :nodes or :tasks")
+            self.show_message(f"unknown command :{word}; try :nodes, :tasks or :svc")
             self.show_view(self.query_one("#views", ContentSwitcher).current or "nodes")
 
     def action_help(self) -> None:
@@ -176,6 +182,30 @@ class GdosApp(App[None]):
         if reply is not None:
             text = json.dumps(reply["node"], indent=2, sort_keys=True, default=str)
             self.push_screen(TextScreen(f"node {name}", text))
+
+
+async def _feed(
+    events: AsyncIterator[dict[str, Any]], apply: Callable[[dict[str, Any], bool], None]
+) -> None:
+    """Apply a watch stream's events to a view; the first one lists everything."""
+    full = True
+    async for event in events:
+        apply(event, full)
+        full = False
+
+
+async def _until_first_ends(*feeds: Awaitable[None]) -> None:
+    """Run the feeds together; when one ends or fails, cancel the rest and re-raise."""
+    tasks = [asyncio.ensure_future(feed) for feed in feeds]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            raise outcome
 
 
 def run(socket_path: Path | None = None, read_only: bool = False, refresh: float = 1.0) -> None:

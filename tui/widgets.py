@@ -16,7 +16,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from gdos.units import human_duration, percent
+from gdos.units import STATE_STYLE, human_bytes, human_duration, percent
 
 Cell = tuple[str, str]  # (text, style): compared to decide whether a cell changed
 
@@ -49,6 +49,47 @@ def node_cells(view: dict[str, Any]) -> list[Cell]:
         percent_cell(view.get("disk_percent")),
         (human_duration(view.get("uptime"), fine_below=0.0), ""),
         (view.get("agent_version") or "-", ""),
+    ]
+
+
+MARK = "●"
+ERROR_WIDTH = 80  # the LAST ERROR cell; describe (d) shows the whole sentence
+
+
+def instance_cells(
+    view: dict[str, Any],
+    now: float,
+    marked: bool = False,
+    busy: bool = False,
+    metrics: dict[str, Any] | None = None,
+) -> list[Cell]:
+    """An instance's row, in the order of ``tui.services.COLUMNS``.
+
+    Uptime is computed here from ``started`` (the watch stream leaves it out
+    so that it does not change every tick). ``busy`` marks an action under
+    way on the row; ``metrics`` is the instance's entry of the metrics hook
+    (``cpu_percent``, ``rss_bytes``), "-" while there is none.
+    """
+    state = view.get("state") or "-"
+    label = state + ("" if view.get("node_online", True) else " (node offline)")
+    started = view.get("started")
+    uptime = now - started if state == "running" and started else None
+    restarts = int(view.get("restarts") or 0)
+    error = view.get("error") or ""
+    if len(error) > ERROR_WIDTH:
+        error = error[: ERROR_WIDTH - 1] + "…"
+    rss = (metrics or {}).get("rss_bytes")
+    return [
+        (MARK if marked else " ", "bold magenta"),
+        (view["instance"], "bold magenta" if marked else ""),
+        (label + (" …" if busy else ""), STATE_STYLE.get(state, "")),
+        (str(view["pid"]) if view.get("pid") else "-", ""),
+        (human_duration(uptime, fine_below=0.0), ""),
+        (str(restarts), "yellow" if restarts else ""),
+        (view.get("version") or "-", ""),
+        percent_cell((metrics or {}).get("cpu_percent")),
+        (human_bytes(rss), "" if rss is not None else "dim"),
+        (error, "red"),
     ]
 
 
@@ -92,7 +133,7 @@ class TextScreen(ModalScreen[None]):
 
 
 HELP = """\
-:nodes  :tasks   jump to a view (command mode; also :q to quit)
+:nodes  :tasks  :svc   jump to a view (command mode; also :q to quit)
 ?                this help
 q                quit
 
@@ -106,4 +147,11 @@ Tasks
   x              exec: run a command on nodes (refused with --read-only)
   c              cancel the selected running task (refused with --read-only)
   r              reload the task list now
+
+Services (:svc or :services)
+  space          mark or unmark a row; actions apply to marked rows, else the selected one
+  S  T  R        start, stop, restart (refused with --read-only)
+  p              deploy: SYSTEM[/MODULE] and nodes (refused with --read-only)
+  ctrl+d         destroy, after a yes/no confirmation (refused with --read-only)
+  d              describe the selected instance
 """

@@ -26,6 +26,7 @@ from gdos.cli.common import (
     run,
 )
 from gdos.errors import ErrorCode, ExitCode, GdosError
+from gdos.units import STATE_STYLE
 
 
 def complete_targets(incomplete: str) -> list[str]:
@@ -43,17 +44,6 @@ TARGET = typer.Argument(
     help="SYSTEM, SYSTEM/MODULE or SYSTEM/MODULE@NODE.",
     autocompletion=complete_targets,
 )
-STATE_STYLE = {
-    "running": "green",
-    "starting": "cyan",
-    "deploying": "cyan",
-    "installing": "cyan",
-    "stopping": "yellow",
-    "backoff": "yellow",
-    "stopped": "dim",
-    "failed": "bold red",
-    "error": "red",
-}
 
 
 def register(app: typer.Typer) -> None:

@@ -14,13 +14,13 @@ def register(app: typer.Typer) -> None:
 
 def tui_command(
     read_only: bool = typer.Option(
-        False, "--read-only", help="Look only: exec, cancel and shell are refused."
+        False, "--read-only", help="Look only: exec, cancel, shell and service actions are refused."
     ),
     refresh: str = typer.Option(
-        "1s", "--refresh", help="How often the node table is pushed updates (min 0.2s)."
+        "1s", "--refresh", help="How often node and instance changes are pushed (min 0.2s)."
     ),
 ) -> None:
-    """Open the live dashboard: nodes, tasks, exec (press ? for keys)."""
+    """Open the live dashboard: nodes, services, tasks, exec (press ? for keys)."""
     seconds = parse_duration(refresh, "--refresh")
     if seconds < 0.2:
         fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--refresh must be at least 0.2s."))

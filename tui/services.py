@@ -1,0 +1,351 @@
+"""The Services view: instances pushed by ``svc.watch``, and actions on them.
+
+Rows are keyed by instance name (``system/module@node``) and ordered by
+system, then module, then node. Like the Nodes view, each update touches
+only what changed inside one ``batch_update``: ``remove_row`` for gone
+instances, ``add_row`` for new ones, ``update_cell`` for changed cells.
+Uptime is computed here from ``started``; a one-second tick re-renders, so
+those cells change at most once a second.
+
+Actions (start, stop, restart, destroy, deploy) run ``svc.run`` with
+``wait`` and follow its events: rows under way show ``…`` after their
+state, a status line counts settled instances, and a notification gives
+the outcome with each failure's sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Label
+
+from gdos.client import Client
+from gdos.errors import GdosError
+from tui.forms import ConfirmScreen, DeployForm
+from tui.widgets import Cell, TextScreen, instance_cells
+
+if TYPE_CHECKING:
+    from tui.app import GdosApp
+
+COLUMNS = (
+    (" ", "mark"),
+    ("INSTANCE", "instance"),
+    ("STATE", "state"),
+    ("PID", "pid"),
+    ("UPTIME", "uptime"),
+    ("RESTARTS", "restarts"),
+    ("VERSION", "version"),
+    ("CPU", "cpu"),
+    ("RSS", "rss"),
+    ("LAST ERROR", "error"),
+)
+CHANGES = ("operate", "deploy", "destroy")  # the actions --read-only refuses
+SETTLED = ("running", "stopped", "failed", "error", "destroyed")
+UPTIME_TICK = 1.0
+NOTIFY_FAILURES = 5
+
+
+@dataclass
+class Run:
+    """The progress of one action from the dashboard (one or more ``svc.run``)."""
+
+    action: str
+    what: str
+    total: int = 0
+    settled: set[str] = field(default_factory=set)
+    level: str = ""
+    results: list[dict[str, Any]] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        text = f"{self.action} {self.what}: {len(self.settled)}/{self.total} settled"
+        if self.level:
+            text += f", level {self.level}"
+        failed = sum(1 for r in self.results if not r["ok"]) + len(self.refusals)
+        return text + (f", {failed} failed" if failed else "") + " …"
+
+    def outcome(self) -> tuple[bool, str]:
+        """(ok, sentence): ``ok`` when every instance reached its goal."""
+        failures = [
+            f"{r['instance']}: error[{r.get('code')}]: {r.get('message')}"
+            for r in self.results
+            if not r["ok"]
+        ] + self.refusals
+        if not failures:
+            return True, f"{self.action} {self.what}: ok ({len(self.results)} instance(s))"
+        count = len(self.results) + len(self.refusals)
+        lines = [f"{self.action} {self.what}: {len(failures)} of {count} failed"]
+        lines += failures[:NOTIFY_FAILURES]
+        if len(failures) > NOTIFY_FAILURES:
+            lines.append(f"... and {len(failures) - NOTIFY_FAILURES} more")
+        return False, "\n".join(lines)
+
+
+def sort_key(view: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (str(view.get("system")), str(view.get("module")), str(view.get("node")))
+
+
+class ServicesView(Vertical):
+    BINDINGS = [
+        Binding("space", "mark", "Mark"),
+        Binding("S", "operate('start')", "Start"),
+        Binding("T", "operate('stop')", "Stop"),
+        Binding("R", "operate('restart')", "Restart"),
+        Binding("p", "deploy", "Deploy"),
+        Binding("ctrl+d", "destroy", "Destroy"),
+        Binding("d", "describe", "Describe"),
+        # With --read-only the change keys above are hidden, and these explain why.
+        Binding("S", "refuse('start')", show=False),
+        Binding("T", "refuse('stop')", show=False),
+        Binding("R", "refuse('restart')", show=False),
+        Binding("p", "refuse('deploy')", show=False),
+        Binding("ctrl+d", "refuse('destroy')", show=False),
+    ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.instances: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, list[Cell]] = {}
+        self.marked: set[str] = set()
+        self.busy: Counter[str] = Counter()
+        self.metrics: dict[str, dict[str, Any]] = {}
+        self.clock: Callable[[], float] = time.time
+
+    def compose(self) -> ComposeResult:
+        table: DataTable[Any] = DataTable(id="svc-table", cursor_type="row", zebra_stripes=True)
+        for label, key in COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+        yield Label("", id="svc-progress", markup=False)
+
+    def on_mount(self) -> None:
+        self.set_interval(UPTIME_TICK, self._tick)
+
+    def on_show(self) -> None:
+        self.render_rows()
+
+    @property
+    def gdos(self) -> GdosApp:
+        return cast("GdosApp", self.app)
+
+    @property
+    def table(self) -> DataTable[Any]:
+        return self.query_one("#svc-table", DataTable)
+
+    # -- data --------------------------------------------------------------
+    def apply(self, event: dict[str, Any], full: bool = False) -> None:
+        """Merge one ``svc.watch`` event; ``full`` means it lists every instance."""
+        changed = {v["instance"]: v for v in event.get("changed", [])}
+        if full:
+            self.instances = {}
+        self.instances.update(changed)
+        for name in event.get("removed", []):
+            self.instances.pop(name, None)
+        self.marked &= set(self.instances)
+        self.render_rows()
+
+    def merge_metrics(self, metrics: Mapping[str, Mapping[str, Any]], full: bool = False) -> None:
+        """The hook for per-instance metrics: ``{instance name: {"cpu_percent", "rss_bytes"}}``.
+
+        Whatever feeds instance metrics (the daemon is gaining them) calls
+        this; until then CPU and RSS show "-". ``full`` replaces every entry.
+        """
+        if full:
+            self.metrics = {}
+        self.metrics.update({name: dict(values) for name, values in metrics.items()})
+        self.render_rows()
+
+    def render_rows(self) -> None:
+        table, selected = self.table, self.selected()
+        now = self.clock()
+        gone = [n for n in self.rows if n not in self.instances]
+        added = False
+        with self.app.batch_update():
+            for name in gone:
+                table.remove_row(name)
+                del self.rows[name]
+            for name, view in self.instances.items():
+                cells = instance_cells(
+                    view, now, name in self.marked, self.busy[name] > 0, self.metrics.get(name)
+                )
+                old = self.rows.get(name)
+                if old is None:
+                    table.add_row(*(Text(t, style=s) for t, s in cells), key=name)
+                    added = True
+                else:
+                    for (_, column), new, prev in zip(COLUMNS, cells, old, strict=True):
+                        if new != prev:
+                            # widen the column if needed: states and errors grow
+                            text = Text(new[0], style=new[1])
+                            table.update_cell(name, column, text, update_width=True)
+                self.rows[name] = cells
+            if added:
+                views = self.instances
+                table.sort("instance", key=lambda name: sort_key(views.get(str(name), {})))
+            if (added or gone) and selected in self.rows:
+                table.move_cursor(row=table.get_row_index(selected))
+
+    def _tick(self) -> None:
+        if self.display and any(v.get("state") == "running" for v in self.instances.values()):
+            self.render_rows()
+
+    def selected(self) -> str | None:
+        table = self.table
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return str(key) if key is not None else None
+
+    def targets(self) -> list[str]:
+        """The marked instances in table order, else the selected one."""
+        if self.marked:
+            return [str(r.key.value) for r in self.table.ordered_rows if r.key.value in self.marked]
+        name = self.selected()
+        return [name] if name is not None else []
+
+    # -- keys --------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in CHANGES:
+            return not self.gdos.read_only
+        if action == "refuse":
+            return self.gdos.read_only
+        return True
+
+    def action_refuse(self, what: str) -> None:
+        self.gdos.refuse_in_read_only(what)
+
+    def action_mark(self) -> None:
+        name = self.selected()
+        if name is None:
+            return
+        self.marked ^= {name}
+        self.render_rows()
+        table = self.table
+        table.move_cursor(row=min(table.cursor_row + 1, table.row_count - 1))
+
+    def action_operate(self, action: str) -> None:
+        names = self.targets()
+        if not names:
+            self.gdos.show_message("no instance selected")
+            return
+        self.marked.clear()
+        self.start([{"action": action, "target": n, "wait": True} for n in names])
+
+    def action_destroy(self) -> None:
+        names = self.targets()
+        if not names:
+            self.gdos.show_message("no instance selected")
+            return
+        listed = "\n".join(f"  {n}" for n in names[:10])
+        more = f"\n  ... and {len(names) - 10} more" if len(names) > 10 else ""
+        question = f"Stop and remove {len(names)} instance(s) from their nodes?\n{listed}{more}"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.marked.clear()
+                self.start([{"action": "destroy", "target": n, "wait": True} for n in names])
+            else:
+                self.gdos.show_message("destroy canceled")
+
+        self.app.push_screen(ConfirmScreen("destroy", question, yes="Destroy"), answered)
+
+    def action_deploy(self) -> None:
+        target = nodes = ""
+        name = self.selected()
+        if name in self.instances:
+            view = self.instances[name]
+            target, nodes = f"{view['system']}/{view['module']}", str(view["node"])
+        form = DeployForm(target, nodes, describe=self.describe_system)
+
+        def submitted(body: dict[str, Any] | None) -> None:
+            if body is not None:
+                self.start([body])
+
+        self.app.push_screen(form, submitted)
+
+    def action_describe(self) -> None:
+        name = self.selected()
+        if name is None or name not in self.instances:
+            self.gdos.show_message("no instance selected")
+            return
+        facts = {**self.instances[name], "metrics": self.metrics.get(name)}
+        text = json.dumps(facts, indent=2, sort_keys=True, default=str)
+        self.app.push_screen(TextScreen(f"instance {name}", text))
+
+    # -- daemon requests -----------------------------------------------------------
+    async def describe_system(self, system: str) -> str:
+        """The deploy form's hint: the system's modules, packages and start order."""
+        client = self.gdos.client
+        if client is None:
+            return "the daemon is unreachable"
+        try:
+            reply = await client.call("system.show", name=system)
+        except GdosError as exc:
+            return exc.message
+        modules = [
+            f"{m['name']} ({m['package']}@{m.get('version') or 'latest'})" for m in reply["modules"]
+        ]
+        if not modules:
+            return f"{system} has no modules; add one with 'gdos system add'"
+        order = " ".join(f"[{', '.join(level)}]" for level in reply["levels"])
+        return f"modules: {', '.join(modules)}; start order {order}"
+
+    def start(self, bodies: list[dict[str, Any]]) -> None:
+        """Run ``svc.run`` once per body, concurrently, and follow them all."""
+        self.run_worker(self._follow(bodies), group="svc-run")
+
+    async def _follow(self, bodies: list[dict[str, Any]]) -> None:
+        action = bodies[0]["action"]
+        client = self.gdos.client
+        if client is None:
+            self.gdos.show_message(f"the daemon is unreachable; {action} not sent")
+            return
+        what = bodies[0]["target"] if len(bodies) == 1 else f"{len(bodies)} instances"
+        run = Run(action, what)
+        progress = self.query_one("#svc-progress", Label)
+        progress.update(run.line())
+        await asyncio.gather(*(self._follow_one(client, body, run) for body in bodies))
+        ok, sentence = run.outcome()
+        progress.update(sentence.splitlines()[0])
+        self.app.notify(sentence, severity="information" if ok else "error", markup=False)
+
+    async def _follow_one(self, client: Client, body: dict[str, Any], run: Run) -> None:
+        progress = self.query_one("#svc-progress", Label)
+        try:
+            reply, events = await client.stream("svc.run", **body)
+        except GdosError as exc:
+            run.refusals.append(f"{body['target']}: {exc}")
+            progress.update(run.line())
+            return
+        names = list(reply["instances"])
+        run.total += len(names)
+        self.busy.update(names)
+        self.render_rows()
+        try:
+            async for event in events:
+                if event["type"] == "level":
+                    run.level = f"{event['level']}/{event['of']}"
+                elif event["type"] == "state" and event.get("state") in SETTLED:
+                    run.settled.add(event["instance"])
+                elif event["type"] == "done":
+                    run.results += event.get("results") or []
+                    run.settled.update(r["instance"] for r in event.get("results") or [])
+                    if not event.get("ok") and not event.get("results"):
+                        run.refusals.append(f"{body['target']}: {event.get('message')}")
+                progress.update(run.line())
+        except GdosError as exc:
+            run.refusals.append(f"{body['target']}: {exc}")
+        finally:
+            self.busy.subtract(names)
+            self.busy = +self.busy
+            self.render_rows()
