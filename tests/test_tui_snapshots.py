@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Label
+from textual.widgets import Label, RichLog
 
 from tui.app import GdosApp
 from tui.nodes import NodesView
 from tui.services import ServicesView
-from tui.tasks import TasksView
+from tui.tasks import HostLines, TasksView
 
 SIZE = (120, 40)
 Compare = Callable[..., bool]
@@ -185,6 +185,10 @@ class TestTasksView:
             view.query_one("#run-title", Label).update("task 2: sh -c 'exit 3' — failed")
             for host in HOSTS:
                 view.show_host(host)
+            lines = HostLines([h["node"] for h in HOSTS])
+            log = view.query_one("#exec-log", RichLog)
+            view.show_output(log, lines.feed("web-1", "stdout", b"starting\ndone\n"))
+            view.show_output(log, lines.feed("web-2", "stderr", b"disk full\n"))
 
         assert snap_compare(offline_app(), terminal_size=SIZE, run_before=feed)
 

@@ -6,6 +6,10 @@ Services views; when the daemon goes away it shows a banner and reconnects
 with backoff, and the banner goes once the daemon answers again. Views reach
 the daemon only through ``app.client`` and report refusals with
 ``show_message``.
+
+Every action also has a command-palette entry (``ctrl+p``, ``tui.commands``):
+the views, the current view's actions and the themes. An entry calls the
+same action method as the key, so read-only refusals apply to both.
 """
 
 from __future__ import annotations
@@ -13,16 +17,20 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.screen import Screen
+from textual.theme import BUILTIN_THEMES
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from gdos.client import Client
 from gdos.errors import GdosError
+from tui.commands import DashboardCommands, PaletteCommand
 from tui.nodes import NodesView
 from tui.services import ServicesView
 from tui.tasks import TasksView
@@ -33,6 +41,12 @@ VIEWS = {"nodes": "nodes", "tasks": "tasks", "svc": "services", "services": "ser
 TABLES = {"nodes": "#nodes-table", "tasks": "#tasks-table", "services": "#svc-table"}
 BANNER = "daemon unreachable — reconnecting"
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
+DEFAULT_THEME = "textual-dark"
+
+
+def theme_names() -> list[str]:
+    """The themes ``--theme`` accepts: Textual's built-in ones."""
+    return sorted(BUILTIN_THEMES)
 
 
 class GdosApp(App[None]):
@@ -45,6 +59,7 @@ class GdosApp(App[None]):
     #run-title { padding: 0 1; text-style: bold; }
     #tasks-table { height: 1fr; }
     #hosts-table { height: 1fr; }
+    #exec-log { height: 2fr; border-top: solid $panel; }
     #svc-table { height: 1fr; }
     #svc-progress { padding: 0 1; }
     """
@@ -54,6 +69,7 @@ class GdosApp(App[None]):
         Binding("q", "quit", "Quit"),
         Binding("escape", "close_input", "Close", show=False),
     ]
+    COMMANDS = App.COMMANDS | {DashboardCommands}
 
     def __init__(
         self,
@@ -61,9 +77,15 @@ class GdosApp(App[None]):
         read_only: bool = False,
         refresh: float = 1.0,
         connect: bool = True,
+        theme: str = DEFAULT_THEME,
     ) -> None:
-        """``connect=False`` never dials the daemon (tests feed the views directly)."""
+        """``connect=False`` never dials the daemon (tests feed the views directly).
+
+        ``theme`` is one of ``theme_names()``; an unknown name raises
+        ``textual.app.InvalidThemeError`` (the CLI checks it first).
+        """
         super().__init__()
+        self.theme = theme
         self.socket_path, self.read_only, self.refresh_seconds = socket_path, read_only, refresh
         self.connect = connect
         self.client: Client | None = None
@@ -166,7 +188,35 @@ class GdosApp(App[None]):
             self.show_message("")
         else:
             self.show_message(f"unknown command :{word}; try :nodes, :tasks or :svc")
-            self.show_view(self.query_one("#views", ContentSwitcher).current or "nodes")
+            self.show_view(self.current_view())
+
+    def current_view(self) -> str:
+        return self.query_one("#views", ContentSwitcher).current or "nodes"
+
+    def palette_commands(self, screen: Screen[Any]) -> list[PaletteCommand]:
+        """The palette's entries: views, the current view's actions, help, themes.
+
+        ``screen`` is the dashboard's screen (the palette covers it meanwhile).
+        """
+        entries = [
+            PaletteCommand(f"View: {name}", f":{name}", partial(self.show_view, name))
+            for name in ("nodes", "services", "tasks")
+        ]
+        current = screen.query_one("#views", ContentSwitcher).current or "nodes"
+        view = cast("NodesView | TasksView | ServicesView", screen.query_one(f"#{current}"))
+        entries += view.palette_commands()
+        entries.append(PaletteCommand("Help: keys", "the key list (?)", self.action_help))
+        entries += [
+            PaletteCommand(f"Theme: {name}", "switch the colour theme", self._themer(name))
+            for name in theme_names()
+        ]
+        return entries
+
+    def _themer(self, name: str) -> Callable[[], None]:
+        def switch() -> None:
+            self.theme = name
+
+        return switch
 
     def action_help(self) -> None:
         self.push_screen(TextScreen("keys", HELP))
@@ -208,5 +258,10 @@ async def _until_first_ends(*feeds: Awaitable[None]) -> None:
             raise outcome
 
 
-def run(socket_path: Path | None = None, read_only: bool = False, refresh: float = 1.0) -> None:
-    GdosApp(socket_path, read_only=read_only, refresh=refresh).run()
+def run(
+    socket_path: Path | None = None,
+    read_only: bool = False,
+    refresh: float = 1.0,
+    theme: str = DEFAULT_THEME,
+) -> None:
+    GdosApp(socket_path, read_only=read_only, refresh=refresh, theme=theme).run()

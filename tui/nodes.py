@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
@@ -19,6 +20,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input
 
+from tui.commands import PaletteCommand
 from tui.widgets import Cell, node_cells
 
 if TYPE_CHECKING:
@@ -35,7 +37,16 @@ COLUMNS = (
     ("UPTIME", "uptime"),
     ("VERSION", "version"),
 )
-SORT_FIELDS = {"cpu": "cpu_percent", "mem": "mem_percent", "disk": "disk_percent"}
+# Sortable columns: numbers sort largest first (as in htop), text alphabetically.
+NUMBER_FIELDS = {
+    "cpu": "cpu_percent",
+    "mem": "mem_percent",
+    "load": "load1",
+    "disk": "disk_percent",
+    "uptime": "uptime",
+}
+TEXT_FIELDS = {"name": "name", "status": "online", "state": "state", "version": "agent_version"}
+SORT_KEYS = {"name": "N", "cpu": "C", "mem": "M", "disk": "D"}
 
 
 def shell_argv(node: str) -> list[str]:
@@ -122,19 +133,39 @@ class NodesView(Vertical):
                 table.move_cursor(row=table.get_row_index(selected))
 
     def _sort(self) -> None:
-        field = SORT_FIELDS.get(self.sort_by)
+        number = NUMBER_FIELDS.get(self.sort_by)
+        text = TEXT_FIELDS.get(self.sort_by, "name")
 
         def key(name: Any) -> Any:
             plain = str(name)
-            if field is None:
-                return plain
-            value = self.nodes.get(plain, {}).get(field)
-            return (value is not None, value or 0.0, plain)
+            view = self.nodes.get(plain, {})
+            if number is None:
+                value = view.get(text)
+                label = ("online" if value else "offline") if text == "online" else value
+                return (str(label or ""), plain)
+            figure = view.get(number)
+            return (figure is not None, figure or 0.0, plain)
 
-        # Numbers sort largest first (as in htop); names alphabetically.
-        self.table.sort("name", key=key, reverse=self.reverse != (field is not None))
+        self.table.sort("name", key=key, reverse=self.reverse != (number is not None))
 
     # -- actions ---------------------------------------------------------------
+    def palette_commands(self) -> list[PaletteCommand]:
+        entries = [PaletteCommand("Nodes: filter", "filter nodes by name (/)", self.action_filter)]
+        for label, column in COLUMNS:
+            key = f" ({SORT_KEYS[column]})" if column in SORT_KEYS else ""
+            entries.append(
+                PaletteCommand(
+                    f"Nodes: sort by {column}",
+                    f"sort by {label} (again: reverse){key}",
+                    partial(self.action_sort, column),
+                )
+            )
+        return [
+            *entries,
+            PaletteCommand("Nodes: describe", "node show (d)", self.action_describe),
+            PaletteCommand("Nodes: shell", "remote shell (s)", self.action_shell),
+        ]
+
     def action_sort(self, column: str) -> None:
         self.reverse = not self.reverse if self.sort_by == column else False
         self.sort_by = column

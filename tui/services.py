@@ -7,7 +7,7 @@ instances, ``add_row`` for new ones, ``update_cell`` for changed cells.
 Uptime is computed here from ``started``; a one-second tick re-renders, so
 those cells change at most once a second.
 
-Actions (start, stop, restart, destroy, deploy) run ``svc.run`` with
+Actions (start, stop, restart, rollback, destroy, deploy) run ``svc.run`` with
 ``wait`` and follow its events: rows under way show ``…`` after their
 state, a status line counts settled instances, and a notification gives
 the outcome with each failure's sentence.
@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
@@ -31,6 +32,7 @@ from textual.widgets import DataTable, Label
 
 from gdos.client import Client
 from gdos.errors import GdosError
+from tui.commands import PaletteCommand
 from tui.forms import ConfirmScreen, DeployForm
 from tui.widgets import Cell, TextScreen, instance_cells
 
@@ -101,6 +103,7 @@ class ServicesView(Vertical):
         Binding("S", "operate('start')", "Start"),
         Binding("T", "operate('stop')", "Stop"),
         Binding("R", "operate('restart')", "Restart"),
+        Binding("B", "operate('rollback')", "Rollback"),
         Binding("p", "deploy", "Deploy"),
         Binding("ctrl+d", "destroy", "Destroy"),
         Binding("d", "describe", "Describe"),
@@ -108,6 +111,7 @@ class ServicesView(Vertical):
         Binding("S", "refuse('start')", show=False),
         Binding("T", "refuse('stop')", show=False),
         Binding("R", "refuse('restart')", show=False),
+        Binding("B", "refuse('rollback')", show=False),
         Binding("p", "refuse('deploy')", show=False),
         Binding("ctrl+d", "refuse('destroy')", show=False),
     ]
@@ -224,6 +228,24 @@ class ServicesView(Vertical):
     def action_refuse(self, what: str) -> None:
         self.gdos.refuse_in_read_only(what)
 
+    def palette_commands(self) -> list[PaletteCommand]:
+        """The view's actions for the palette; change actions refuse in read-only mode."""
+        entries = [PaletteCommand("Services: mark", "mark a row (space)", self.action_mark)]
+        for action, key in (("start", "S"), ("stop", "T"), ("restart", "R"), ("rollback", "B")):
+            entries.append(
+                PaletteCommand(
+                    f"Services: {action}",
+                    f"{action} the marked rows or the selected one ({key})",
+                    partial(self.action_operate, action),
+                )
+            )
+        return [
+            *entries,
+            PaletteCommand("Services: deploy", "deploy form (p)", self.action_deploy),
+            PaletteCommand("Services: destroy", "after a question (ctrl+d)", self.action_destroy),
+            PaletteCommand("Services: describe", "the selected instance (d)", self.action_describe),
+        ]
+
     def action_mark(self) -> None:
         name = self.selected()
         if name is None:
@@ -234,6 +256,8 @@ class ServicesView(Vertical):
         table.move_cursor(row=min(table.cursor_row + 1, table.row_count - 1))
 
     def action_operate(self, action: str) -> None:
+        if self.gdos.refuse_in_read_only(action):
+            return
         names = self.targets()
         if not names:
             self.gdos.show_message("no instance selected")
@@ -242,6 +266,8 @@ class ServicesView(Vertical):
         self.start([{"action": action, "target": n, "wait": True} for n in names])
 
     def action_destroy(self) -> None:
+        if self.gdos.refuse_in_read_only("destroy"):
+            return
         names = self.targets()
         if not names:
             self.gdos.show_message("no instance selected")
@@ -260,6 +286,8 @@ class ServicesView(Vertical):
         self.app.push_screen(ConfirmScreen("destroy", question, yes="Destroy"), answered)
 
     def action_deploy(self) -> None:
+        if self.gdos.refuse_in_read_only("deploy"):
+            return
         target = nodes = ""
         name = self.selected()
         if name in self.instances:

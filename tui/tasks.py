@@ -2,7 +2,9 @@
 
 The task list is reloaded every few seconds through ``task.list``. An exec
 started from the form follows its stream: every ``host`` event updates that
-host's row (status, exit code, duration) as it arrives.
+host's row (status, exit code, duration) as it arrives, and ``output`` events
+become ``host | line`` lines in a log pane that keeps the last
+``OUTPUT_LINES`` lines. Cancel asks first unless the task has ended.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Input, Label
+from textual.widgets import Button, DataTable, Input, Label, RichLog
 
 from gdos.errors import GdosError
 from gdos.units import human_duration
+from tui.commands import PaletteCommand
+from tui.forms import ConfirmScreen
 from tui.widgets import status_text, when
 
 if TYPE_CHECKING:
@@ -40,6 +44,41 @@ HOST_COLUMNS = (
     ("DURATION", "duration"),
     ("REASON", "reason"),
 )
+OUTPUT_LINES = 2_000  # the exec log pane keeps the newest lines only
+ENDED = frozenset({"succeeded", "failed", "timed_out", "canceled", "unreachable"})
+
+
+class HostLines:
+    """Turns ``output`` chunks into complete ``host | line`` lines.
+
+    Chunks split lines anywhere; the unfinished end of each host's stream
+    waits for the rest, and ``flush(node)`` releases it when the host ends.
+    Names are padded to the widest one seen so the bars line up.
+    """
+
+    def __init__(self, nodes: list[str] | None = None) -> None:
+        self.partial: dict[tuple[str, str], bytes] = {}
+        self.width = max((len(n) for n in nodes or []), default=0)
+
+    def feed(self, node: str, stream: str, data: bytes) -> list[tuple[str, str]]:
+        """The complete lines in this chunk as (text, stream)."""
+        joined = self.partial.pop((node, stream), b"") + data
+        *lines, rest = joined.split(b"\n")
+        if rest:
+            self.partial[(node, stream)] = rest
+        return [(self.line(node, raw), stream) for raw in lines]
+
+    def flush(self, node: str) -> list[tuple[str, str]]:
+        out = []
+        for stream in ("stdout", "stderr"):
+            rest = self.partial.pop((node, stream), None)
+            if rest:
+                out.append((self.line(node, rest), stream))
+        return out
+
+    def line(self, node: str, raw: bytes) -> str:
+        self.width = max(self.width, len(node))
+        return f"{node:<{self.width}} | {raw.decode('utf-8', 'replace').rstrip(chr(13))}"
 
 
 def exec_request(targets: str, command: str) -> dict[str, Any]:
@@ -124,6 +163,10 @@ class TasksView(Vertical):
     ]
     RELOAD_SECONDS = 3.0
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.statuses: dict[int, str] = {}  # task id -> status, from the list and the stream
+
     def compose(self) -> ComposeResult:
         tasks: DataTable[Any] = DataTable(id="tasks-table", cursor_type="row")
         for label, key in TASK_COLUMNS:
@@ -134,6 +177,7 @@ class TasksView(Vertical):
         for label, key in HOST_COLUMNS:
             hosts.add_column(label, key=key)
         yield hosts
+        yield RichLog(id="exec-log", max_lines=OUTPUT_LINES, markup=False, auto_scroll=True)
 
     @property
     def gdos(self) -> GdosApp:
@@ -163,6 +207,7 @@ class TasksView(Vertical):
         table = self.query_one("#tasks-table", DataTable)
         keys = [str(t["id"]) for t in tasks]
         selected = self.selected_task()
+        self.statuses.update({int(t["id"]): str(t["status"]) for t in tasks})
         with self.app.batch_update():
             for row_key in [k for k in table.rows if k.value not in keys]:
                 table.remove_row(row_key)
@@ -193,6 +238,13 @@ class TasksView(Vertical):
         return int(key) if key is not None else None
 
     # -- exec and cancel -------------------------------------------------------
+    def palette_commands(self) -> list[PaletteCommand]:
+        return [
+            PaletteCommand("Tasks: exec", "run a command on nodes (x)", self.action_exec),
+            PaletteCommand("Tasks: cancel task", "cancel the selected one (c)", self.action_cancel),
+            PaletteCommand("Tasks: reload", "reload the task list now (r)", self.action_reload),
+        ]
+
     def action_exec(self) -> None:
         if self.gdos.refuse_in_read_only("exec"):
             return
@@ -216,18 +268,30 @@ class TasksView(Vertical):
         title.update(f"task {reply['task']}: {command} — running")
         hosts = self.query_one("#hosts-table", DataTable)
         hosts.clear()
+        log = self.query_one("#exec-log", RichLog)
+        log.clear()
+        lines = HostLines([h["node"] for h in reply["hosts"]])
+        self.statuses[int(reply["task"])] = "running"
         for host in reply["hosts"]:
             self.show_host(host)
         self.action_reload()
         try:
             async for event in events:
-                if event["type"] == "host":
+                if event["type"] == "output":
+                    self.show_output(log, lines.feed(event["node"], event["stream"], event["data"]))
+                elif event["type"] == "host":
+                    self.show_output(log, lines.flush(event["node"]))
                     self.show_host(event)
                 elif event["type"] == "done":
+                    self.statuses[int(reply["task"])] = event["status"]
                     title.update(f"task {reply['task']}: {command} — {event['status']}")
         except GdosError as exc:
             self.gdos.show_message(f"lost task {reply['task']}: {exc}")
         self.action_reload()
+
+    def show_output(self, log: RichLog, lines: list[tuple[str, str]]) -> None:
+        for text, stream in lines:
+            log.write(Text(text, style="red" if stream == "stderr" else ""))
 
     def show_host(self, host: dict[str, Any]) -> None:
         table = self.query_one("#hosts-table", DataTable)
@@ -253,7 +317,19 @@ class TasksView(Vertical):
         if task_id is None:
             self.gdos.show_message("no task selected")
             return
-        self.run_worker(self._cancel(task_id), group="cancel")
+        status = self.statuses.get(task_id)
+        if status in ENDED:
+            self.gdos.show_message(f"task {task_id} already ended ({status}); nothing to cancel")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._cancel(task_id), group="cancel")
+            else:
+                self.gdos.show_message(f"task {task_id} left running")
+
+        question = f"Cancel task {task_id} on every node where it still runs?"
+        self.app.push_screen(ConfirmScreen("cancel task", question, yes="Cancel task"), answered)
 
     async def _cancel(self, task_id: int) -> None:
         client = self.gdos.client

@@ -135,6 +135,7 @@ class TextScreen(ModalScreen[None]):
 HELP = """\
 :nodes  :tasks  :svc   jump to a view (command mode; also :q to quit)
 ?                this help
+ctrl+p           command palette: every action of this view, the views, themes
 q                quit
 
 Nodes
@@ -145,12 +146,14 @@ Nodes
 
 Tasks
   x              exec: run a command on nodes (refused with --read-only)
-  c              cancel the selected running task (refused with --read-only)
+  c              cancel the selected running task, after a yes/no question (refused read-only)
   r              reload the task list now
+  (an exec started here streams each host's output as "host | line", last 2,000 lines)
 
 Services (:svc or :services)
   space          mark or unmark a row; actions apply to marked rows, else the selected one
   S  T  R        start, stop, restart (refused with --read-only)
+  B              rollback to the version before the last deploy (refused with --read-only)
   p              deploy: SYSTEM[/MODULE] and nodes (refused with --read-only)
   ctrl+d         destroy, after a yes/no confirmation (refused with --read-only)
   d              describe the selected instance

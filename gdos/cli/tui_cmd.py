@@ -19,11 +19,18 @@ def tui_command(
     refresh: str = typer.Option(
         "1s", "--refresh", help="How often node and instance changes are pushed (min 0.2s)."
     ),
+    theme: str = typer.Option(
+        "textual-dark", "--theme", help="Colour theme: a Textual built-in such as nord or gruvbox."
+    ),
 ) -> None:
-    """Open the live dashboard: nodes, services, tasks, exec (press ? for keys)."""
+    """Open the live dashboard: nodes, services, tasks, exec (press ? for keys, ctrl+p for all)."""
     seconds = parse_duration(refresh, "--refresh")
     if seconds < 0.2:
         fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--refresh must be at least 0.2s."))
-    from tui.app import run
+    from tui.app import run, theme_names
 
-    run(read_only=read_only, refresh=seconds)
+    if theme not in theme_names():
+        allowed = ", ".join(theme_names())
+        message = f"unknown --theme {theme!r}; use one of: {allowed}."
+        fail(GdosError(ErrorCode.INVALID_ARGUMENT, message))
+    run(read_only=read_only, refresh=seconds, theme=theme)

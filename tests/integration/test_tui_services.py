@@ -100,6 +100,25 @@ def test_start_then_stop_the_selected_instance(deployed: Fleet) -> None:
     run_app(app, scenario)
 
 
+def test_rollback_key_returns_to_the_previous_version(deployed: Fleet, tmp_path: Path) -> None:
+    ok(deployed.gdos("start", A))
+    ok(deployed.gdos("package", "push", str(package(tmp_path, "sleeper", SLEEPER, "2.0.0"))))
+    ok(deployed.gdos("deploy", "app/a", "--node", "n1", "--wait"))  # latest pushed: 2.0.0
+    app = GdosApp(refresh=0.2)
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: cell(app, A, "version", TABLE) == "2.0.0", f"{A} at 2.0.0")
+        assert (await asyncio.to_thread(status, deployed))[A]["previous_version"] == "1.0.0"
+        select(app, A)
+        await pilot.press("B")
+        await until(pilot, lambda: "rollback app/a@n1: ok" in progress(app), "the outcome")
+        await until(pilot, lambda: cell(app, A, "version", TABLE) == "1.0.0", "1.0.0 shown")
+        row = (await asyncio.to_thread(status, deployed))[A]
+        assert (row["version"], row["state"]) == ("1.0.0", "running")
+
+    run_app(app, scenario)
+
+
 def test_deploy_form_then_mark_two_and_start_both(deployed: Fleet) -> None:
     app = GdosApp(refresh=0.2)
 
@@ -139,9 +158,10 @@ def test_read_only_hides_and_refuses_changes(deployed: Fleet) -> None:
     async def scenario(pilot: Pilot[Any]) -> None:
         await until(pilot, lambda: state(app, A) == "stopped", f"{A} listed")
         shown = {b.binding.description for b in app.screen.active_bindings.values()}
-        assert "Mark" in shown and not shown & {"Start", "Stop", "Restart", "Deploy", "Destroy"}
+        changes = {"Start", "Stop", "Restart", "Rollback", "Deploy", "Destroy"}
+        assert "Mark" in shown and not shown & changes
         select(app, A)
-        for key in ("S", "p", "ctrl+d"):
+        for key in ("S", "B", "p", "ctrl+d"):
             app.show_message("")
             await pilot.press(key)
             await until(pilot, lambda: "read-only" in message(app), f"{key} refused")
