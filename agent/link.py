@@ -24,6 +24,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from agent.executor import ExecRun
+from agent.logs import DEFAULT_ROOTS, LogAccess, LogStreams
 from agent.metrics import MetricsSampler
 from agent.services import ServiceHost
 from agent.shells import ShellSessions
@@ -55,6 +56,7 @@ class LinkConfig:
     service_log_bytes: int = 10 * 1024 * 1024
     service_log_keep: int = 5
     backoff_max: float = 30.0
+    log_roots: tuple[Path, ...] = DEFAULT_ROOTS  # --log-root: folders `gdos logs --path` may read
 
 
 class Link:
@@ -79,6 +81,7 @@ class Link:
             log_max_bytes=config.service_log_bytes,
             log_backups=config.service_log_keep,
         )
+        self.logs = LogStreams(self._send, LogAccess(config.log_roots, self.services.supervisor))
 
     # -- outer loop -----------------------------------------------------------
     async def run(self) -> None:
@@ -91,6 +94,7 @@ class Link:
                 log.exception("connection attempt to %s failed", self.config.address)
                 welcomed = False
             self.shells.close_all("the agent lost its connection to the daemon")
+            self.logs.close_all()
             self.services.link_lost()
             attempt = 0 if welcomed else attempt + 1
             delay = backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max)
@@ -182,7 +186,7 @@ class Link:
                     self._send("heartbeat", {"uptime": time.time() - self.started})
                     next_hb = now + self.heartbeat_interval
                 if welcomed and now >= next_metrics:
-                    self._send("metrics", {"sample": self.sampler.sample()})
+                    self._send("metrics", {"sample": self._metrics_sample()})
                     next_metrics = now + self.metrics_interval
                 wake = (
                     min(t for t in (next_hb, next_metrics, hello_deadline) if t > now)
@@ -262,6 +266,10 @@ class Link:
         for body in self.unacked.values():
             self._send("exec.result", body)
         self.services.welcomed()
+
+    def _metrics_sample(self) -> dict[str, object]:
+        """The node's load plus each instance's (agent/metrics.py)."""
+        return self.sampler.sample(self.services.supervisor.snapshot())
 
     def _send(self, kind: str, body: dict[str, Any]) -> None:
         if self.socket is None:
@@ -410,3 +418,13 @@ class Link:
 
     def _on_pkg_error(self, msg: Message) -> None:
         self.services.cache.on_error(msg.body)
+
+    # -- logs (agent/logs.py) -------------------------------------------------------
+    def _on_log_open(self, msg: Message) -> None:
+        self.logs.open(msg.body)
+
+    def _on_log_credit(self, msg: Message) -> None:
+        self.logs.credit(msg.body)
+
+    def _on_log_close(self, msg: Message) -> None:
+        self.logs.close(msg.body)

@@ -37,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--service-log-mb", type=int, default=10, help="rotate a service's stdout/stderr at, MiB"
     )
     p.add_argument("--service-log-keep", type=int, default=5, help="rotated service logs kept")
+    p.add_argument(
+        "--log-root",
+        action="append",
+        type=Path,
+        dest="log_roots",
+        help="folder whose files 'gdos logs --path' may read (repeat; default /var/log)",
+    )
     return p
 
 
@@ -97,6 +104,7 @@ async def serve(args: argparse.Namespace) -> None:
         service_log_bytes=max(1, args.service_log_mb) * 1024 * 1024,
         service_log_keep=max(1, args.service_log_keep),
         backoff_max=max(0.1, args.backoff_max),
+        log_roots=tuple(root.absolute() for root in args.log_roots or [Path("/var/log")]),
     )
     link = Link(config, collect_facts(__version__))
     loop = asyncio.get_running_loop()

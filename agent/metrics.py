@@ -4,11 +4,18 @@ Rates (disk and network bytes/s) need the previous counters, and psutil's
 non-blocking cpu_percent needs a primed baseline, so sampling is done by a
 stateful MetricsSampler. Everything here must stay cheap: no call may block
 on an interval, and a missing GPU library is detected once, not per sample.
+
+Per-instance load (``sample["instances"]``) sums each supervised or adopted
+instance's main process and its descendants. One psutil.Process is kept per
+pid, because Process.cpu_percent measures since its own previous call, and
+is dropped as soon as the pid leaves every instance. The process tree is read
+once per sample (one /proc scan), not once per instance.
 """
 
 import contextlib
 import os
 import time
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import psutil
@@ -98,6 +105,128 @@ def _gpu_sample(nvml: Any, index: int) -> dict[str, object]:
     }
 
 
+def _children_map() -> dict[int, list[int]]:
+    """Parent pid -> child pids, from one scan of the process table.
+
+    psutil's own ``_ppid_map`` (what Process.children uses) reads only
+    /proc/<pid>/stat and is three times faster than process_iter; fall back
+    to the public API should a psutil release drop it.
+    """
+    ppid_map = getattr(psutil, "_ppid_map", None)
+    pairs: Iterable[tuple[int, int]]
+    if ppid_map is not None:
+        pairs = ppid_map().items()
+    else:
+        pairs = ((p.pid, p.info["ppid"]) for p in psutil.process_iter(["ppid"]))
+    tree: dict[int, list[int]] = {}
+    for pid, ppid in pairs:
+        tree.setdefault(ppid, []).append(pid)
+    return tree
+
+
+def instance_pids(snapshot: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Each instance of a supervisor snapshot -> its main pid and descendants.
+
+    Instances that are not running map to ``[]`` so the daemon still learns
+    they exist; a destroyed instance is simply absent.
+    """
+    result: dict[str, list[int]] = {str(row["instance"]): [] for row in snapshot}
+    mains = {str(row["instance"]): row["pid"] for row in snapshot if row.get("pid")}
+    if not mains:
+        return result
+    tree = _children_map()
+    for name, main in mains.items():
+        pids, todo = [], [int(main)]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            todo.extend(tree.get(pid, ()))
+        result[name] = pids
+    return result
+
+
+class _ProcessReading(NamedTuple):
+    cpu: float
+    rss: int
+    threads: int
+    fds: int
+    io: tuple[int, int] | None  # read_bytes, write_bytes; None when not permitted
+
+
+class InstanceSampler:
+    """Per-instance CPU, memory, IO, threads and open files, children summed."""
+
+    def __init__(self) -> None:
+        self._procs: dict[int, psutil.Process] = {}
+        self._io: dict[int, tuple[int, int]] = {}
+        self._last = time.monotonic()
+
+    def sample(self, pids_by_instance: dict[str, list[int]]) -> dict[str, dict[str, object]]:
+        """One reading per instance; rates are since the previous call."""
+        now = time.monotonic()
+        dt, self._last = now - self._last, now
+        seen: set[int] = set()
+        result = {}
+        for name, pids in pids_by_instance.items():
+            result[name] = self._instance(pids, dt, seen)
+        for pid in [p for p in self._procs if p not in seen]:
+            del self._procs[pid]
+            self._io.pop(pid, None)
+        return result
+
+    def _instance(self, pids: list[int], dt: float, seen: set[int]) -> dict[str, object]:
+        """Sum the readings of ``pids``; io fields are left out if any pid hides them."""
+        readings = []
+        for pid in pids:
+            reading = self._read(pid)
+            if reading is not None:
+                seen.add(pid)
+                readings.append((pid, reading))
+        if not readings:
+            return {"pids": []}
+        out: dict[str, object] = {
+            "pids": [pid for pid, _ in readings],
+            "cpu_percent": round(sum(r.cpu for _, r in readings), 2),
+            "rss_bytes": sum(r.rss for _, r in readings),
+            "threads": sum(r.threads for _, r in readings),
+            "open_files": sum(r.fds for _, r in readings),
+        }
+        if all(r.io is not None for _, r in readings):
+            read = write = 0.0
+            for pid, r in readings:
+                assert r.io is not None
+                prev = self._io.get(pid)
+                self._io[pid] = r.io
+                if prev is not None:
+                    read += _rate(r.io[0], prev[0], dt)
+                    write += _rate(r.io[1], prev[1], dt)
+            out["read_bps"], out["write_bps"] = read, write
+        return out
+
+    def _read(self, pid: int) -> _ProcessReading | None:
+        """One process's figures, or None when it is gone or hidden from us."""
+        proc = self._procs.get(pid)
+        try:
+            if proc is None or not proc.is_running():  # new pid, or a reused one
+                proc = self._procs[pid] = psutil.Process(pid)
+                self._io.pop(pid, None)
+            with proc.oneshot():
+                cpu = proc.cpu_percent(interval=None)
+                rss = proc.memory_info().rss
+                threads = proc.num_threads()
+                fds = proc.num_fds() if hasattr(proc, "num_fds") else proc.num_handles()
+                io: tuple[int, int] | None
+                try:
+                    counters = proc.io_counters()
+                    io = (int(counters.read_bytes), int(counters.write_bytes))
+                except (psutil.AccessDenied, AttributeError, NotImplementedError):
+                    io = None
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            self._procs.pop(pid, None)
+            return None
+        return _ProcessReading(float(cpu), int(rss), int(threads), int(fds), io)
+
+
 class MetricsSampler:
     """Produces one metrics dict per call, with rates since the previous call."""
 
@@ -108,9 +237,14 @@ class MetricsSampler:
         self._prev = _read_counters()
         self._nvml: Any | None = None
         self._nvml_unavailable = False
+        self.instances = InstanceSampler()
 
-    def sample(self) -> dict[str, object]:
-        """Take one sample; cheap and non-blocking."""
+    def sample(self, snapshot: list[dict[str, Any]] | None = None) -> dict[str, object]:
+        """Take one sample; cheap and non-blocking.
+
+        ``snapshot`` is the supervisor's instance list; with it the sample
+        also carries ``instances`` (see InstanceSampler).
+        """
         now = time.time()
         load1, load5, load15 = _load_avg()
         result: dict[str, object] = {
@@ -127,6 +261,8 @@ class MetricsSampler:
         result["procs"] = len(psutil.pids())
         result["uptime"] = now - psutil.boot_time()
         result["gpus"] = self._gpus()
+        if snapshot is not None:
+            result["instances"] = self.instances.sample(instance_pids(snapshot))
         return result
 
     def close(self) -> None:

@@ -62,6 +62,12 @@ class ErrorCode(StrEnum):
     STOP_FAILED = "stop_failed"
     PROCESS_NOT_FOUND = "process_not_found"
     OPERATION_FAILED = "operation_failed"
+    # logs
+    PATH_NOT_ALLOWED = "path_not_allowed"
+    LOG_NOT_FOUND = "log_not_found"
+    # observe: alerts and backups
+    RULE_UNKNOWN = "rule_unknown"
+    BACKUP_INVALID = "backup_invalid"
 
 
 class ExitCode(IntEnum):
@@ -90,6 +96,8 @@ _EXIT_FOR_CODE = {
     ErrorCode.SYSTEM_UNKNOWN: ExitCode.NOT_FOUND,
     ErrorCode.MODULE_UNKNOWN: ExitCode.NOT_FOUND,
     ErrorCode.INSTANCE_UNKNOWN: ExitCode.NOT_FOUND,
+    ErrorCode.LOG_NOT_FOUND: ExitCode.NOT_FOUND,
+    ErrorCode.RULE_UNKNOWN: ExitCode.NOT_FOUND,
     ErrorCode.INVALID_ARGUMENT: ExitCode.USAGE,
 }
 

@@ -130,6 +130,25 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "pkg.cancel": ({"fetch": INT}, {}),
     "pkg.chunk": ({"fetch": INT, "offset": INT, "data": BIN}, {}),
     "pkg.error": ({"fetch": INT, "code": STR, "message": STR}, {}),
+    # logs, mesh (agent/logs.py, gdos/daemon/logs.py): the daemon opens a stream
+    # with credit; the agent sends batches of lines within it and ends it once.
+    "log.open": (
+        {"stream": INT, "credit": INT},
+        {
+            "instance": OPT_STR,
+            "file": OPT_STR,
+            "path": OPT_STR,
+            "lines": INT,
+            "grep": OPT_STR,
+            "since": OPT_NUM,
+            "follow": BOOL,
+            "stamps": BOOL,
+        },
+    ),
+    "log.credit": ({"stream": INT, "credit": INT}, {}),
+    "log.close": ({"stream": INT}, {}),
+    "log.data": ({"stream": INT, "seq": INT, "lines": LIST}, {"ts": NUM, "stamps": LIST}),
+    "log.end": ({"stream": INT}, {"code": OPT_STR, "message": OPT_STR}),
     # control: client -> daemon
     "ping": ({}, {}),
     "node.list": ({}, {}),
@@ -208,7 +227,43 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     ),
     "svc.status": ({}, {"target": OPT_STR}),
     "svc.watch": ({}, {"interval": NUM}),
+    # metrics, control (gdos/daemon/metrics_api.py)
+    "metrics.latest": ({}, {}),
+    "metrics.history": ({"node": STR}, {"instance": OPT_STR, "metrics": LIST, "since": NUM}),
+    "metrics.watch": ({}, {"instances": BOOL, "interval": NUM}),
     "svc.events": ({}, {"target": OPT_STR, "limit": INT}),
+    # observe, control (gdos/daemon/observe_api.py): audit trail, alerts, backups
+    "audit.list": ({}, {"since": OPT_NUM, "user": OPT_STR, "action": OPT_STR, "limit": INT}),
+    "alert.rule.add": (
+        {"name": STR, "metric": STR, "op": STR, "value": NUM},
+        {
+            "for_seconds": NUM,
+            "node": OPT_STR,
+            "instance": OPT_STR,
+            "severity": OPT_STR,
+            "command": OPT_STR,
+            "webhook": OPT_STR,
+        },
+    ),
+    "alert.rule.list": ({}, {}),
+    "alert.rule.rm": ({"name": STR}, {}),
+    "alert.list": ({}, {"active": BOOL, "limit": INT}),
+    "backup.create": ({}, {"path": OPT_STR}),
+    "backup.list": ({}, {}),
+    "backup.restore": ({"path": STR}, {}),
+    # logs, control: events come on the stream logs.open opens
+    "logs.open": (
+        {"targets": LIST},
+        {
+            "file": OPT_STR,
+            "path": OPT_STR,
+            "lines": INT,
+            "grep": OPT_STR,
+            "since": OPT_NUM,
+            "follow": BOOL,
+            "stamps": BOOL,
+        },
+    ),
     "svc.adopt.start": (
         {"node": STR, "name": STR},
         {

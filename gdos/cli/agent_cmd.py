@@ -27,6 +27,9 @@ def run(
     service_log_keep: int = typer.Option(
         5, "--service-log-keep", min=1, help="Rotated service log files kept."
     ),
+    log_root: list[Path] = typer.Option(
+        None, "--log-root", help="Folder 'gdos logs --path' may read (repeat; default /var/log)."
+    ),
 ) -> None:
     """Run the agent in the foreground; it dials the daemon and keeps redialling.
 
@@ -57,6 +60,8 @@ def run(
             argv += [flag, str(value)]
     if insecure:
         argv.append("--insecure")
+    for root in log_root or []:
+        argv += ["--log-root", str(root)]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)

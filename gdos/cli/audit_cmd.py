@@ -1,6 +1,7 @@
-"""``gdos audit sessions | replay``: who opened which shell, and what it showed.
+"""``gdos audit``: the audit trail of every change; ``sessions | replay``: shells.
 
-Recordings are asciicast v2 files kept by the daemon; ``replay`` streams one
+Bare ``gdos audit`` lists the trail (who, what, which target, how it ended).
+Shell recordings are asciicast v2 files kept by the daemon; ``replay`` streams one
 from the daemon and plays it at its recorded pace (``--speed`` times faster).
 """
 
@@ -16,7 +17,54 @@ import typer
 from gdos.cli.common import JSON_OPTION, console, fail, human_duration, print_json, request
 from gdos.errors import ErrorCode, GdosError
 
-app = typer.Typer(help="Audit remote shell sessions: list and replay them.", no_args_is_help=True)
+app = typer.Typer(
+    help="The audit trail of changes; shell sessions and their replay.",
+    invoke_without_command=True,
+)
+
+
+@app.callback()
+def trail(
+    ctx: typer.Context,
+    since: str | None = typer.Option(None, "--since", help="Only newer rows, e.g. 1h or 2d."),
+    user: str | None = typer.Option(None, "--user", help="Only this OS user."),
+    action: str | None = typer.Option(
+        None, "--action", help="Only this action ('node' matches node.*; globs allowed)."
+    ),
+    limit: int = typer.Option(50, "-n", "--limit", min=1, help="How many (the newest)."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """List the audit trail, oldest of the selection first (without a sub-command)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from gdos.cli.common import parse_duration
+
+    after = time.time() - parse_duration(since, "--since") if since else None
+    rows = request("audit.list", since=after, user=user, action=action, limit=limit)["rows"]
+    if json:
+        print_json(rows)
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("TIME", "USER", "ACTION", "TARGET", "RESULT", "DETAIL"):
+        fixed = column in ("TIME", "ACTION", "RESULT")
+        table.add_column(column, no_wrap=fixed, overflow="fold", ratio=None if fixed else 1)
+    for r in rows:
+        result = "[green]ok[/]" if r["result"] == "ok" else f"[red]{escape(r['result'])}[/]"
+        detail = r["detail"]
+        if isinstance(detail, dict):
+            detail = " ".join(f"{k}={v}" for k, v in detail.items() if v is not None)
+        table.add_row(
+            time.strftime("%m-%d %H:%M:%S", time.localtime(r["time"])),
+            escape(r["user"] or "-"),
+            escape(r["action"]),
+            escape(r["target"] or "-"),
+            result,
+            escape(str(detail or "")),
+        )
+    console().print(table)
 
 
 @app.command("sessions")

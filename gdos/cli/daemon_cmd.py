@@ -28,6 +28,55 @@ S3_PREFIX = typer.Option("packages/", "--s3-prefix", help="Key prefix inside the
 S3_REGION = typer.Option(None, "--s3-region", help="S3 region, when the server needs one.")
 S3_CREATE = typer.Option(False, "--s3-create-bucket", help="Create the bucket if missing.")
 MAX_PACKAGE = typer.Option(2048, "--max-package-mb", help="Largest package accepted, MiB.")
+PROMETHEUS = typer.Option(
+    None, "--prometheus", help="Serve Prometheus metrics on HOST:PORT (/metrics); off by default."
+)
+
+
+ALERT_COMMAND = typer.Option(
+    None, "--alert-command", help="Command run on every alert event (GDOS_ALERT_* in its env)."
+)
+ALERT_WEBHOOK = typer.Option(None, "--alert-webhook", help="URL POSTed every alert event (JSON).")
+BACKUP_EVERY = typer.Option(
+    None, "--backup-every", help="Back up the state database this often (e.g. 6h); off by default."
+)
+BACKUP_KEEP = typer.Option(10, "--backup-keep", help="Scheduled backups kept (newest).")
+
+
+def _observe(
+    alert_command: str | None, alert_webhook: str | None, every: str | None, keep: int
+) -> dict[str, object]:
+    """Check the alert hook and backup schedule options before the daemon starts."""
+    from gdos.cli.common import parse_duration
+    from gdos.daemon.alerts import check_command, check_webhook
+
+    try:
+        check_command(alert_command)
+        check_webhook(alert_webhook)
+    except GdosError as error:
+        fail(error)
+    seconds = parse_duration(every, "--backup-every") if every else 0.0
+    if (every and seconds < 1) or keep < 1:
+        fail(GdosError("invalid_argument", "--backup-every must be 1s or more, --backup-keep 1+."))
+    return {
+        "alert_command": alert_command or None,
+        "alert_webhook": alert_webhook or None,
+        "backup_every": seconds,
+        "backup_keep": keep,
+    }
+
+
+def _prometheus(address: str | None) -> str | None:
+    """Check ``--prometheus HOST:PORT`` before the daemon starts."""
+    if address is None:
+        return None
+    from gdos.daemon.prometheus import parse_address
+
+    try:
+        parse_address(address)
+    except GdosError as error:
+        fail(error)
+    return address.strip()
 
 
 def _config(
@@ -77,6 +126,11 @@ def run(
     s3_region: str | None = S3_REGION,
     s3_create_bucket: bool = S3_CREATE,
     max_package_mb: int = MAX_PACKAGE,
+    prometheus: str | None = PROMETHEUS,
+    alert_command: str | None = ALERT_COMMAND,
+    alert_webhook: str | None = ALERT_WEBHOOK,
+    backup_every: str | None = BACKUP_EVERY,
+    backup_keep: int = BACKUP_KEEP,
 ) -> None:
     """Run the daemon in the foreground (logs to stderr).
 
@@ -105,6 +159,8 @@ def run(
         config,  # type: ignore[type-var]
         package_store=store,
         max_package_bytes=max_package_mb * 1024 * 1024,
+        prometheus=_prometheus(prometheus),
+        **_observe(alert_command, alert_webhook, backup_every, backup_keep),  # type: ignore[arg-type]
     )
     try:
         run_foreground(config, paths.resolve(), log_level)
@@ -132,6 +188,11 @@ def start(
     s3_region: str | None = S3_REGION,
     s3_create_bucket: bool = S3_CREATE,
     max_package_mb: int = MAX_PACKAGE,
+    prometheus: str | None = PROMETHEUS,
+    alert_command: str | None = ALERT_COMMAND,
+    alert_webhook: str | None = ALERT_WEBHOOK,
+    backup_every: str | None = BACKUP_EVERY,
+    backup_keep: int = BACKUP_KEEP,
 ) -> None:
     """Start the daemon in the background; returns once it answers."""
     from gdos import paths
@@ -167,6 +228,17 @@ def start(
             args += [flag, value]
     if s3_create_bucket:
         args.append("--s3-create-bucket")
+    if _prometheus(prometheus):
+        args += ["--prometheus", str(prometheus)]
+    _observe(alert_command, alert_webhook, backup_every, backup_keep)
+    for flag, value in (
+        ("--alert-command", alert_command),
+        ("--alert-webhook", alert_webhook),
+        ("--backup-every", backup_every),
+    ):
+        if value:
+            args += [flag, value]
+    args += ["--backup-keep", str(backup_keep)]
     where = paths.resolve()
     try:
         pid = start_background(args, where)

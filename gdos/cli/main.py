@@ -9,11 +9,15 @@ import typer
 from gdos import __version__
 from gdos.cli import (
     agent_cmd,
+    alert_cmd,
     audit_cmd,
+    backup_cmd,
     daemon_cmd,
     dev_cmd,
     exec_cmd,
     key_cmd,
+    logs_cmd,
+    metrics_cmd,
     node_cmd,
     package_cmd,
     service_cmd,
@@ -21,6 +25,7 @@ from gdos.cli import (
     system_cmd,
     task_cmd,
     token_cmd,
+    top_cmd,
     tui_cmd,
 )
 
@@ -42,12 +47,17 @@ app.add_typer(token_cmd.app, name="token")
 app.add_typer(task_cmd.app, name="task")
 app.add_typer(dev_cmd.app, name="dev")
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(alert_cmd.app, name="alert")
+app.add_typer(backup_cmd.app, name="backup")
 app.add_typer(package_cmd.app, name="package")
 app.add_typer(system_cmd.app, name="system")
 service_cmd.register(app)
 exec_cmd.register(app)
 shell_cmd.register(app)
+logs_cmd.register(app)
 tui_cmd.register(app)
+top_cmd.register(app)
+metrics_cmd.register(app)
 
 
 def _version(value: bool) -> None:

@@ -101,6 +101,7 @@ class Api:
         if node.online:
             self.d.mesh.send(node, "revoked", {"reason": "node removed by the operator"})
         self.d.registry.remove(node.name)
+        self.d.metrics.drop_node(node.name)
         return {"removed": node.name}
 
     async def node_set_state(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
@@ -48,6 +49,8 @@ class KeyRing:
         self.accepted: dict[str, str] = {}  # key -> node name
         self.accepted_names: dict[str, str] = {}  # node name -> key
         self.provisional: dict[str, float] = {}  # key -> when the handshake passed
+        # (name, key, result, detail) on every hello that tried to enroll (audit trail)
+        self.on_enroll: list[Callable[[str, str, str, dict], None]] = []
         self.reload()
 
     def reload(self) -> None:
@@ -91,10 +94,20 @@ class KeyRing:
             self.store.use_token(str(join["token"]))  # type: ignore[index]
             self._grant(key, name)
             log.info("key %s of %s accepted by join token", fingerprint(key), name)
+            self._enrolled(name, key, "ok", {"token": join["token"]})  # type: ignore[index]
             return Admission(True, "accepted by join token")
         self.store.record_key(key, name, "pending", address, "manual")
         log.info("key %s of %s is pending (%s)", fingerprint(key), name, token_reason)
+        token = join.get("token") if isinstance(join, dict) else None
+        self._enrolled(name, key, "pending", {"token": token, "reason": token_reason})
         return Admission(False, token_reason)
+
+    def _enrolled(self, name: str, key: str, result: str, detail: dict) -> None:
+        for hook in self.on_enroll:
+            try:
+                hook(name, key, result, detail)
+            except Exception:
+                log.exception("enrollment hook failed")
 
     def _check_join(self, key: str, join: dict | None) -> str | None:
         """None when the join proof is good, else why not."""

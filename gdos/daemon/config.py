@@ -23,6 +23,11 @@ class DaemonConfig:
     max_package_bytes: int = 2 * 1024**3
     # package storage: {"backend": "local"} or S3 options (gdos/daemon/blobs.py)
     package_store: dict[str, Any] = field(default_factory=lambda: {"backend": "local"})
+    prometheus: str | None = None  # HOST:PORT serving /metrics (gdos/daemon/prometheus.py)
+    alert_command: str | None = None  # run on every alert event (gdos/daemon/hooks.py)
+    alert_webhook: str | None = None  # POSTed every alert event
+    backup_every: float = 0.0  # seconds between scheduled backups; 0 = none
+    backup_keep: int = 10  # scheduled retention: newest gdos-*.db kept
 
     def package_store_options(self, root: Path) -> dict[str, Any]:
         """Options for ``blobs.open_store``: the local folder is also the S3 cache."""

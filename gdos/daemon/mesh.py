@@ -36,6 +36,7 @@ AGENT_KINDS = frozenset(
     {"hello", "heartbeat", "metrics", "exec.started", "exec.output", "exec.result", "error"}
     | {"pty.opened", "pty.output", "pty.exit", "pty.credit"}
     | {"svc.done", "svc.state", "svc.report", "pkg.fetch", "pkg.credit", "pkg.cancel"}
+    | {"log.data", "log.end"}
 )
 
 

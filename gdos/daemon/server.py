@@ -20,12 +20,18 @@ import zmq.asyncio
 
 from gdos import keys
 from gdos.daemon.api import Api
+from gdos.daemon.audit import AuditTrail
 from gdos.daemon.auth import KeyRing, ZapHandler
+from gdos.daemon.backups import apply_pending
 from gdos.daemon.blobs import open_store
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.control import ControlServer
+from gdos.daemon.logs import LogRelay
 from gdos.daemon.mesh import Mesh
+from gdos.daemon.metrics import MetricRings
+from gdos.daemon.metrics_api import MetricsApi
+from gdos.daemon.observe_api import Observe
 from gdos.daemon.packages import Packages
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.daemon.service_api import ServiceApi
@@ -47,13 +53,17 @@ class Daemon:
         self.config, self.paths = config, paths
         self.started = time.time()
         ensure_private_dir(paths.state_dir)
+        restored = apply_pending(paths)  # a restore staged before a re-exec (backups.py)
         self.store = Store(paths.db)
+        self.audit = AuditTrail(self.store)
         self.keypair = None if config.insecure else keys.load_or_create(paths.keys_dir, "daemon")
         self.public_key = self.keypair.public.decode() if self.keypair else None
         self.ctx = zmq.asyncio.Context()
         self.ctx.setsockopt(zmq.MAX_SOCKETS, 65536)
         self.ring = KeyRing(self.store)
         self.registry = NodeRegistry(self.store, config.offline_after)
+        self.metrics = MetricRings()  # in-memory history, gdos/daemon/metrics.py
+        self.prometheus: Any = None  # the /metrics endpoint when --prometheus is given
         self.zap = None if config.insecure else ZapHandler(self.ctx, self.ring)
         self.mesh = Mesh(self.ctx, config, self.keypair, self.ring, self.registry)
         self.mesh.handlers.update({"heartbeat": self._on_heartbeat, "metrics": self._on_metrics})
@@ -84,6 +94,11 @@ class Daemon:
         self.service_api = ServiceApi(self)
         self.api = Api(self)
         self.api.handlers.update(self.service_api.handlers())
+        self.logs = LogRelay(self.catalog, self.registry, self.mesh)
+        self.api.handlers.update(self.logs.handlers())
+        self.api.handlers.update(MetricsApi(self).handlers())
+        self.observe = Observe(self, restored)  # audit, alerts, backups
+        self.api.handlers.update(self.observe.handlers())
         self.control = ControlServer(paths.control_socket, self.api)
         self.mesh_endpoint = ""
         self._stop = asyncio.Event()
@@ -95,10 +110,16 @@ class Daemon:
 
     def _on_metrics(self, node: LiveNode, msg: Message) -> None:
         node.metrics = msg.body["sample"]
+        self.metrics.record(node.name, node.metrics)
 
     async def run(self) -> None:
         raise_fd_limit()
+        if self.config.prometheus:
+            from gdos.daemon.prometheus import start_exporter
+
+            self.prometheus = await start_exporter(self, self.config.prometheus)
         self.mesh_endpoint = self.mesh.bind()
+        self.observe.start()  # audits the handlers registered above; starts alerts
         await self.control.start()
         resumed = self.tasks.resume()
         self.shells.recordings.convert_leftovers()
@@ -160,8 +181,11 @@ class Daemon:
                 await task
         self.shells.close_all()
         await self.service_api.close()
+        await self.observe.close()
         self.packages.close()
         await self.control.close()
+        if self.prometheus is not None:
+            await self.prometheus.close()
         self.tasks.close()
         self.registry.flush()
         self.mesh.close()
@@ -170,3 +194,4 @@ class Daemon:
         self.ctx.term()
         self.store.close()
         log.info("gdosd stopped")
+        self.observe.after_shutdown()  # re-exec when a backup restore is staged

@@ -109,6 +109,9 @@ class ServiceApi:
         task = asyncio.create_task(self.d.services.execute(op, emit))
         self.operations.add(task)
         task.add_done_callback(self.operations.discard)
+        task.add_done_callback(
+            lambda t: self.d.audit.operation_done(conn.user, op.action, op.target, t)
+        )
         if stream is not None:
             conn.spawn(_forward(task, queue, stream))
         return reply

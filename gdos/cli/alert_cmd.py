@@ -1,0 +1,142 @@
+"""``gdos alert list`` and ``gdos alert rule add | list | rm``: threshold alerts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+
+from gdos.cli.common import (
+    JSON_OPTION,
+    console,
+    fail,
+    human_duration,
+    parse_duration,
+    print_json,
+    request,
+)
+from gdos.errors import ErrorCode, GdosError
+
+app = typer.Typer(help="Threshold alerts: rules, and what fired.", no_args_is_help=True)
+rule_app = typer.Typer(help="Add, list and remove alert rules.", no_args_is_help=True)
+app.add_typer(rule_app, name="rule")
+
+COLOURS = {"critical": "red", "warning": "yellow"}
+
+
+@rule_app.command("add")
+def rule_add(
+    name: str = typer.Argument(..., help="Rule name (letters, digits, '.', '_', '-')."),
+    metric: str = typer.Option(..., "--metric", help="cpu, mem, disk, load1, net_rx, ..."),
+    op: str = typer.Option(..., "--op", help="> >= < <= == !="),
+    value: float = typer.Option(..., "--value", help="Threshold."),
+    for_: str = typer.Option("0s", "--for", help="How long it must hold first (e.g. 60s)."),
+    node: str | None = typer.Option(None, "--node", help="Only nodes matching this glob."),
+    instance: str | None = typer.Option(
+        None, "--instance", help="Watch instances (SYSTEM/MODULE glob) instead of nodes."
+    ),
+    severity: str = typer.Option("warning", "--severity", help="warning or critical."),
+    command: str | None = typer.Option(
+        None, "--command", help="Run on fire and recovery (argv, GDOS_ALERT_* in env)."
+    ),
+    webhook: str | None = typer.Option(None, "--webhook", help="POST a JSON event here."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Add a rule: METRIC OP VALUE held for --for fires an alert on each target."""
+    seconds = parse_duration(for_, "--for")
+    if severity not in ("warning", "critical"):
+        fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--severity must be warning or critical."))
+    rule = request(
+        "alert.rule.add",
+        name=name,
+        metric=metric,
+        op=op,
+        value=value,
+        for_seconds=seconds,
+        node=node,
+        instance=instance,
+        severity=severity,
+        command=command,
+        webhook=webhook,
+    )["rule"]
+    if json:
+        print_json(rule)
+        return
+    console().print(f"rule {rule['name']}: {_condition(rule)}")
+
+
+@rule_app.command("list")
+def rule_list(json: bool = JSON_OPTION) -> None:
+    """Every rule, built-in ones first, with how many targets fire now."""
+    rules = request("alert.rule.list")["rules"]
+    if json:
+        print_json(rules)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("NAME", "CONDITION", "SCOPE", "SEVERITY", "FIRING", "HOOKS"):
+        table.add_column(column, no_wrap=column != "HOOKS")
+    for r in rules:
+        scope = f"instances {r['instance_glob']}" if r["instance_glob"] else "nodes"
+        if r["node_glob"]:
+            scope += f" on {r['node_glob']}"
+        hooks = ", ".join(h for h in (r["command"], r["webhook"]) if h) or "-"
+        colour = COLOURS.get(r["severity"], "white")
+        firing = f"[{colour}]{r['firing']}[/]" if r["firing"] else "0"
+        name = r["name"] + (" (built-in)" if r["builtin"] else "")
+        table.add_row(name, _condition(r), scope, r["severity"], firing, hooks)
+    console().print(table)
+
+
+@rule_app.command("rm")
+def rule_rm(name: str = typer.Argument(..., help="Rule name.")) -> None:
+    """Remove a rule (built-in rules stay); its open alerts are closed."""
+    request("alert.rule.rm", name=name)
+    console().print(f"rule {name} removed")
+
+
+@app.command("list")
+def alert_list(
+    active: bool = typer.Option(False, "--active", help="Only alerts firing now."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="How many, newest first."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Alert history: start, end or ongoing, duration, min/avg/max while firing."""
+    events = request("alert.list", active=active, limit=limit)["events"]
+    if json:
+        print_json(events)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("RULE", "TARGET", "SEVERITY", "STARTED", "ENDED", "DURATION", "MIN/AVG/MAX"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("MESSAGE")
+    for e in events:
+        colour = COLOURS.get(e["severity"], "white") if e["active"] else "dim"
+        table.add_row(
+            f"[{colour}]{e['rule']}[/]",
+            e["target"],
+            f"[{colour}]{e['severity']}[/]",
+            _when(e["started"]),
+            "[bold]firing[/]" if e["active"] else _when(e["ended"]),
+            human_duration(e["duration"]),
+            "/".join(_num(e[k]) for k in ("min", "avg", "max")),
+            e["message"] or "",
+        )
+    console().print(table)
+
+
+def _condition(rule: dict[str, Any]) -> str:
+    text = f"{rule['metric']} {rule['op']} {rule['value']:g}"
+    return text + (f" for {human_duration(rule['for_seconds'])}" if rule["for_seconds"] else "")
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"

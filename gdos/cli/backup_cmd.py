@@ -1,0 +1,104 @@
+"""``gdos backup create | list | restore``: copies of the daemon's state database."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from gdos.cli.common import JSON_OPTION, console, fail, human_bytes, print_json, request
+from gdos.errors import ErrorCode, GdosError
+
+app = typer.Typer(help="Back up and restore the daemon's state database.", no_args_is_help=True)
+
+RESTART_WAIT = 60.0
+
+
+@app.command()
+def create(
+    path: Path | None = typer.Argument(
+        None, help="File to write (default: state/backups/gdos-YYYYmmdd-HHMMSS.db)."
+    ),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Take an online, consistent copy while the daemon keeps serving."""
+    made = request("backup.create", path=str(path.absolute()) if path else None)
+    if json:
+        print_json(made)
+        return
+    sys.stdout.write(f"{made['path']} ({human_bytes(made['size'])}, {made['seconds']:.2f}s)\n")
+
+
+@app.command("list")
+def list_backups(json: bool = JSON_OPTION) -> None:
+    """Backups in the daemon's state/backups folder, oldest first."""
+    rows = request("backup.list")["backups"]
+    if json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("TIME", "SIZE", "SCHEMA", "PATH"):
+        table.add_column(column, no_wrap=True)
+    for b in rows:
+        table.add_row(
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b["time"])),
+            human_bytes(b["size"]),
+            str(b["schema_version"] if b["schema_version"] is not None else "?"),
+            b["path"],
+        )
+    console().print(table)
+
+
+@app.command()
+def restore(
+    path: Path = typer.Argument(..., help="Backup file (see 'gdos backup list')."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Replace the daemon's state with a backup; the daemon restarts to load it.
+
+    The current database is kept as state/backups/pre-restore-*.db first.
+    """
+    if not path.is_file():
+        fail(GdosError(ErrorCode.BACKUP_INVALID, f"{path} is not a file; see 'gdos backup list'."))
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(GdosError(ErrorCode.INVALID_ARGUMENT, "restore replaces all state; pass --yes."))
+        typer.confirm(f"Replace all daemon state with {path}?", abort=True)
+    from gdos.cli.common import run
+
+    reply = run(lambda client: client.call("backup.restore", path=str(path.absolute())))
+    back = _wait_restarted(reply)
+    if json:
+        print_json({**reply, "daemon": back})
+        return
+    counts = ", ".join(f"{n} {table}" for table, n in reply["counts"].items())
+    sys.stdout.write(
+        f"restored {reply['path']} (schema {reply['schema_version']}): {counts}\n"
+        f"previous state kept in {reply['pre_restore']}\n"
+        f"daemon answering again (pid {back['pid']}); agents reconnect by themselves\n"
+    )
+
+
+def _wait_restarted(reply: dict[str, Any]) -> dict[str, Any]:
+    """Wait until the re-executed daemon answers (a new start time)."""
+    from gdos.cli.common import quiet_call
+
+    deadline = time.monotonic() + RESTART_WAIT
+    while time.monotonic() < deadline:
+        info = quiet_call("ping")
+        if info and info.get("started") != reply["started"]:
+            return info
+        time.sleep(0.1)
+    fail(
+        GdosError(
+            ErrorCode.DAEMON_UNAVAILABLE,
+            f"the daemon did not come back within {RESTART_WAIT:g}s after the restore; "
+            "check its log and start it with 'gdos daemon start'.",
+        )
+    )

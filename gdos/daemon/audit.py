@@ -1,0 +1,263 @@
+"""The audit trail: who changed what, when, and how it ended.
+
+Rows go to the append-only ``audit`` table (migration 4: triggers refuse
+UPDATE and DELETE, and no control request removes a row). Changes made
+through the control socket are recorded in one place: ``AuditTrail.wrap``
+wraps the handler of every request kind listed in ``ACTIONS``, so a handler
+that succeeds appends ``ok`` and one that refuses appends its error code.
+What no control request drives is recorded by explicit calls: enrollment by
+join token (``KeyRing.on_enroll``), the outcome of a service operation when
+it ends, scheduled backups and the restore itself (after the swap).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gdos.daemon.store import Store
+from gdos.errors import ErrorCode, GdosError
+
+log = logging.getLogger("gdosd.audit")
+
+Body = dict[str, Any]
+Handler = Callable[[Any, Any], Awaitable[Body | None]]
+MAX_LIMIT = 10_000
+DAEMON_USER = "gdosd"  # the user of rows the daemon writes on its own (schedules)
+
+
+@dataclass(frozen=True)
+class Action:
+    """How one control request kind shows in the trail."""
+
+    name: str | Callable[[Body], str]
+    target: Callable[[Body, Body | None], str | None]
+    detail: Callable[[Body, Body | None], Any] | None = None
+    record_ok: bool = True  # False: the success is recorded elsewhere (when it ends)
+
+    def action(self, body: Body) -> str:
+        return self.name(body) if callable(self.name) else self.name
+
+
+def _field(name: str) -> Callable[[Body, Body | None], str | None]:
+    return lambda body, reply: None if body.get(name) is None else str(body[name])
+
+
+def _key_target(body: Body, reply: Body | None) -> str | None:
+    return "--all" if body.get("all") else body.get("name")
+
+
+def _key_detail(body: Body, reply: Body | None) -> Any:
+    return {"keys": [k["name"] for k in (reply or {}).get("keys", [])]} if reply else None
+
+
+_STATE_ACTIONS = {"maintenance": "node.drain", "disabled": "node.disable", "normal": "node.enable"}
+
+
+def _state_action(body: Body) -> str:
+    return _STATE_ACTIONS.get(str(body.get("state")), "node.set_state")
+
+
+def _exec_target(body: Body, reply: Body | None) -> str:
+    if body.get("all"):
+        return "--all"
+    parts = [str(t) for t in body.get("targets") or []]
+    if body.get("match"):
+        parts.append(f"--match {body['match']}")
+    return ",".join(parts)[:500]
+
+
+def _exec_detail(body: Body, reply: Body | None) -> Any:
+    detail: Body = {"argv": body.get("argv")}
+    if reply:
+        detail["task"] = reply.get("task")
+    return detail
+
+
+def _package_target(body: Body, reply: Body | None) -> str | None:
+    package = (reply or {}).get("package")
+    return f"{package['name']}@{package['version']}" if package else None
+
+
+def _module_target(body: Body, reply: Body | None) -> str:
+    return f"{body.get('system')}/{body.get('module')}"
+
+
+def _system_target(body: Body, reply: Body | None) -> str:
+    return str(body.get("name")) + (f"/{body['module']}" if body.get("module") else "")
+
+
+def _token_target(body: Body, reply: Body | None) -> str | None:
+    return (reply or {}).get("id")
+
+
+def _token_detail(body: Body, reply: Body | None) -> Any:
+    return {k: body.get(k) for k in ("ttl", "uses") if body.get(k) is not None} or None
+
+
+def _adopt_target(body: Body, reply: Body | None) -> str:
+    return f"adopted/{body.get('name')}@{body.get('node')}"
+
+
+def _backup_target(body: Body, reply: Body | None) -> str | None:
+    return (reply or {}).get("path") or body.get("path")
+
+
+def _rule_detail(body: Body, reply: Body | None) -> Any:
+    keys = ("metric", "op", "value", "for_seconds", "node", "instance", "severity")
+    return {k: body[k] for k in keys if body.get(k) is not None}
+
+
+# control request kind -> how it is recorded; anything not listed changes nothing
+ACTIONS: dict[str, Action] = {
+    "key.accept": Action("key.accept", _key_target, _key_detail),
+    "key.reject": Action("key.reject", _field("name")),
+    "key.delete": Action("key.delete", _field("name")),
+    "node.rm": Action("node.rm", _field("name")),
+    "node.set_state": Action(_state_action, _field("name")),
+    "token.create": Action("token.create", _token_target, _token_detail),
+    "exec.start": Action("exec.start", _exec_target, _exec_detail),
+    "task.cancel": Action("task.cancel", _field("id")),
+    "shell.open": Action(
+        "shell.open", _field("node"), lambda b, r: {"session": (r or {}).get("session")}
+    ),
+    "package.commit": Action("package.push", _package_target),
+    "package.rm": Action("package.rm", lambda b, r: f"{b.get('name')}@{b.get('version')}"),
+    "system.create": Action("system.create", _field("name")),
+    "system.add": Action("system.add", _module_target),
+    "system.rm": Action("system.rm", _system_target),
+    # the outcome of an accepted operation is recorded when it ends (operation_done)
+    "svc.run": Action(lambda b: str(b.get("action")), _field("target"), record_ok=False),
+    "svc.adopt.start": Action("adopt", _adopt_target),
+    "alert.rule.add": Action("alert.rule.add", _field("name"), _rule_detail),
+    "alert.rule.rm": Action("alert.rule.rm", _field("name")),
+    "backup.create": Action("backup.create", _backup_target),
+    # a restore is recorded in the restored database, once the daemon is back
+    "backup.restore": Action("backup.restore", _field("path"), record_ok=False),
+}
+
+
+class AuditTrail:
+    """Appends rows and answers queries; never updates or deletes one."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def record(
+        self,
+        user: str | None,
+        action: str,
+        target: str | None,
+        result: str = "ok",
+        detail: Any = None,
+    ) -> None:
+        """Append one row. A failure is logged, never raised: auditing must not
+        turn a change that happened into an error for the operator."""
+        text = None if detail is None else json.dumps(detail, default=str)[:4000]
+        try:
+            self.store.db.execute(
+                "INSERT INTO audit (time, user, action, target, result, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [time.time(), user or "unknown", action, target, result, text],
+            )
+        except Exception:
+            log.exception("could not append audit row %s %s", action, target)
+
+    def wrap(self, handlers: dict[str, Handler]) -> None:
+        """Wrap, in place, the handler of every audited request kind."""
+        for kind, action in ACTIONS.items():
+            handler = handlers.get(kind)
+            if handler is not None and not getattr(handler, "audited", False):
+                handlers[kind] = self._audited(handler, action)
+
+    def _audited(self, handler: Handler, action: Action) -> Handler:
+        async def audited(conn: Any, msg: Any) -> Body | None:
+            body = msg.body
+            try:
+                reply = await handler(conn, msg)
+            except GdosError as exc:
+                self._record_request(conn, action, body, None, str(exc.code), exc.message)
+                raise
+            except Exception:
+                self._record_request(conn, action, body, None, str(ErrorCode.INTERNAL), None)
+                raise
+            if action.record_ok:
+                self._record_request(conn, action, body, reply, "ok", None)
+            return reply
+
+        audited.audited = True  # type: ignore[attr-defined]
+        return audited
+
+    def _record_request(
+        self,
+        conn: Any,
+        action: Action,
+        body: Body,
+        reply: Body | None,
+        result: str,
+        message: str | None,
+    ) -> None:
+        try:
+            target = action.target(body, reply)
+            detail = action.detail(body, reply) if action.detail else None
+        except Exception:  # a malformed body must still leave a row
+            target, detail = None, None
+        if message is not None:
+            detail = {**(detail if isinstance(detail, dict) else {}), "message": message}
+        self.record(getattr(conn, "user", None), action.action(body), target, result, detail)
+
+    def operation_done(self, user: str, action: str, target: str, task: Any) -> None:
+        """The outcome of a service operation (deploy, start, ...) once it ended."""
+        if task.cancelled():
+            self.record(user, action, target, "cancelled", {"message": "the daemon stopped"})
+            return
+        error = task.exception()
+        if error is not None:
+            code = str(error.code) if isinstance(error, GdosError) else str(ErrorCode.INTERNAL)
+            self.record(user, action, target, code, {"message": str(error)})
+            return
+        outcome = task.result()
+        results = outcome.get("results") or []
+        failed = [r for r in results if not r.get("ok")]
+        result = "ok" if outcome.get("ok") else str(failed[0].get("code") if failed else "failed")
+        detail: Body = {"instances": len(results), "failed": len(failed)}
+        if failed:
+            detail["message"] = f"{failed[0].get('instance')}: {failed[0].get('message')}"
+        self.record(user, action, target, result, detail)
+
+    def list(
+        self,
+        since: float | None = None,
+        user: str | None = None,
+        action: str | None = None,
+        limit: int = 100,
+    ) -> list[Body]:
+        """The newest ``limit`` matching rows, oldest first (like a log's tail)."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            clauses.append("time >= ?")
+            args.append(since)
+        if user:
+            clauses.append("user = ?")
+            args.append(user)
+        if action and any(c in action for c in "*?["):
+            clauses.append("action GLOB ?")
+            args.append(action)
+        elif action:  # 'node' also matches node.drain, node.rm, ...
+            clauses.append("(action = ? OR substr(action, 1, ?) = ?)")
+            args += [action, len(action) + 1, action + "."]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        cursor = self.store.db.execute(
+            f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?", [*args, limit]
+        )
+        columns = [c[0] for c in cursor.description]
+        rows = [dict(zip(columns, r, strict=True)) for r in cursor.fetchall()]
+        for row in rows:
+            row["detail"] = json.loads(row["detail"]) if row["detail"] else None
+        return list(reversed(rows))
