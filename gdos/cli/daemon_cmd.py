@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
+from typing import Any
 
 import typer
 
@@ -79,18 +81,16 @@ def _prometheus(address: str | None) -> str | None:
     return address.strip()
 
 
-def _config(
-    mesh: str,
-    advertise: str | None,
-    heartbeat: float,
-    metrics: float,
-    offline: float,
-    insecure: bool,
-    record_input: bool = False,
-) -> object:
+def _daemon_config(options: dict[str, Any]) -> Any:
+    """Every option of ``daemon run`` checked and turned into a DaemonConfig."""
     from gdos.daemon.config import DaemonConfig
     from gdos.errors import ErrorCode
 
+    heartbeat, metrics, offline = (
+        options["heartbeat"],
+        options["metrics_interval"],
+        options["offline_after"],
+    )
     if min(heartbeat, metrics, offline) <= 0 or offline <= heartbeat:
         fail(
             GdosError(
@@ -98,14 +98,30 @@ def _config(
                 "intervals must be positive and --offline-after longer than --heartbeat.",
             )
         )
+    if options["max_package_mb"] < 1:
+        fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--max-package-mb must be at least 1."))
+    store = {
+        "backend": options["package_store"],
+        **{k: options[k] for k in options if k.startswith("s3_")},
+    }
+    observe = _observe(
+        options["alert_command"],
+        options["alert_webhook"],
+        options["backup_every"],
+        options["backup_keep"],
+    )
     return DaemonConfig(
-        mesh_bind=mesh,
-        advertise=advertise,
+        mesh_bind=options["mesh"],
+        advertise=options["advertise"],
         heartbeat_interval=heartbeat,
         metrics_interval=metrics,
         offline_after=offline,
-        insecure=insecure,
-        record_input=record_input,
+        insecure=options["insecure"],
+        record_input=options["record_input"],
+        package_store=store,
+        max_package_bytes=options["max_package_mb"] * 1024 * 1024,
+        prometheus=_prometheus(options["prometheus"]),
+        **observe,  # type: ignore[arg-type]
     )
 
 
@@ -137,31 +153,10 @@ def run(
     S3 credentials come from GDOS_S3_ACCESS_KEY and GDOS_S3_SECRET_KEY, never
     from the command line, where every local user could read them.
     """
-    import dataclasses
-
     from gdos import paths
     from gdos.daemon.lifecycle import run_foreground
 
-    config = _config(
-        mesh, advertise, heartbeat, metrics_interval, offline_after, insecure, record_input
-    )
-    store = {
-        "backend": package_store,
-        "s3_endpoint": s3_endpoint,
-        "s3_bucket": s3_bucket,
-        "s3_prefix": s3_prefix,
-        "s3_region": s3_region,
-        "s3_create_bucket": s3_create_bucket,
-    }
-    if max_package_mb < 1:
-        fail(GdosError("invalid_argument", "--max-package-mb must be at least 1."))
-    config = dataclasses.replace(
-        config,  # type: ignore[type-var]
-        package_store=store,
-        max_package_bytes=max_package_mb * 1024 * 1024,
-        prometheus=_prometheus(prometheus),
-        **_observe(alert_command, alert_webhook, backup_every, backup_keep),  # type: ignore[arg-type]
-    )
+    config = _daemon_config(dict(locals()))
     try:
         run_foreground(config, paths.resolve(), log_level)
     except GdosError as error:
@@ -171,80 +166,41 @@ def run(
         raise typer.Exit(3) from None
 
 
-@app.command()
-def start(
-    mesh: str = MESH,
-    advertise: str | None = ADVERTISE,
-    heartbeat: float = HEARTBEAT,
-    metrics_interval: float = METRICS,
-    offline_after: float = OFFLINE,
-    insecure: bool = INSECURE,
-    log_level: str = LOG_LEVEL,
-    record_input: bool = RECORD_INPUT,
-    package_store: str = STORE,
-    s3_endpoint: str | None = S3_ENDPOINT,
-    s3_bucket: str | None = S3_BUCKET,
-    s3_prefix: str = S3_PREFIX,
-    s3_region: str | None = S3_REGION,
-    s3_create_bucket: bool = S3_CREATE,
-    max_package_mb: int = MAX_PACKAGE,
-    prometheus: str | None = PROMETHEUS,
-    alert_command: str | None = ALERT_COMMAND,
-    alert_webhook: str | None = ALERT_WEBHOOK,
-    backup_every: str | None = BACKUP_EVERY,
-    backup_keep: int = BACKUP_KEEP,
-) -> None:
-    """Start the daemon in the background; returns once it answers."""
+def start(ctx: typer.Context, **options: Any) -> None:
+    """Start the daemon in the background (same options as run); returns once it answers."""
     from gdos import paths
     from gdos.daemon.lifecycle import start_background
 
-    _config(mesh, advertise, heartbeat, metrics_interval, offline_after, insecure)
-    args = [
-        "--mesh",
-        mesh,
-        "--heartbeat",
-        str(heartbeat),
-        "--metrics-interval",
-        str(metrics_interval),
-        "--offline-after",
-        str(offline_after),
-        "--log-level",
-        log_level,
-    ]
-    if advertise:
-        args += ["--advertise", advertise]
-    if insecure:
-        args.append("--insecure")
-    if record_input:
-        args.append("--record-input")
-    args += ["--package-store", package_store, "--s3-prefix", s3_prefix]
-    args += ["--max-package-mb", str(max_package_mb)]
-    for flag, value in (
-        ("--s3-endpoint", s3_endpoint),
-        ("--s3-bucket", s3_bucket),
-        ("--s3-region", s3_region),
-    ):
-        if value:
-            args += [flag, value]
-    if s3_create_bucket:
-        args.append("--s3-create-bucket")
-    if _prometheus(prometheus):
-        args += ["--prometheus", str(prometheus)]
-    _observe(alert_command, alert_webhook, backup_every, backup_keep)
-    for flag, value in (
-        ("--alert-command", alert_command),
-        ("--alert-webhook", alert_webhook),
-        ("--backup-every", backup_every),
-    ):
-        if value:
-            args += [flag, value]
-    args += ["--backup-keep", str(backup_keep)]
+    _daemon_config(options)  # refuse bad options here, not in a log file
     where = paths.resolve()
     try:
-        pid = start_background(args, where)
+        pid = start_background(_given_options(ctx), where)
     except GdosError as error:
         fail(error)
     sys.stdout.write(f"gdosd started (pid {pid}); log: {where.daemon_log}\n")
+
+
+# `start` takes exactly the options of `run`, declared once (plus Typer's context).
+_RUN = inspect.signature(run, eval_str=True)
+_CTX = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+start.__signature__ = _RUN.replace(  # type: ignore[attr-defined]
+    parameters=[_CTX, *_RUN.parameters.values()]
+)
+app.command("start")(start)
+
+
+def _given_options(ctx: Any) -> list[str]:
+    """The parsed options that differ from their defaults, as command-line flags again."""
+    args: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or value == param.default or not param.opts:
+            continue
+        if getattr(param, "is_flag", False):
+            args += [param.opts[0]] if value else []
+        else:
+            args += [param.opts[0], str(value)]
+    return args
 
 
 @app.command()
