@@ -165,3 +165,25 @@ def test_rule_input_is_checked_at_the_edge(fleet: Fleet) -> None:
     missing = fleet.gdos("alert", "rule", "rm", "nope")
     assert missing.returncode == 4 and "error[rule_unknown]" in missing.stderr
     assert fleet.gdos("alert", "rule", "rm", "r1").returncode == 0
+
+
+def test_instance_failed_builtin_fires_for_a_flapping_service(fleet: Fleet, tmp_path: Path) -> None:
+    from tests.integration.services_kit import CRASH, ok, package, wait_state
+
+    fleet.start_agent("n1", join=fleet.token())
+    fleet.wait_online("n1")
+    restart = {"policy": "on-failure", "max_retries": 2, "backoff": 0.1, "window": 60}
+    ok(fleet.gdos("package", "push", str(package(tmp_path, "crash", CRASH, restart=restart))))
+    ok(fleet.gdos("system", "create", "bad"))
+    ok(fleet.gdos("system", "add", "bad", "crash", "--package", "crash"))
+    ok(fleet.gdos("deploy", "bad", "--node", "n1", "--wait"))
+    fleet.gdos("start", "bad")
+    wait_state(fleet, "bad/crash@n1", "failed")
+
+    def failing() -> dict[str, Any] | None:
+        return next((e for e in events(fleet, "--active") if e["rule"] == "instance-failed"), None)
+
+    fired = wait_for(failing, 15, "instance-failed firing")
+    assert fired["severity"] == "critical" and "bad/crash" in fired["target"]
+    ok(fleet.gdos("destroy", "bad", "--yes"))
+    wait_for(lambda: failing() is None, 15, "instance-failed resolved once the instance is gone")
