@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from gdos.cli.main import app as cli
 from tui.app import GdosApp, theme_names
 from tui.commands import PaletteCommand
+from tui.logs import logs_request, search_pattern
 from tui.nodes import NodesView
 from tui.tasks import HostLines
 
@@ -168,3 +169,45 @@ def test_output_lines_are_whole_and_prefixed_by_host() -> None:
     assert lines.feed("web-10", "stderr", b"oops\n") == [("web-10 | oops", "stderr")]
     assert lines.flush("n1") == [("n1     | wor", "stdout")]
     assert lines.flush("n1") == []
+
+
+def test_observe_views_in_the_palette_and_command_mode() -> None:
+    app = GdosApp(connect=False)
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        assert {"View: logs", "View: alerts", "View: audit", "Nodes: details"} <= set(titles(app))
+        await choose(pilot, "view alerts")
+        assert app.query_one(ContentSwitcher).current == "alerts"
+        assert {"Alerts: filter", "Alerts: reload"} <= set(titles(app))
+        await choose(pilot, "view logs")
+        assert app.query_one(ContentSwitcher).current == "logs"
+        logs = {"Logs: follow", "Logs: pause or resume", "Logs: highlight", "Logs: jump to end"}
+        assert logs <= set(titles(app))
+        await pilot.press("colon", "a", "u", "d", "i", "t", "enter")
+        await until(pilot, lambda: app.query_one(ContentSwitcher).current == "audit", "audit")
+        assert app.focused is app.query_one("#audit-table")
+        await pilot.press("colon", "l", "o", "g", "s", "enter")
+        await until(pilot, lambda: app.query_one(ContentSwitcher).current == "logs", "logs")
+        # offline, a follow says so instead of failing
+        await pilot.press("f")
+        await pilot.press(*"shop/web", "enter")
+        status = app.query_one("#logs-status")
+        await until(pilot, lambda: "unreachable" in str(status.render()), "the status line")
+
+    offline(app, scenario)
+
+
+def test_logs_targets_box_reads_like_gdos_logs() -> None:
+    assert logs_request("shop/web@n1, shop/api") == {
+        "lines": 100,
+        "follow": True,
+        "targets": ["shop/web@n1", "shop/api"],
+    }
+    assert logs_request("n1 n2 --path /var/log/syslog")["path"] == "/var/log/syslog"
+    assert logs_request("shop --file stderr")["file"] == "stderr"
+    for bad in ("", "--path /x", "shop --file", "shop -n 5", "'shop"):
+        with pytest.raises(ValueError):
+            logs_request(bad)
+    pattern = search_pattern("a(")  # not a regex: taken literally
+    assert pattern is not None and pattern.search("xA(y")
+    assert search_pattern("") is None

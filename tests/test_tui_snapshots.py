@@ -1,7 +1,7 @@
 """Snapshot tests of the dashboard's screens (pytest-textual-snapshot).
 
 The app never dials a daemon here (``connect=False``): each view is fed fixed
-data, and the one clock-dependent column (a task's WHEN) is formatted in UTC,
+data, and the clock-dependent columns (task, alert and audit times) are formatted in UTC,
 so the pictures are the same on every machine. After a deliberate change to
 the look, regenerate with ``pytest tests/test_tui_snapshots.py --snapshot-update``
 and check the SVGs under ``tests/__snapshots__/`` in after looking at them.
@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Label, RichLog
+from textual.widgets import Input, Label, RichLog
 
 from tui.app import GdosApp
+from tui.logs import LogsView, SourceLabels, search_pattern
+from tui.node_detail import NodeDetailScreen
 from tui.nodes import NodesView
+from tui.records import AlertsView, AuditView
 from tui.services import ServicesView
 from tui.tasks import HostLines, TasksView
 
@@ -215,3 +218,192 @@ class TestServicesView:
 class TestHelpScreen:
     def test_help(self, snap_compare: Compare) -> None:
         assert snap_compare(offline_app(), press=["question_mark"], terminal_size=SIZE)
+
+
+# -- the observe views: node detail, logs, alerts, audit --------------------------------
+
+DETAIL_NODE: dict[str, Any] = {
+    **NODES[0],
+    "address": "10.0.0.11:7420",
+    "facts": {
+        "hostname": "web-1.example",
+        "distro": "Debian GNU/Linux 12 (bookworm)",
+        "kernel": "6.1.0-18-amd64",
+        "arch": "x86_64",
+        "cpu_model": "AMD EPYC 7443P",
+        "cpu_cores": 24,
+        "cpu_threads": 48,
+        "memory_total": 64 * 1024**3,
+    },
+}
+DETAIL_SERIES: dict[str, list[float]] = {
+    "cpu": [10.0 + (i * 7) % 40 for i in range(90)],
+    "mem": [40.0 + i * 0.1 for i in range(90)],
+    "net_rx": [1024.0 * ((i * 13) % 50) for i in range(90)],
+    "net_tx": [512.0 * ((i * 5) % 20) for i in range(90)],
+}
+LOG_SOURCES: list[dict[str, Any]] = [
+    {"node": "web-1", "instance": "shop/web", "file": "stdout"},
+    {"node": "web-2", "instance": "shop/web", "file": "stdout"},
+]
+ALERTS: list[dict[str, Any]] = [
+    {
+        "id": 3,
+        "rule": "cpu-hot",
+        "target": "db-1",
+        "severity": "critical",
+        "started": NOW - 300,
+        "ended": None,
+        "active": True,
+        "duration": 300.0,
+        "min": 91.0,
+        "avg": 95.5,
+        "max": 99.0,
+        "message": "cpu > 90 for 60s (99.0)",
+    },
+    {
+        "id": 2,
+        "rule": "disk-full",
+        "target": "web-2",
+        "severity": "warning",
+        "started": NOW - 1200,
+        "ended": None,
+        "active": True,
+        "duration": 1200.0,
+        "min": 90.2,
+        "avg": 90.8,
+        "max": 91.0,
+        "message": "disk > 90 (91.0)",
+    },
+    {
+        "id": 1,
+        "rule": "node-offline",
+        "target": "old-1",
+        "severity": "critical",
+        "started": NOW - 7200,
+        "ended": NOW - 6000,
+        "active": False,
+        "duration": 1200.0,
+        "min": None,
+        "avg": None,
+        "max": None,
+        "message": "no heartbeat for 45s",
+    },
+]
+AUDIT: list[dict[str, Any]] = [
+    {
+        "id": 1,
+        "time": NOW - 600,
+        "user": "ops",
+        "action": "package.push",
+        "target": "web",
+        "result": "ok",
+        "detail": {"version": "1.0.0"},
+    },
+    {
+        "id": 2,
+        "time": NOW - 500,
+        "user": "ops",
+        "action": "deploy",
+        "target": "shop/web",
+        "result": "ok",
+        "detail": {"nodes": "web-1,web-2"},
+    },
+    {
+        "id": 3,
+        "time": NOW - 60,
+        "user": "ann",
+        "action": "exec",
+        "target": "all",
+        "result": "failed",
+        "detail": {"argv": "sh -c 'exit 3'"},
+    },
+    {
+        "id": 4,
+        "time": NOW - 5,
+        "user": "ann",
+        "action": "alert.rule.add",
+        "target": "cpu-hot",
+        "result": "ok",
+        "detail": None,
+    },
+]
+
+
+@pytest.fixture(autouse=True)
+def utc_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alert and audit times in UTC whatever the machine's time zone."""
+    monkeypatch.setattr(
+        "tui.records.when",
+        lambda ts: "-" if ts is None else time.strftime("%m-%d %H:%M:%S", time.gmtime(ts)),
+    )
+
+
+class TestNodeDetail:
+    def test_facts_and_sparklines(self, snap_compare: Compare) -> None:
+        async def feed(pilot: Pilot[Any]) -> None:
+            app = pilot.app
+            assert isinstance(app, GdosApp)
+            app.query_one(NodesView).apply({"changed": NODES}, full=True)
+            app.open_node_detail("web-1")
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, NodeDetailScreen)
+            screen.show_facts(DETAIL_NODE)
+            screen.show_history(DETAIL_SERIES)
+
+        assert snap_compare(offline_app(), terminal_size=SIZE, run_before=feed)
+
+
+class TestLogsView:
+    def test_two_sources_highlighted_and_paused(self, snap_compare: Compare) -> None:
+        async def feed(pilot: Pilot[Any]) -> None:
+            app = pilot.app
+            assert isinstance(app, GdosApp)
+            app.show_view("logs")
+            view = app.query_one(LogsView)
+            view.query_one("#logs-targets", Input).value = "shop/web"
+            view.request = {"targets": ["shop/web"]}
+            view.pattern = search_pattern("error")
+            labels = SourceLabels(LOG_SOURCES)
+            for n in range(6):
+                source = LOG_SOURCES[n % 2]
+                line = f"GET /cart/{n} 200" if n != 3 else "ERROR payment gateway timeout"
+                event = {"type": "lines", **source, "lines": [line.encode()]}
+                view.show_event(labels, event, "shop/web")
+            view.show_event(
+                labels,
+                {
+                    "type": "end",
+                    **LOG_SOURCES[1],
+                    "code": "node_offline",
+                    "message": "node web-2 went offline; its part of the log stream ended.",
+                },
+                "shop/web",
+            )
+            view.set_status("following shop/web: 2 source(s)")
+            view.action_pause()
+
+        assert snap_compare(offline_app(), terminal_size=SIZE, run_before=feed)
+
+
+class TestAlertsView:
+    def test_firing_and_ended_by_severity(self, snap_compare: Compare) -> None:
+        async def feed(pilot: Pilot[Any]) -> None:
+            app = pilot.app
+            assert isinstance(app, GdosApp)
+            app.show_view("alerts")
+            app.query_one(AlertsView).show(ALERTS)
+
+        assert snap_compare(offline_app(), terminal_size=SIZE, run_before=feed)
+
+
+class TestAuditView:
+    def test_latest_entries_newest_first(self, snap_compare: Compare) -> None:
+        async def feed(pilot: Pilot[Any]) -> None:
+            app = pilot.app
+            assert isinstance(app, GdosApp)
+            app.show_view("audit")
+            app.query_one(AuditView).show(AUDIT)
+
+        assert snap_compare(offline_app(), terminal_size=SIZE, run_before=feed)

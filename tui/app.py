@@ -1,11 +1,11 @@
 """``GdosApp``: the dashboard's frame, its connection, and its command mode.
 
 The app owns one ``gdos.client.Client``. A connection worker keeps it alive:
-it subscribes to ``node.watch`` and ``svc.watch`` and feeds the Nodes and
-Services views; when the daemon goes away it shows a banner and reconnects
-with backoff, and the banner goes once the daemon answers again. Views reach
-the daemon only through ``app.client`` and report refusals with
-``show_message``.
+it subscribes to ``node.watch``, ``svc.watch`` and ``metrics.watch`` (instance
+rows) and feeds the Nodes and Services views; when the daemon goes away it
+shows a banner and reconnects with backoff, and the banner goes once the
+daemon answers again. Views reach the daemon only through ``app.client`` and
+report refusals with ``show_message``.
 
 Every action also has a command-palette entry (``ctrl+p``, ``tui.commands``):
 the views, the current view's actions and the themes. An entry calls the
@@ -31,14 +31,34 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static
 from gdos.client import Client
 from gdos.errors import GdosError
 from tui.commands import DashboardCommands, PaletteCommand
+from tui.logs import LogsView
+from tui.node_detail import NodeDetailScreen
 from tui.nodes import NodesView
+from tui.records import AlertsView, AuditView
 from tui.services import ServicesView
 from tui.tasks import TasksView
 from tui.widgets import HELP, TextScreen
 
 T = TypeVar("T")
-VIEWS = {"nodes": "nodes", "tasks": "tasks", "svc": "services", "services": "services"}
-TABLES = {"nodes": "#nodes-table", "tasks": "#tasks-table", "services": "#svc-table"}
+VIEWS = {
+    "nodes": "nodes",
+    "tasks": "tasks",
+    "svc": "services",
+    "services": "services",
+    "logs": "logs",
+    "alerts": "alerts",
+    "audit": "audit",
+}
+VIEW_NAMES = ("nodes", "services", "tasks", "logs", "alerts", "audit")
+TABLES = {
+    "nodes": "#nodes-table",
+    "tasks": "#tasks-table",
+    "services": "#svc-table",
+    "logs": "#logs-log",
+    "alerts": "#alerts-table",
+    "audit": "#audit-table",
+}
+View = NodesView | TasksView | ServicesView | LogsView | AlertsView | AuditView
 BANNER = "daemon unreachable — reconnecting"
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 DEFAULT_THEME = "textual-dark"
@@ -62,6 +82,10 @@ class GdosApp(App[None]):
     #exec-log { height: 2fr; border-top: solid $panel; }
     #svc-table { height: 1fr; }
     #svc-progress { padding: 0 1; }
+    #logs-status, #alerts-summary, #audit-summary { padding: 0 1; text-style: bold; }
+    #logs-log { height: 1fr; }
+    #alerts-table, #audit-table { height: 1fr; }
+    #logs-search, #alerts-filter, #audit-filter { display: none; }
     """
     BINDINGS = [
         Binding("colon", "command", "Command"),
@@ -97,8 +121,11 @@ class GdosApp(App[None]):
             yield NodesView(id="nodes")
             yield TasksView(id="tasks")
             yield ServicesView(id="services")
+            yield LogsView(id="logs")
+            yield AlertsView(id="alerts")
+            yield AuditView(id="audit")
         yield Static("", id="message", markup=False)
-        yield Input(placeholder=":nodes  :tasks  :svc  :q", id="command")
+        yield Input(placeholder=":nodes  :svc  :tasks  :logs  :alerts  :audit  :q", id="command")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -110,7 +137,7 @@ class GdosApp(App[None]):
     # -- the connection --------------------------------------------------------
     @work(group="connection", exclusive=True)
     async def _connection(self) -> None:
-        """Keep a client and the node.watch and svc.watch subscriptions; reconnect with backoff."""
+        """Keep a client and its watch subscriptions; reconnect with backoff."""
         backoff = BACKOFF_MIN
         while True:
             try:
@@ -123,12 +150,21 @@ class GdosApp(App[None]):
             try:
                 _, nodes = await client.stream("node.watch", interval=self.refresh_seconds)
                 _, instances = await client.stream("svc.watch", interval=self.refresh_seconds)
+                _, usage = await client.stream(
+                    "metrics.watch", instances=True, interval=self.refresh_seconds
+                )
                 backoff = BACKOFF_MIN
                 self.client = client
                 self._set_down(False)
+                services = self.query_one(ServicesView)
+
+                def running() -> bool:
+                    return self.is_running
+
                 await _until_first_ends(
-                    _feed(nodes, self.query_one(NodesView).apply),
-                    _feed(instances, self.query_one(ServicesView).apply),
+                    _feed(nodes, self.query_one(NodesView).apply, running),
+                    _feed(instances, services.apply, running),
+                    _feed(usage, services.apply_metrics, running),
                 )
             except GdosError:
                 pass
@@ -174,7 +210,10 @@ class GdosApp(App[None]):
 
     def action_close_input(self) -> None:
         self.query_one("#command", Input).display = False
-        self.query_one(NodesView).close_filter()
+        view = self.query_one(f"#{self.current_view()}")
+        close = getattr(view, "close_filter", None)
+        if close is not None:
+            close()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id != "command":
@@ -187,7 +226,9 @@ class GdosApp(App[None]):
             self.show_view(VIEWS[word])
             self.show_message("")
         else:
-            self.show_message(f"unknown command :{word}; try :nodes, :tasks or :svc")
+            self.show_message(
+                f"unknown command :{word}; try :nodes, :svc, :tasks, :logs, :alerts or :audit"
+            )
             self.show_view(self.current_view())
 
     def current_view(self) -> str:
@@ -200,10 +241,10 @@ class GdosApp(App[None]):
         """
         entries = [
             PaletteCommand(f"View: {name}", f":{name}", partial(self.show_view, name))
-            for name in ("nodes", "services", "tasks")
+            for name in VIEW_NAMES
         ]
         current = screen.query_one("#views", ContentSwitcher).current or "nodes"
-        view = cast("NodesView | TasksView | ServicesView", screen.query_one(f"#{current}"))
+        view = cast("View", screen.query_one(f"#{current}"))
         entries += view.palette_commands()
         entries.append(PaletteCommand("Help: keys", "the key list (?)", self.action_help))
         entries += [
@@ -221,6 +262,15 @@ class GdosApp(App[None]):
     def action_help(self) -> None:
         self.push_screen(TextScreen("keys", HELP))
 
+    def open_node_detail(self, name: str) -> None:
+        """The detail pane of node ``name``: facts and sparklines (``enter`` on a node)."""
+        self.push_screen(NodeDetailScreen(name, poll=self.connect))
+
+    def follow_logs(self, target: str) -> None:
+        """Switch to the Logs view and follow ``target`` (``l`` on an instance)."""
+        self.show_view("logs")
+        self.query_one(LogsView).follow(target)
+
     def describe_node(self, name: str) -> None:
         self.run_worker(self._describe(name), group="describe", exclusive=True)
 
@@ -235,11 +285,19 @@ class GdosApp(App[None]):
 
 
 async def _feed(
-    events: AsyncIterator[dict[str, Any]], apply: Callable[[dict[str, Any], bool], None]
+    events: AsyncIterator[dict[str, Any]],
+    apply: Callable[[dict[str, Any], bool], None],
+    running: Callable[[], bool],
 ) -> None:
-    """Apply a watch stream's events to a view; the first one lists everything."""
+    """Apply a watch stream's events to a view; the first one lists everything.
+
+    Once the dashboard is shutting down (``running()`` is false) its widgets
+    are going away: the feed waits to be cancelled instead of applying.
+    """
     full = True
     async for event in events:
+        if not running():
+            await asyncio.Event().wait()
         apply(event, full)
         full = False
 

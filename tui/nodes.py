@@ -162,6 +162,7 @@ class NodesView(Vertical):
             )
         return [
             *entries,
+            PaletteCommand("Nodes: details", "facts and history (enter)", self.action_details),
             PaletteCommand("Nodes: describe", "node show (d)", self.action_describe),
             PaletteCommand("Nodes: shell", "remote shell (s)", self.action_shell),
         ]
@@ -200,6 +201,19 @@ class NodesView(Vertical):
         box = self.query_one("#filter", Input)
         box.display = bool(box.value)
         self.table.focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """``enter`` on a node opens its detail pane."""
+        if event.data_table.id == "nodes-table":
+            event.stop()
+            self.action_details()
+
+    def action_details(self) -> None:
+        name = self.selected()
+        if name is None:
+            self.gdos.show_message("no node selected")
+            return
+        self.gdos.open_node_detail(name)
 
     def action_describe(self) -> None:
         name = self.selected()

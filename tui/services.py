@@ -54,6 +54,8 @@ COLUMNS = (
 CHANGES = ("operate", "deploy", "destroy")  # the actions --read-only refuses
 SETTLED = ("running", "stopped", "failed", "error", "destroyed")
 UPTIME_TICK = 1.0
+# metrics.watch (instances) names, from the METRICS table -> the merge_metrics hook's keys
+WATCHED_METRICS = {"cpu": "cpu_percent", "rss": "rss_bytes"}
 NOTIFY_FAILURES = 5
 
 
@@ -107,6 +109,7 @@ class ServicesView(Vertical):
         Binding("p", "deploy", "Deploy"),
         Binding("ctrl+d", "destroy", "Destroy"),
         Binding("d", "describe", "Describe"),
+        Binding("l", "logs", "Logs"),
         # With --read-only the change keys above are hidden, and these explain why.
         Binding("S", "refuse('start')", show=False),
         Binding("T", "refuse('stop')", show=False),
@@ -123,6 +126,7 @@ class ServicesView(Vertical):
         self.marked: set[str] = set()
         self.busy: Counter[str] = Counter()
         self.metrics: dict[str, dict[str, Any]] = {}
+        self.metric_rows: dict[str, dict[str, Any]] = {}  # what metrics.watch last said
         self.clock: Callable[[], float] = time.time
 
     def compose(self) -> ComposeResult:
@@ -168,6 +172,22 @@ class ServicesView(Vertical):
             self.metrics = {}
         self.metrics.update({name: dict(values) for name, values in metrics.items()})
         self.render_rows()
+
+    def apply_metrics(self, event: dict[str, Any], full: bool = False) -> None:
+        """Merge one ``metrics.watch`` event (``instances``) through ``merge_metrics``.
+
+        Its rows are keyed ``system/module@node`` like this view's; an instance
+        that stops running leaves the stream's rows and its cells go back to "-".
+        """
+        if full:
+            self.metric_rows = {}
+        for row in event.get("changed", []):
+            self.metric_rows[row["key"]] = {
+                hook: row.get(name) for name, hook in WATCHED_METRICS.items()
+            }
+        for key in event.get("removed", []):
+            self.metric_rows.pop(key, None)
+        self.merge_metrics(self.metric_rows, full=True)
 
     def render_rows(self) -> None:
         table, selected = self.table, self.selected()
@@ -244,6 +264,7 @@ class ServicesView(Vertical):
             PaletteCommand("Services: deploy", "deploy form (p)", self.action_deploy),
             PaletteCommand("Services: destroy", "after a question (ctrl+d)", self.action_destroy),
             PaletteCommand("Services: describe", "the selected instance (d)", self.action_describe),
+            PaletteCommand("Services: logs", "follow the selected instance (l)", self.action_logs),
         ]
 
     def action_mark(self) -> None:
@@ -309,6 +330,13 @@ class ServicesView(Vertical):
         facts = {**self.instances[name], "metrics": self.metrics.get(name)}
         text = json.dumps(facts, indent=2, sort_keys=True, default=str)
         self.app.push_screen(TextScreen(f"instance {name}", text))
+
+    def action_logs(self) -> None:
+        name = self.selected()
+        if name is None or name not in self.instances:
+            self.gdos.show_message("no instance selected")
+            return
+        self.gdos.follow_logs(name)
 
     # -- daemon requests -----------------------------------------------------------
     async def describe_system(self, system: str) -> str:

@@ -133,12 +133,13 @@ class TextScreen(ModalScreen[None]):
 
 
 HELP = """\
-:nodes  :tasks  :svc   jump to a view (command mode; also :q to quit)
+:nodes :svc :tasks :logs :alerts :audit   jump to a view (command mode; :q quits)
 ?                this help
 ctrl+p           command palette: every action of this view, the views, themes
-q                quit
+q                quit; escape closes a pane or an input
 
 Nodes
+  enter          detail pane: facts, CPU / memory / network sparklines with now, min, max
   /              filter by name (regular expression); empty clears it
   N  C  M  D     sort by name, cpu, memory, disk (again: reverse)
   d              describe the selected node (node show)
@@ -157,4 +158,17 @@ Services (:svc or :services)
   p              deploy: SYSTEM[/MODULE] and nodes (refused with --read-only)
   ctrl+d         destroy, after a yes/no confirmation (refused with --read-only)
   d              describe the selected instance
+  l              follow the selected instance's log in the Logs view
+
+Logs (:logs; keeps the newest 5,000 lines)
+  f              targets to follow: shop/web@n1 shop/web shop [--file LABEL], NODE --path FILE
+  p              pause / resume (paused, nothing is read: the agents wait)
+  /              highlight a regex in new lines; n scrolls to the next match
+  G  end         jump to the end and follow again
+  c              clear the pane
+
+Alerts (:alerts) and Audit (:audit), reloaded every 3 seconds
+  /              filter rows by regular expression
+  r              reload now
+  (alerts firing are yellow for warning, red for critical; ended ones are dim)
 """

@@ -23,7 +23,7 @@ def tui_command(
         "textual-dark", "--theme", help="Colour theme: a Textual built-in such as nord or gruvbox."
     ),
 ) -> None:
-    """Open the live dashboard: nodes, services, tasks, exec (press ? for keys, ctrl+p for all)."""
+    """Open the live dashboard: nodes, services, tasks, logs, alerts, audit (? keys, ctrl+p all)."""
     seconds = parse_duration(refresh, "--refresh")
     if seconds < 0.2:
         fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--refresh must be at least 0.2s."))

@@ -1,0 +1,266 @@
+"""Read-only lists reloaded every few seconds: the Alerts and Audit views.
+
+Neither the alert history nor the audit trail has a pushed stream, so each
+view asks the daemon again every ``RELOAD_SECONDS`` while it is on screen
+(``alert.list`` active and recent; ``audit.list``). A reload touches only
+what changed, as the live tables do: gone rows removed, changed cells
+updated, new rows added, newest first. ``/`` filters the rows shown by a
+regular expression on the row's text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Input, Label
+
+from gdos.units import human_duration
+from tui.commands import PaletteCommand
+from tui.widgets import Cell, when
+
+if TYPE_CHECKING:
+    from tui.app import GdosApp
+
+Row = list[Cell]  # (text, style) per column: compared to decide whether a cell changed
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow"}
+ALERT_HISTORY = 200
+AUDIT_ROWS = 200
+DETAIL_WIDTH = 60
+
+
+class RecordsView(Vertical):
+    """A reloaded, filterable, read-only table; subclasses say what to ask and show."""
+
+    NAME: ClassVar[str] = ""
+    TITLE: ClassVar[str] = ""
+    COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()
+    RELOAD_SECONDS: ClassVar[float] = 3.0
+    BINDINGS = [
+        Binding("slash", "filter", "Filter"),
+        Binding("r", "reload", "Reload"),
+    ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.records: list[dict[str, Any]] = []
+        self.rows: dict[str, Row] = {}
+        self.pattern: re.Pattern[str] | None = None
+
+    def compose(self) -> ComposeResult:
+        placeholder = "filter rows by regex (enter/escape closes)"
+        yield Input(placeholder=placeholder, id=f"{self.NAME}-filter")
+        yield Label("", id=f"{self.NAME}-summary", markup=False)
+        table: DataTable[Any] = DataTable(
+            id=f"{self.NAME}-table", cursor_type="row", zebra_stripes=True
+        )
+        for label, key in self.COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+
+    @property
+    def gdos(self) -> GdosApp:
+        return cast("GdosApp", self.app)
+
+    @property
+    def table(self) -> DataTable[Any]:
+        return self.query_one(f"#{self.NAME}-table", DataTable)
+
+    def on_mount(self) -> None:
+        self.query_one(f"#{self.NAME}-filter", Input).display = False
+        self.set_interval(self.RELOAD_SECONDS, self._tick)
+
+    def on_show(self) -> None:
+        self.action_reload()
+
+    def _tick(self) -> None:
+        if self.display:
+            self.action_reload()
+
+    # -- data ------------------------------------------------------------------------
+    def action_reload(self) -> None:
+        if self.gdos.client is not None:
+            self._reload()
+
+    @work(exclusive=True)
+    async def _reload(self) -> None:
+        records = await self.fetch()
+        if records is not None:
+            self.show(records)
+
+    async def fetch(self) -> list[dict[str, Any]] | None:
+        raise NotImplementedError
+
+    def cells(self, record: dict[str, Any]) -> Row:
+        raise NotImplementedError
+
+    def summary(self, records: list[dict[str, Any]]) -> str:
+        raise NotImplementedError
+
+    def show(self, records: list[dict[str, Any]]) -> None:
+        """Show ``records`` (any order; shown newest id first), touching only what changed."""
+        self.records = records
+        self.query_one(f"#{self.NAME}-summary", Label).update(self.summary(records))
+        wanted: dict[str, Row] = {}
+        for record in records:
+            cells = self.cells(record)
+            if self.pattern is None or self.pattern.search(" ".join(t for t, _ in cells)):
+                wanted[str(record["id"])] = cells
+        table = self.table
+        with self.app.batch_update():
+            for key in [k for k in self.rows if k not in wanted]:
+                table.remove_row(key)
+                del self.rows[key]
+            added = False
+            for key, cells in wanted.items():
+                old = self.rows.get(key)
+                if old is None:
+                    table.add_row(*(Text(t, style=s) for t, s in cells), key=key)
+                    added = True
+                else:
+                    for (_, column), new, prev in zip(self.COLUMNS, cells, old, strict=True):
+                        if new != prev:
+                            text = Text(new[0], style=new[1])
+                            table.update_cell(key, column, text, update_width=True)
+                self.rows[key] = cells
+            if added:
+                table.sort("id", key=lambda v: -int(str(v)))
+
+    # -- keys --------------------------------------------------------------------------
+    def palette_commands(self) -> list[PaletteCommand]:
+        return [
+            PaletteCommand(f"{self.TITLE}: filter", "filter rows by regex (/)", self.action_filter),
+            PaletteCommand(f"{self.TITLE}: reload", "ask the daemon now (r)", self.action_reload),
+        ]
+
+    def action_filter(self) -> None:
+        box = self.query_one(f"#{self.NAME}-filter", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id != f"{self.NAME}-filter":
+            return
+        event.stop()
+        try:
+            self.pattern = re.compile(event.value, re.IGNORECASE) if event.value else None
+        except re.error as exc:
+            self.gdos.show_message(f"invalid filter /{event.value}/: {exc}")
+            return
+        self.gdos.show_message("")
+        self.show(self.records)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == f"{self.NAME}-filter":
+            event.stop()
+            self.close_filter()
+
+    def close_filter(self) -> None:
+        box = self.query_one(f"#{self.NAME}-filter", Input)
+        box.display = bool(box.value)
+        self.table.focus()
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+class AlertsView(RecordsView):
+    """Alerts firing now and the recent history (``alert.list``), coloured by severity."""
+
+    NAME, TITLE = "alerts", "Alerts"
+    COLUMNS = (
+        ("ID", "id"),
+        ("RULE", "rule"),
+        ("TARGET", "target"),
+        ("SEVERITY", "severity"),
+        ("STARTED", "started"),
+        ("ENDED", "ended"),
+        ("DURATION", "duration"),
+        ("MIN/AVG/MAX", "values"),
+        ("MESSAGE", "message"),
+    )
+
+    async def fetch(self) -> list[dict[str, Any]] | None:
+        client = self.gdos.client
+        if client is None:
+            return None
+        active = await self.gdos.guard(client.call("alert.list", active=True, limit=1000), True)
+        recent = await self.gdos.guard(client.call("alert.list", limit=ALERT_HISTORY), True)
+        if active is None or recent is None:
+            return None
+        merged = {e["id"]: e for e in [*recent["events"], *active["events"]]}
+        return list(merged.values())
+
+    def cells(self, event: dict[str, Any]) -> Row:
+        style = SEVERITY_STYLE.get(event["severity"], "") if event["active"] else "dim"
+        ended = ("firing", "bold") if event["active"] else (when(event["ended"]), "")
+        values = "/".join(_number(event.get(k)) for k in ("min", "avg", "max"))
+        return [
+            (str(event["id"]), "dim"),
+            (event["rule"], style),
+            (event["target"], ""),
+            (event["severity"], style),
+            (when(event["started"]), ""),
+            ended,
+            (human_duration(event.get("duration")), ""),
+            (values, ""),
+            (event.get("message") or "", ""),
+        ]
+
+    def summary(self, events: list[dict[str, Any]]) -> str:
+        firing = [e for e in events if e["active"]]
+        critical = sum(1 for e in firing if e["severity"] == "critical")
+        return (
+            f"{len(firing)} firing ({critical} critical, {len(firing) - critical} warning); "
+            f"{len(events) - len(firing)} ended in the last {ALERT_HISTORY} — "
+            f"reloaded every {self.RELOAD_SECONDS:g}s"
+        )
+
+
+class AuditView(RecordsView):
+    """The newest entries of the audit trail (``audit.list``): who did what, and how it ended."""
+
+    NAME, TITLE = "audit", "Audit"
+    COLUMNS = (
+        ("ID", "id"),
+        ("TIME", "time"),
+        ("USER", "user"),
+        ("ACTION", "action"),
+        ("TARGET", "target"),
+        ("RESULT", "result"),
+        ("DETAIL", "detail"),
+    )
+
+    async def fetch(self) -> list[dict[str, Any]] | None:
+        client = self.gdos.client
+        if client is None:
+            return None
+        reply = await self.gdos.guard(client.call("audit.list", limit=AUDIT_ROWS), quiet=True)
+        return None if reply is None else list(reply["rows"])
+
+    def cells(self, row: dict[str, Any]) -> Row:
+        result = str(row.get("result") or "-")
+        detail = row.get("detail")
+        if isinstance(detail, dict):
+            detail = " ".join(f"{k}={v}" for k, v in detail.items() if v is not None)
+        text = str(detail or "")
+        if len(text) > DETAIL_WIDTH:
+            text = text[: DETAIL_WIDTH - 1] + "…"
+        return [
+            (str(row["id"]), "dim"),
+            (when(row.get("time")), ""),
+            (row.get("user") or "-", ""),
+            (row.get("action") or "-", ""),
+            (row.get("target") or "-", ""),
+            (result, "green" if result == "ok" else "red"),
+            (text, "dim"),
+        ]
+
+    def summary(self, rows: list[dict[str, Any]]) -> str:
+        return f"the newest {len(rows)} audit entries — reloaded every {self.RELOAD_SECONDS:g}s"
