@@ -14,14 +14,13 @@ import sys
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from rich.text import Text
 from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input
 
 from tui.commands import PaletteCommand
-from tui.widgets import Cell, node_cells
+from tui.widgets import Cell, node_cells, sync_row
 
 if TYPE_CHECKING:
     from tui.app import GdosApp
@@ -119,15 +118,7 @@ class NodesView(Vertical):
                 table.remove_row(name)
                 del self.rows[name]
             for name in visible:
-                cells = node_cells(self.nodes[name])
-                old = self.rows.get(name)
-                if old is None:
-                    table.add_row(*(Text(t, style=s) for t, s in cells), key=name)
-                else:
-                    for (_, column), new, prev in zip(COLUMNS, cells, old, strict=True):
-                        if new != prev:
-                            table.update_cell(name, column, Text(new[0], style=new[1]))
-                self.rows[name] = cells
+                sync_row(table, self.rows, name, node_cells(self.nodes[name]), COLUMNS)
             self._sort()
             if selected in self.rows:
                 table.move_cursor(row=table.get_row_index(selected))

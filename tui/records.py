@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -22,7 +21,7 @@ from textual.widgets import DataTable, Input, Label
 
 from gdos.units import human_duration
 from tui.commands import PaletteCommand
-from tui.widgets import Cell, when
+from tui.widgets import Cell, sync_row, when
 
 if TYPE_CHECKING:
     from tui.app import GdosApp
@@ -118,16 +117,7 @@ class RecordsView(Vertical):
                 del self.rows[key]
             added = False
             for key, cells in wanted.items():
-                old = self.rows.get(key)
-                if old is None:
-                    table.add_row(*(Text(t, style=s) for t, s in cells), key=key)
-                    added = True
-                else:
-                    for (_, column), new, prev in zip(self.COLUMNS, cells, old, strict=True):
-                        if new != prev:
-                            text = Text(new[0], style=new[1])
-                            table.update_cell(key, column, text, update_width=True)
-                self.rows[key] = cells
+                added |= sync_row(table, self.rows, key, cells, self.COLUMNS, update_width=True)
             if added:
                 table.sort("id", key=lambda v: -int(str(v)))
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -34,7 +33,7 @@ from gdos.client import Client
 from gdos.errors import GdosError
 from tui.commands import PaletteCommand
 from tui.forms import ConfirmScreen, DeployForm
-from tui.widgets import Cell, TextScreen, instance_cells
+from tui.widgets import Cell, TextScreen, instance_cells, sync_row
 
 if TYPE_CHECKING:
     from tui.app import GdosApp
@@ -202,17 +201,8 @@ class ServicesView(Vertical):
                 cells = instance_cells(
                     view, now, name in self.marked, self.busy[name] > 0, self.metrics.get(name)
                 )
-                old = self.rows.get(name)
-                if old is None:
-                    table.add_row(*(Text(t, style=s) for t, s in cells), key=name)
-                    added = True
-                else:
-                    for (_, column), new, prev in zip(COLUMNS, cells, old, strict=True):
-                        if new != prev:
-                            # widen the column if needed: states and errors grow
-                            text = Text(new[0], style=new[1])
-                            table.update_cell(name, column, text, update_width=True)
-                self.rows[name] = cells
+                # update_width: states and errors grow, widen their column
+                added |= sync_row(table, self.rows, name, cells, COLUMNS, update_width=True)
             if added:
                 views = self.instances
                 table.sort("instance", key=lambda name: sort_key(views.get(str(name), {})))

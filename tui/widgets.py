@@ -20,6 +20,31 @@ from gdos.units import STATE_STYLE, human_bytes, human_duration, percent
 
 Cell = tuple[str, str]  # (text, style): compared to decide whether a cell changed
 
+
+def sync_row(
+    table: Any,
+    rows: dict[str, list[Cell]],
+    key: str,
+    cells: list[Cell],
+    columns: Any,
+    update_width: bool = False,
+) -> bool:
+    """Add the row ``key`` or update only its cells that changed; True when added.
+
+    Every live table goes through this, so a 1,000-row refresh touches only
+    what moved and row keys (hence selection and scroll) stay stable.
+    """
+    old = rows.get(key)
+    rows[key] = cells
+    if old is None:
+        table.add_row(*(Text(t, style=s) for t, s in cells), key=key)
+        return True
+    for (_, column), new, prev in zip(columns, cells, old, strict=True):
+        if new != prev:
+            table.update_cell(key, column, Text(new[0], style=new[1]), update_width=update_width)
+    return False
+
+
 # Health bands for percentages, as glances/htop colour them.
 HEALTH = ((90.0, "bold red"), (80.0, "dark_orange"), (60.0, "yellow"), (0.0, "green"))
 
