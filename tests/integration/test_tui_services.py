@@ -137,10 +137,15 @@ def test_deploy_form_then_mark_two_and_start_both(deployed: Fleet) -> None:
         await until(pilot, lambda: "deploy app/b: ok" in progress(app), "the deploy outcome")
         assert rows(app, TABLE) == [A, B]
 
-        select(app, A)
-        await pilot.press("space", "space")  # marks a, moves down, marks b
         view = app.query_one(ServicesView)
-        assert view.marked == {A, B}
+        table = app.query_one(TABLE, DataTable)
+        await until(pilot, lambda: app.focused is table, "focus back on the table after the form")
+        select(app, A)
+        await until(pilot, lambda: view.selected() == A, f"{A} selected")
+        await pilot.press("space")  # marks a and moves down
+        await until(pilot, lambda: view.marked == {A} and view.selected() == B, "a marked, on b")
+        await pilot.press("space")
+        await until(pilot, lambda: view.marked == {A, B}, "both marked")
         assert cell(app, A, "mark", TABLE) == "●"
         await pilot.press("S")
         await until(pilot, lambda: "start 2 instances: ok" in progress(app), "both started")
