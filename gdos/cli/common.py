@@ -86,6 +86,17 @@ def parse_duration(text: str, what: str = "duration") -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """Repeated ``--env KEY=VALUE`` options as a dict; a malformed one is a usage error."""
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(GdosError(ErrorCode.INVALID_ARGUMENT, f"--env {pair!r} must look like KEY=VALUE."))
+        env[key] = value
+    return env
+
+
 def ago(ts: float | None) -> str:
     return "never" if ts is None else human_duration(time.time() - ts) + " ago"
 

@@ -14,7 +14,14 @@ from typing import Any
 import typer
 from typer.core import TyperCommand
 
-from gdos.cli.common import complete_node_names, fail, human_duration, parse_duration, print_json
+from gdos.cli.common import (
+    complete_node_names,
+    fail,
+    human_duration,
+    parse_duration,
+    parse_env,
+    print_json,
+)
 from gdos.errors import ErrorCode, ExitCode, GdosError
 
 COLOURS = [31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96]
@@ -98,7 +105,7 @@ def exec_command(
         "match": match,
         "timeout": parse_duration(timeout, "--timeout"),
         "shell": shell,
-        "env": _parse_env(env or []),
+        "env": parse_env(env or []),
         "cwd": cwd,
         "user": user,
         "allow_drained": include_drained,
@@ -108,16 +115,6 @@ def exec_command(
 
     code = run(lambda client: _follow(client, request, json))
     raise typer.Exit(code)
-
-
-def _parse_env(pairs: list[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            fail(GdosError(ErrorCode.INVALID_ARGUMENT, f"--env {pair!r} must look like K=V."))
-        env[key] = value
-    return env
 
 
 async def _follow(client: Any, request: dict[str, Any], as_json: bool) -> int:

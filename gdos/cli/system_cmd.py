@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, console, fail, print_json, request
+from gdos.cli.common import JSON_OPTION, console, fail, parse_env, print_json, request
 from gdos.cli.package_cmd import split_ref
 from gdos.errors import ErrorCode, GdosError
 
@@ -53,7 +53,7 @@ def add(
         version=version,
         after=list(after),
         args=list(arg) if arg else None,
-        env=_env(env) or None,
+        env=parse_env(env) or None,
         probe=probe,
     )
     if json:
@@ -63,16 +63,6 @@ def add(
     pin = f"@{m['version']}" if m["version"] else " (latest)"
     deps = f", after {', '.join(m['after'])}" if m["after"] else ""
     sys.stdout.write(f"{system}/{module}: package {m['package']}{pin}{deps}\n")
-
-
-def _env(pairs: list[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            fail(GdosError(ErrorCode.INVALID_ARGUMENT, f"--env {pair!r}: use KEY=VALUE."))
-        env[key] = value
-    return env
 
 
 @app.command()
