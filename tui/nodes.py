@@ -20,7 +20,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Input
 
 from tui.commands import PaletteCommand
-from tui.widgets import Cell, node_cells, sync_row
+from tui.widgets import Cell, merge_watch, node_cells, sync_row
 
 if TYPE_CHECKING:
     from tui.app import GdosApp
@@ -89,12 +89,7 @@ class NodesView(Vertical):
     # -- data --------------------------------------------------------------
     def apply(self, event: dict[str, Any], full: bool = False) -> None:
         """Merge one ``node.watch`` event; ``full`` means it lists every node."""
-        changed = {v["name"]: v for v in event.get("changed", [])}
-        if full:
-            self.nodes = {}
-        self.nodes.update(changed)
-        for name in event.get("removed", []):
-            self.nodes.pop(name, None)
+        self.nodes = merge_watch(self.nodes, event, "name", full)
         self.render_rows()
 
     def shown_names(self) -> list[str]:

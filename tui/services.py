@@ -33,7 +33,7 @@ from gdos.client import Client
 from gdos.errors import GdosError
 from tui.commands import PaletteCommand
 from tui.forms import ConfirmScreen, DeployForm
-from tui.widgets import Cell, TextScreen, instance_cells, sync_row
+from tui.widgets import Cell, TextScreen, instance_cells, merge_watch, sync_row
 
 if TYPE_CHECKING:
     from tui.app import GdosApp
@@ -152,12 +152,7 @@ class ServicesView(Vertical):
     # -- data --------------------------------------------------------------
     def apply(self, event: dict[str, Any], full: bool = False) -> None:
         """Merge one ``svc.watch`` event; ``full`` means it lists every instance."""
-        changed = {v["instance"]: v for v in event.get("changed", [])}
-        if full:
-            self.instances = {}
-        self.instances.update(changed)
-        for name in event.get("removed", []):
-            self.instances.pop(name, None)
+        self.instances = merge_watch(self.instances, event, "instance", full)
         self.marked &= set(self.instances)
         self.render_rows()
 
@@ -178,14 +173,13 @@ class ServicesView(Vertical):
         Its rows are keyed ``system/module@node`` like this view's; an instance
         that stops running leaves the stream's rows and its cells go back to "-".
         """
-        if full:
-            self.metric_rows = {}
-        for row in event.get("changed", []):
-            self.metric_rows[row["key"]] = {
-                hook: row.get(name) for name, hook in WATCHED_METRICS.items()
-            }
-        for key in event.get("removed", []):
-            self.metric_rows.pop(key, None)
+        self.metric_rows = merge_watch(
+            self.metric_rows,
+            event,
+            "key",
+            full,
+            lambda row: {hook: row.get(name) for name, hook in WATCHED_METRICS.items()},
+        )
         self.merge_metrics(self.metric_rows, full=True)
 
     def render_rows(self) -> None:

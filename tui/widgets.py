@@ -21,6 +21,26 @@ from gdos.units import STATE_STYLE, human_bytes, human_duration, percent
 Cell = tuple[str, str]  # (text, style): compared to decide whether a cell changed
 
 
+def merge_watch(
+    items: dict[str, Any],
+    event: dict[str, Any],
+    key: str,
+    full: bool,
+    convert: Any = None,
+) -> dict[str, Any]:
+    """Apply one pushed ``*.watch`` event (``changed`` views, ``removed`` keys) to ``items``.
+
+    ``full`` means the event lists everything (the first after a subscribe), so
+    what it does not name is gone. ``convert`` turns a view into what is kept.
+    """
+    merged = {} if full else items
+    for view in event.get("changed", []):
+        merged[view[key]] = convert(view) if convert else view
+    for name in event.get("removed", []):
+        merged.pop(name, None)
+    return merged
+
+
 def sync_row(
     table: Any,
     rows: dict[str, list[Cell]],
