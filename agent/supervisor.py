@@ -297,12 +297,16 @@ class Supervisor:
                 self._set(inst, "stopped")
             return inst.state_dict()
 
+    def _want(self, inst: Instance, desired: str) -> None:
+        """An operator's decision replaces any scheduled restart and survives an agent restart."""
+        self._cancel_pending(inst)
+        inst.record["desired"] = desired
+        self._save(inst)
+
     async def start(self, instance: str) -> dict[str, Any]:
         inst = self._startable(instance)
         async with inst.lock:
-            self._cancel_pending(inst)
-            inst.record["desired"] = "running"
-            self._save(inst)
+            self._want(inst, "running")
             if inst.state != "running" or not self._alive(inst):
                 inst.recent_restarts.clear()
                 await self._launch(inst)
@@ -311,18 +315,14 @@ class Supervisor:
     async def stop(self, instance: str) -> dict[str, Any]:
         inst = self._get(instance)
         async with inst.lock:
-            self._cancel_pending(inst)
-            inst.record["desired"] = "stopped"
-            self._save(inst)
+            self._want(inst, "stopped")
             await self._stop(inst)
             return inst.state_dict()
 
     async def restart(self, instance: str) -> dict[str, Any]:
         inst = self._startable(instance)
         async with inst.lock:
-            self._cancel_pending(inst)
-            inst.record["desired"] = "running"
-            self._save(inst)
+            self._want(inst, "running")
             await self._stop(inst)
             inst.recent_restarts.clear()
             await self._launch(inst)
