@@ -39,6 +39,9 @@ def complete_targets(incomplete: str) -> list[str]:
     return sorted(n for n in names if n.startswith(incomplete))
 
 
+SETTLED = ("running", "stopped", "error", "failed")  # states an operation ends in
+
+
 TARGET = typer.Argument(
     ...,
     help="SYSTEM, SYSTEM/MODULE or SYSTEM/MODULE@NODE.",
@@ -133,6 +136,7 @@ async def _follow(
         transient=True,
     )
     outcome: dict[str, Any] = {"ok": False, "results": []}
+    settled: dict[str, bool] = {}  # instance -> its last state looks final (for the bar only)
     with progress:
         bar = progress.add_task(f"{action} {target}", total=len(reply["instances"]))
         async for event in events:
@@ -144,10 +148,13 @@ async def _follow(
                 progress.update(
                     bar, description=f"{action} level {event['level']}/{event['of']}: {what}"
                 )
-            elif event["type"] == "state" and not json:
-                note = f"  {event['error']}" if event.get("error") else ""
-                err.print(_line(event["instance"] + "  ", event["state"], note), highlight=False)
-            progress.update(bar, completed=_settled(event, reply, progress, bar))
+            elif event["type"] == "state":
+                settled[event["instance"]] = event["state"] in SETTLED
+                progress.update(bar, completed=sum(settled.values()))
+                if not json:
+                    note = f"  {event['error']}" if event.get("error") else ""
+                    line = _line(event["instance"] + "  ", event["state"], note)
+                    err.print(line, highlight=False)
     return {"instances": reply["instances"], **outcome}
 
 
@@ -156,14 +163,6 @@ def _line(before: str, state: str, after: str) -> Any:
     from rich.text import Text
 
     return Text.assemble(before, (state, STATE_STYLE.get(state, "")), after)
-
-
-def _settled(event: dict[str, Any], reply: dict[str, Any], progress: Any, bar: Any) -> float:
-    """Instances whose state looks final, for the bar (the outcome is what counts)."""
-    final = reply.setdefault("_final", {})
-    if event["type"] == "state":
-        final[event["instance"]] = event["state"] in ("running", "stopped", "error", "failed")
-    return float(sum(final.values()))
 
 
 def _print_outcome(outcome: dict[str, Any]) -> None:

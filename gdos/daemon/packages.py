@@ -202,7 +202,11 @@ class Packages:
         key = (node.name, body["fetch"])
         self._cancel(key)
         sha256 = body["sha256"]
-        if len(sha256) != 64 or not SHA256_HEX.issuperset(sha256) or not self._known(sha256):
+        if (
+            len(sha256) != 64
+            or not SHA256_HEX.issuperset(sha256)
+            or not self.catalog.sha_in_use(sha256)
+        ):
             self._refuse(node, body["fetch"], ErrorCode.PACKAGE_UNKNOWN, "no such package")
             return
         fetch = Fetch(node, body["fetch"], max(0, body["credit"]))
@@ -228,9 +232,6 @@ class Packages:
             self._cancel(key)
         for upload in list(self.uploads.values()):
             self._abort(upload)
-
-    def _known(self, sha256: str) -> bool:
-        return self.catalog.sha_in_use(sha256)
 
     def _cancel(self, key: tuple[str, int]) -> None:
         fetch = self.fetches.pop(key, None)

@@ -216,7 +216,7 @@ class Services:
     def on_report(self, node: LiveNode, msg: Message) -> None:
         reported = set()
         for state in msg.body["instances"]:
-            if isinstance(state, dict) and self._apply(node.name, state, quiet=True) is not None:
+            if isinstance(state, dict) and self._apply(node.name, state) is not None:
                 reported.add(state["instance"])
         for row in self.catalog.instances(node=node.name):
             if f"{row['system']}/{row['module']}" in reported:
@@ -248,9 +248,7 @@ class Services:
         if isinstance(msg.body.get("state"), dict):
             self._apply(node.name, msg.body["state"])
 
-    def _apply(
-        self, node: str, state: dict[str, Any], quiet: bool = False
-    ) -> dict[str, Any] | None:
+    def _apply(self, node: str, state: dict[str, Any]) -> dict[str, Any] | None:
         """Record one reported instance state; ``None`` when the report is malformed."""
         name = state.get("instance")
         if not isinstance(name, str) or name.count("/") != 1:
