@@ -211,3 +211,33 @@ def test_logs_targets_box_reads_like_gdos_logs() -> None:
     pattern = search_pattern("a(")  # not a regex: taken literally
     assert pattern is not None and pattern.search("xA(y")
     assert search_pattern("") is None
+
+
+def test_deploy_form_hint_answering_after_the_form_closed_does_not_fail_the_app() -> None:
+    """The module hint is asked from the daemon. An answer that arrives while the form is
+    being removed (its label already gone) must be dropped, not crash the dashboard: it
+    once failed a CI run. The test takes the label away itself, then lets the answer in."""
+    from textual.widgets import Label
+
+    from tui.forms import DeployForm
+
+    release, answered = asyncio.Event(), asyncio.Event()
+
+    async def slow_describe(system: str) -> str:
+        await release.wait()
+        answered.set()
+        return f"{system}: a (sleeper@latest)"
+
+    app = GdosApp(connect=False)
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        form = DeployForm("app/a", "n1", describe=slow_describe)
+        app.push_screen(form)
+        await until(pilot, lambda: bool(form.query("#deploy-hint")), "the form's hint label")
+        await form.query_one("#deploy-hint", Label).remove()
+        release.set()
+        await until(pilot, answered.is_set, "the late answer")
+        await pilot.pause(0.2)
+        assert app.screen is form and app.is_running
+
+    offline(app, scenario)

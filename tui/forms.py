@@ -96,11 +96,14 @@ class DeployForm(ModalScreen[dict[str, Any] | None]):
     @work(group="deploy-hint", exclusive=True)
     async def _hint(self, target: str) -> None:
         system = target.strip().partition("/")[0].partition("@")[0]
-        if self.describe is None or not system:
-            self.query_one("#deploy-hint", Label).update("")
-            return
-        await asyncio.sleep(0.15)  # typing: ask once the name settles
-        self.query_one("#deploy-hint", Label).update(await self.describe(system))
+        text = ""
+        if self.describe is not None and system:
+            await asyncio.sleep(0.15)  # typing: ask once the name settles
+            text = await self.describe(system)
+        # The answer may come after the form was submitted and removed: then
+        # there is no label left to update, which must not fail the dashboard.
+        for label in self.query("#deploy-hint").results(Label):
+            label.update(text)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
