@@ -22,8 +22,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """On failure, attach the daemon's and agents' logs to the report."""
     if call.when != "call" or call.excinfo is None:
         return
-    fleet = item.funcargs.get("fleet") if hasattr(item, "funcargs") else None
-    if isinstance(fleet, Fleet):
+    funcargs = item.funcargs.values() if hasattr(item, "funcargs") else []
+    for fleet in [f for f in funcargs if isinstance(f, Fleet)]:  # fleet, nat_fleet, ...
         procs = ([fleet.daemon] if fleet.daemon else []) + list(fleet.agents.values())
         for proc in procs:
             item.add_report_section("call", f"log {proc.name}", proc.log_text()[-4000:])

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,12 @@ class Fleet:
     agents: dict[str, Proc] = field(default_factory=dict)
     homes: list[Path] = field(default_factory=list)
     daemon_args: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"  # the daemon's mesh address (another one inside a namespace)
+    daemon_wrap: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NS]
 
     @property
     def mesh(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
+        return f"tcp://{self.host}:{self.port}"
 
     def env(self, home: Path) -> dict[str, str]:
         return {**os.environ, "GDOS_HOME": str(home), "PYTHONUNBUFFERED": "1"}
@@ -129,7 +132,7 @@ class Fleet:
         self.daemon_args = list(extra or self.daemon_args)
         daemon = self.daemon = self._spawn(
             "daemon",
-            [sys.executable, "-m", "gdos.cli.main", "daemon", "run", *args],
+            [*self.daemon_wrap, sys.executable, "-m", "gdos.cli.main", "daemon", "run", *args],
             self.daemon_home,
         )
         wait_for(
@@ -152,9 +155,19 @@ class Fleet:
         return str(self.gdos_json("daemon", "status")["public_key"])
 
     def start_agent(
-        self, name: str, *extra: str, join: str | None = None, home: Path | None = None
+        self,
+        name: str,
+        *extra: str,
+        join: str | None = None,
+        home: Path | None = None,
+        wrap: Sequence[str] = (),
     ) -> Proc:
-        """Start a real agent process (``gdos agent run``) with its own GDOS_HOME."""
+        """Start a real agent process (``gdos agent run``) with its own GDOS_HOME.
+
+        ``wrap`` prefixes the command line, e.g. ``ip netns exec NS`` to run the
+        agent inside a network namespace (the wrapper must exec the command,
+        so that the process and its group are the agent's).
+        """
         if home is None:
             home = short_home(f"ga-{name}-")
             self.homes.append(home)
@@ -168,6 +181,7 @@ class Fleet:
             )
         )
         argv = [
+            *wrap,
             sys.executable,
             "-m",
             "gdos.cli.main",
