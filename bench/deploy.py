@@ -38,7 +38,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from support import (  # the folder is put on the path just above
     Proc,
     free_port,
     gdos_argv,
+    kill_recorded,
     log,
     rss_mb,
     run_owned,
@@ -445,25 +445,9 @@ class Bench:
             for agent in self.agents:
                 instances = agent.home / "state" / "agent" / "instances"
                 for pid_file in instances.glob("*/*/pid.json"):
-                    killed += _kill_recorded(pid_file)
+                    killed += kill_recorded(pid_file)
             if killed:
                 log(f"killed {killed} service processes the agents left behind")
-
-
-def _kill_recorded(pid_file: Path) -> int:
-    """SIGKILL the process in ``pid_file`` (and its descendants) if it is still that process."""
-    try:
-        data = json.loads(pid_file.read_text())
-        proc = psutil.Process(int(data["pid"]))
-        if abs(proc.create_time() - float(data["create_time"])) > 0.05:
-            return 0  # the pid now belongs to another program
-        victims = [proc, *proc.children(recursive=True)]
-    except (OSError, ValueError, KeyError, psutil.Error):
-        return 0
-    for victim in victims:
-        with contextlib.suppress(psutil.Error):
-            victim.send_signal(signal.SIGKILL)
-    return len(victims)
 
 
 def _cpu(proc: psutil.Process) -> float:

@@ -12,6 +12,13 @@ Sections (``--only`` picks some, comma-separated):
             online and heartbeating, and the time to get them online
   agent     real agent RSS and idle CPU % over 10 s
   help      ``gdos --help`` wall time beside ``python -c pass``
+  converge20    instance states after a daemon kill -9 and restart, over the
+            20 real agents each running a small service: time until status
+            matches the real processes, beside the time until they are all
+            back online (bench/recovery.py)
+  restart1000   time until 1,000 simulated agents are back online after a
+            clean daemon restart and after a kill -9, beside the cold time
+            for the same agents to come online the first time
 
 Every daemon runs with the default intervals (heartbeat 15 s, metrics 5 s,
 offline after 45 s) in its own temporary GDOS_HOME on a free loopback port.
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -37,12 +45,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import (  # the folder is put on the path just above
+import recovery  # the folder is put on the path just above
+from support import (
     Daemon,
     Owned,
     Proc,
     RssWatch,
     gdos_argv,
+    kill_recorded,
     log,
     median_time,
     rss_mb,
@@ -51,7 +61,7 @@ from support import (  # the folder is put on the path just above
     wait_for,
 )
 
-SECTIONS = ("exec20", "exec1000", "rss", "agent", "help")
+SECTIONS = ("exec20", "exec1000", "rss", "agent", "help", "converge20", "restart1000")
 ONLINE_LINE = re.compile(r"^(\d+) simulated agents online in ([\d.]+)s", re.M)
 
 
@@ -282,6 +292,75 @@ class Bench:
         self.figure("python -c pass (x10)", py, "s")
         self.figure("gdos --help", med, "s", 0.15, f"{med / py:.1f}x python -c pass")
 
+    # -- recovery after a daemon restart --------------------------------------------
+    def converge20(self) -> None:
+        daemon, agents = self.real_fleet()
+        count, homes = len(agents), recovery.instance_homes(agents)
+        self.section(f"f. instance states after a daemon kill -9, {count} real agents")
+        try:
+            log(f"deploying and starting {recovery.SYSTEM}/{recovery.MODULE} on {count} agents")
+            recovery.deploy_idle_service(daemon, self.owned.home("gbw-"), count)
+            log("kill -9 of the daemon, then of services, restarted by their agents")
+            result = recovery.converge_after_kill(
+                daemon, homes, self.args.churn, self.args.converge_timeout, self.args.hold
+            )
+            self.figure(f"baseline: {count} nodes back online after kill -9", result.online_s, "s")
+            if result.converged_s is None:
+                note = f"not within {self.args.converge_timeout:g}s; e.g. {result.drift[:2]}"
+            elif not result.held:
+                note = f"then drifted again within {self.args.hold:g}s: {result.drift[:2]}"
+            else:
+                note = f"and still true {self.args.hold:g}s later"
+            self.figure("status matches the real processes", result.converged_s, "s", None, note)
+            if result.converged_s is not None and result.online_s:
+                self.line("  vs back online", f"{result.converged_s / result.online_s:.2f}x")
+            self.line(
+                "  instance events recorded after the restart",
+                f"{result.events} (real transitions, all while it was down: "
+                f"{result.churned} crashes and {result.churned} restarts)",
+            )
+        finally:
+            self.remove_services(daemon, agents)
+
+    def remove_services(self, daemon: Daemon, agents: list[Proc]) -> None:
+        """Destroy the recovery system; kill whatever service process is left."""
+        try:
+            timed(daemon.gdos("destroy", recovery.SYSTEM, "--yes"), daemon.env, timeout=120)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            log(f"destroy {recovery.SYSTEM} failed: {exc}")
+        finally:
+            for agent in agents:
+                for pid_file in agent.home.glob("state/agent/instances/*/*/pid.json"):
+                    kill_recorded(pid_file)
+
+    def restart1000(self) -> None:
+        count = self.args.agents_mock
+        self.section(f"g. nodes back online after a daemon restart, {count} simulated agents")
+        log(f"fresh daemon, {count} simulated agents")
+        daemon = Daemon.start(self.owned)
+        mock, began = self.start_mock(daemon, count)
+        try:
+            cold, note = self.wait_mock(daemon, mock, began, count)
+            self.figure(f"baseline: {count} simulated online, cold", cold, "s", None, note)
+            if cold is None:
+                return
+            for label, sig in (("SIGTERM", signal.SIGTERM), ("kill -9", signal.SIGKILL)):
+                log(f"daemon restart after {label}")
+                timeout = self.args.online_timeout
+                seconds, answered = recovery.online_after_restart(daemon, count, sig, timeout)
+                note = (
+                    f"{seconds / cold:.2f}x the cold start; from the new daemon's launch, "
+                    f"which answered after {answered:.2f}s"
+                    if seconds is not None
+                    else f"only {daemon.online()} of {count} online after {timeout:g}s"
+                )
+                self.figure(
+                    f"{count} back online after restart ({label})", seconds, "s", None, note
+                )
+        finally:
+            self.owned.stop(mock)
+            daemon.stop()
+
     # -- all ----------------------------------------------------------------------
     @property
     def only(self) -> list[str]:
@@ -341,6 +420,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=45.0, help="s of heartbeats before RSS")
     p.add_argument("--cpu-window", type=float, default=10.0, help="s of agent CPU sampling")
     p.add_argument("--online-timeout", type=float, default=600.0, help="s to wait for online")
+    p.add_argument("--churn", type=int, default=5, help="services killed while the daemon is down")
+    p.add_argument(
+        "--converge-timeout", type=float, default=180.0, help="s to wait for status to converge"
+    )
+    p.add_argument("--hold", type=float, default=20.0, help="s convergence must then hold")
     p.add_argument(
         "--no-exec-large",
         dest="exec_large",

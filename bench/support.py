@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -167,11 +168,17 @@ def run_owned(work: Callable[[Owned], object]) -> int:
 # -- the daemon -------------------------------------------------------------------
 
 
+def _launch(owned: Owned, home: Path, port: int, extra: tuple[str, ...]) -> Proc:
+    argv = [*gdos_argv(), "daemon", "run", "--mesh", f"tcp://127.0.0.1:{port}", *extra]
+    return owned.spawn("daemon", argv, home)
+
+
 @dataclass
 class Daemon:
     proc: Proc
     port: int
     owned: Owned
+    extra: tuple[str, ...] = ()  # options of `daemon run`, kept for restart
 
     @property
     def home(self) -> Path:
@@ -188,12 +195,34 @@ class Daemon:
     @classmethod
     def start(cls, owned: Owned, *extra: str) -> Daemon:
         home, port = owned.home("gb-"), free_port()
-        argv = [*gdos_argv(), "daemon", "run", "--mesh", f"tcp://127.0.0.1:{port}", *extra]
-        daemon = cls(owned.spawn("daemon", argv, home), port, owned)
-        wait_for(lambda: daemon.ping() or not daemon.proc.alive(), 20, "the daemon to answer")
-        if not daemon.proc.alive():
-            raise RuntimeError(f"the daemon exited:\n{daemon.proc.log_text()[-2000:]}")
+        daemon = cls(_launch(owned, home, port, extra), port, owned, extra)
+        daemon.wait_answering()
         return daemon
+
+    def wait_answering(self) -> None:
+        wait_for(lambda: self.ping() or not self.proc.alive(), 20, "the daemon to answer")
+        if not self.proc.alive():
+            raise RuntimeError(f"the daemon exited:\n{self.proc.log_text()[-2000:]}")
+
+    def halt(self, sig: int = signal.SIGTERM) -> None:
+        """Stop with ``sig``: SIGTERM is ``gdos daemon stop``, SIGKILL a crash (nothing
+        saved on the way out). The GDOS_HOME stays, for ``relaunch``."""
+        if sig != signal.SIGTERM:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+        self.owned.stop(self.proc, grace=20.0)
+
+    def relaunch(self) -> float:
+        """Start again on the same GDOS_HOME and port; the monotonic time of the
+        launch. Returns once the new process answers on its control socket."""
+        launched = time.monotonic()
+        self.proc = _launch(self.owned, self.home, self.port, self.extra)
+        self.wait_answering()
+        return launched
+
+    def restart(self, sig: int = signal.SIGTERM) -> float:
+        self.halt(sig)
+        return self.relaunch()
 
     def call(self, kind: str, **body: Any) -> dict[str, Any]:
         from gdos.client import Client
@@ -223,6 +252,26 @@ class Daemon:
 
     def stop(self) -> None:
         self.owned.stop(self.proc, grace=20.0)
+
+
+def kill_recorded(pid_file: Path) -> int:
+    """SIGKILL the service in an agent's ``pid.json`` (and its descendants), if it
+    is still that process (pid *and* create_time match); how many were killed.
+
+    Services run in their own sessions and outlive their agent, so a benchmark
+    that started some must find them here on the way out."""
+    try:
+        data = json.loads(pid_file.read_text())
+        proc = psutil.Process(int(data["pid"]))
+        if abs(proc.create_time() - float(data["create_time"])) > 0.05:
+            return 0  # the pid now belongs to another program
+        victims = [proc, *proc.children(recursive=True)]
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return 0
+    for victim in victims:
+        with contextlib.suppress(psutil.Error):
+            victim.send_signal(signal.SIGKILL)
+    return len(victims)
 
 
 class RssWatch:
