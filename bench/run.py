@@ -306,7 +306,10 @@ class Bench:
             )
             self.figure(f"baseline: {count} nodes back online after kill -9", result.online_s, "s")
             if result.converged_s is None:
-                note = f"not within {self.args.converge_timeout:g}s; e.g. {result.drift[:2]}"
+                note = (
+                    f"not within {self.args.converge_timeout:g}s; {len(result.drift)} of "
+                    f"{count} wrong, e.g. {result.drift[:2]}"
+                )
             elif not result.held:
                 note = f"then drifted again within {self.args.hold:g}s: {result.drift[:2]}"
             else:
