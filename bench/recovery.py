@@ -25,7 +25,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import psutil
 from support import Daemon, Proc, log, timed, wait_for
@@ -161,6 +161,6 @@ def instance_homes(agents: list[Proc]) -> dict[str, Path]:
     """Node name -> the agent's GDOS_HOME, from the ``--name`` on its command line."""
     homes: dict[str, Path] = {}
     for agent in agents:
-        argv: list[Any] = list(agent.popen.args)  # type: ignore[arg-type]
-        homes[str(argv[argv.index("--name") + 1])] = agent.home
+        argv = [str(arg) for arg in cast(list[str], agent.popen.args)]
+        homes[argv[argv.index("--name") + 1]] = agent.home
     return homes
