@@ -9,7 +9,7 @@ back online (the floor: nothing can converge before its agent is back) and
 the time until the instance view (``svc.status``, exactly what
 ``gdos status --json`` prints) matches the real processes, read from each
 agent's pid.json and checked against the process table (pid *and* start
-time). Convergence must then hold for --hold seconds: a view that matches
+time), with every node shown online. Convergence must then hold for --hold seconds: a view that matches
 and drifts again is reported as such.
 
 ``restart1000``: the cold time for the simulated agents to come online the
@@ -70,7 +70,8 @@ def real_pid(home: Path) -> int | None:
 
 
 def mismatches(daemon: Daemon, homes: dict[str, Path]) -> list[str]:
-    """Instances whose reported state or pid differs from the real process."""
+    """Instances whose reported state or pid differs from the real process, or
+    shown on an offline node (every agent runs throughout)."""
     rows = daemon.call("svc.status", target=SYSTEM)["instances"]
     wrong = [] if len(rows) == len(homes) else [f"{len(rows)} instances, not {len(homes)}"]
     for row in rows:
@@ -78,6 +79,8 @@ def mismatches(daemon: Daemon, homes: dict[str, Path]) -> list[str]:
         shown = row["pid"] if row["state"] == "running" else None
         if shown != real:
             wrong.append(f"{row['instance']}: shown {row['state']} pid {row['pid']}, runs {real}")
+        elif not row["node_online"]:
+            wrong.append(f"{row['instance']}: shown on an offline node, whose agent runs")
     return wrong
 
 
