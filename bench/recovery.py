@@ -9,8 +9,8 @@ back online (the floor: nothing can converge before its agent is back) and
 the time until the instance view (``svc.status``, exactly what
 ``gdos status --json`` prints) matches the real processes, read from each
 agent's pid.json and checked against the process table (pid *and* start
-time), with every node shown online. Convergence must then hold for --hold seconds: a view that matches
-and drifts again is reported as such.
+time), with every node shown online. Convergence must then hold for --hold
+seconds: a view that matches and drifts again is reported as such.
 
 ``restart1000``: the cold time for the simulated agents to come online the
 first time (the baseline), then the time for all of them to be back online
