@@ -181,8 +181,9 @@ class Mesh:
             "error",
             {
                 "code": str(ErrorCode.KEY_NOT_ACCEPTED),
-                "message": f"key {fingerprint(key)} of {name} is pending ({admission.reason}); "
-                f"on the daemon run 'gdos key accept {name}'.",
+                "message": f"key {fingerprint(key)} of {name} is not accepted "
+                f"({admission.reason}); on the daemon run "
+                f"'gdos key accept {fingerprint(key)}'.",
             },
         )
 
