@@ -17,7 +17,7 @@ import zmq
 import zmq.asyncio
 
 from gdos import protocol
-from gdos.daemon.auth import PENDING_PREFIX, ZAP_DOMAIN, KeyRing
+from gdos.daemon.auth import PENDING_PREFIX, TOO_MANY, ZAP_DOMAIN, KeyRing
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.errors import ErrorCode
@@ -175,7 +175,8 @@ class Mesh:
         if admission.accepted:
             self._hello(rid, key, msg, payload)
             return
-        log.info("key %s of %s not accepted: %s", fingerprint(key), name, admission.reason)
+        level = logging.DEBUG if admission.reason == TOO_MANY else logging.INFO  # a flood
+        log.log(level, "key %s of %s not accepted: %s", fingerprint(key), name, admission.reason)
         self.send_rid(
             rid,
             "error",
