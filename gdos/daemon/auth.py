@@ -212,7 +212,9 @@ class KeyRing:
         )
 
     def reject(self, arg: str) -> dict:
-        row = select(self.known(), arg, "known")
+        """Reject the one accepted or pending key ``arg`` names."""
+        live = [r for r in self.known() if r["status"] != "rejected"]
+        row = select(live, arg, "accepted or pending")
         self.store.set_key_status(row["key"], "rejected")
         self._withdraw(row["key"])
         return row

@@ -7,7 +7,8 @@ command does to a real node. The rule:
 - a fingerprint (``aa:bb:cc:dd...``, as ``gdos key list`` shows it; a prefix
   of at least four groups will do) or the full public key always works;
 - a name works only when exactly one key answers to it: for ``accept``
-  among the pending keys, for ``reject`` and ``delete`` among all keys;
+  among the pending keys, for ``reject`` among the accepted and pending
+  ones, for ``delete`` among all keys;
 - anything else is ``key_ambiguous`` with every candidate's fingerprint, or
   ``key_unknown``.
 
