@@ -103,7 +103,8 @@ class KeyRing:
         if key in self.accepted or (row is not None and row["status"] != DELETED):
             return Admission(False, "key already recorded")
         token_id = join.get("token") if isinstance(join, dict) else None
-        reason = SPENT if row is not None else self._check_join(key, join)
+        spent = row is not None and bool(join)  # deleted by the operator: proof used
+        reason = SPENT if spent else self._check_join(key, join) if row is None else NO_TOKEN
         if reason is None and self._name_taken(name, key):
             reason = NAME_TAKEN
         elif reason is None:
@@ -169,7 +170,7 @@ class KeyRing:
         row = select(pending, arg, "pending")
         refusal = self._accept_refusal(row)
         if refusal:
-            raise GdosError(ErrorCode.INVALID_ARGUMENT, refusal)
+            raise GdosError(ErrorCode.INVALID_ARGUMENT, refusal + ".")
         self.store.set_key_status(row["key"], "accepted")
         self._grant(row["key"], row["name"])
         return row

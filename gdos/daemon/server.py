@@ -121,6 +121,8 @@ class Daemon:
             from gdos.daemon.prometheus import start_exporter
 
             self.prometheus = await start_exporter(self, self.config.prometheus)
+        if self.config.insecure:  # also when not started through the CLI
+            insecure.check(self.config.mesh_bind, self.config.trust_network)
         self.mesh_endpoint = self.mesh.bind()
         self.observe.start()  # audits the handlers registered above; starts alerts
         await self.control.start()
