@@ -12,6 +12,7 @@ re-executes itself without it.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import sys
 from pathlib import Path
@@ -73,6 +74,12 @@ def _read_fd(fd: int) -> str:
 def _read_file(path: Path) -> str:
     try:
         with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_mode & 0o077:
+                logging.getLogger("gdos.agent").warning(
+                    "%s can be read by other users; 'chmod 600 %s' keeps the token secret",
+                    path,
+                    path,
+                )
             return handle.read(MAX_TOKEN_BYTES).decode("utf-8", "replace")
     except OSError as exc:
         raise GdosError(
