@@ -68,7 +68,7 @@ def test_deleted_key_of_a_token_agent_comes_back_only_as_pending(fleet: Fleet) -
     assert fleet.gdos("key", "delete", "n1").returncode == 0
     fleet.start_agent("n1", join=token, home=agent.home)
     wait_for(lambda: _pending(fleet, "n1"), what="n1 pending after a restart with its token")
-    assert "is not accepted" in fleet.agents["n1"].log_text()
+    wait_for(lambda: "is not accepted" in fleet.agents["n1"].log_text(), what="agent told")
     assert [k["status"] for k in _keys(fleet)] == ["pending"]
     assert fleet.nodes()["n1"]["online"] is False
     assert fleet.gdos_json("token", "list")[0]["uses_left"] == 4  # one use: the first join
