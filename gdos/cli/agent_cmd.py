@@ -24,7 +24,9 @@ def run(
     ),
     daemon: str | None = typer.Option(None, "--daemon", help="Daemon mesh address HOST:PORT."),
     daemon_key: str | None = typer.Option(None, "--daemon-key", help="Daemon public key (z85)."),
-    name: str | None = typer.Option(None, "--name", help="Node name (default: hostname)."),
+    name: str | None = typer.Option(
+        None, "--name", help="Node name (default: the enrolled name, else the hostname)."
+    ),
     state_dir: Path | None = typer.Option(None, "--state-dir", help="Agent state folder."),
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext mesh (daemon too)."),
     trust_network: bool = typer.Option(
