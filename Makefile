@@ -22,7 +22,7 @@ up: venv
 	@mkdir -p $(GDOS_HOME)/run $(GDOS_HOME)/log
 	@if ! { [ -f $(GDOS_HOME)/run/agent.pid ] && kill -0 $$(cat $(GDOS_HOME)/run/agent.pid) 2>/dev/null; }; then \
 		token=$$($(BIN)/gdos token create --ttl 10m --uses 1 --address $(MESH) 2>/dev/null) && \
-		nohup $(BIN)/gdos agent run --join "$$token" --name $(NODE) --backoff-max 2 \
+		GDOS_JOIN_TOKEN="$$token" nohup $(BIN)/gdos agent run --name $(NODE) --backoff-max 2 \
 			>>$(GDOS_HOME)/log/agent.log 2>&1 & echo $$! > $(GDOS_HOME)/run/agent.pid; fi
 	@$(BIN)/python -m gdos.devtools.wait_online $(NODE) 20
 	@$(BIN)/gdos node list

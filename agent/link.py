@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from agent.shells import ShellSessions
 from gdos import __version__, protocol
 from gdos.dialing import backoff_delay
 from gdos.errors import ErrorCode
-from gdos.keys import KeyPair
+from gdos.keys import KeyPair, fingerprint
 from gdos.protocol import Message, ProtocolError
 from gdos.tokens import JoinToken, proof
 
@@ -51,7 +52,8 @@ class LinkConfig:
     server_key: str | None  # None: --insecure
     keypair: KeyPair | None
     state_dir: Path
-    token: JoinToken | None = None
+    token: JoinToken | None = None  # sent until the first welcome: a join proof is used once
+    on_welcome: Callable[[], None] | None = None  # remembers the enrolled name (enrollment.py)
     backoff_base: float = 0.5
     service_log_bytes: int = 10 * 1024 * 1024
     service_log_keep: int = 5
@@ -233,7 +235,7 @@ class Link:
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             self._refused(
                 "the daemon refused this agent's key (pending or rejected); "
-                f"on the daemon run 'gdos key accept {self.config.name}'"
+                f"on the daemon run 'gdos key accept {self._fingerprint()}'"
             )
             return "over"
         self._refused(
@@ -241,6 +243,10 @@ class Link:
             "--insecure is given on both sides or neither"
         )
         return "over"
+
+    def _fingerprint(self) -> str:
+        keypair = self.config.keypair
+        return fingerprint(keypair.public) if keypair is not None else self.config.name
 
     def _refused(self, text: str) -> None:
         if text != self._last_refusal:
@@ -300,6 +306,11 @@ class Link:
 
     def _on_welcome(self, msg: Message) -> str:
         self._apply_config(msg)
+        # Enrolled: the key is accepted now, so the join proof is never sent again
+        # (a key the operator deletes must come back only as pending).
+        self.config.token = None
+        if self.config.on_welcome is not None:
+            self.config.on_welcome()
         log.info(
             "connected to %s as %s (state %s)", self.config.address, self.config.name, self.state
         )

@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     NO_TARGET = "no_target"
     KEY_UNKNOWN = "key_unknown"
     KEY_NOT_ACCEPTED = "key_not_accepted"
+    KEY_AMBIGUOUS = "key_ambiguous"
     TOKEN_INVALID = "token_invalid"
     TOKEN_EXPIRED = "token_expired"
     # tasks
@@ -99,6 +100,7 @@ _EXIT_FOR_CODE = {
     ErrorCode.LOG_NOT_FOUND: ExitCode.NOT_FOUND,
     ErrorCode.RULE_UNKNOWN: ExitCode.NOT_FOUND,
     ErrorCode.INVALID_ARGUMENT: ExitCode.USAGE,
+    ErrorCode.KEY_AMBIGUOUS: ExitCode.USAGE,
 }
 
 

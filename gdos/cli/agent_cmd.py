@@ -13,12 +13,25 @@ app = typer.Typer(help="Run the node agent.", no_args_is_help=True)
 
 @app.command()
 def run(
-    join: str | None = typer.Option(None, "--join", help="Join token from 'gdos token create'."),
+    join: str | None = typer.Option(
+        None,
+        "--join",
+        help="Join token, or - to read it from standard input (a token written here is "
+        "visible to local users until the agent starts; prefer --join-file or GDOS_JOIN_TOKEN).",
+    ),
+    join_file: Path | None = typer.Option(
+        None, "--join-file", help="File holding the join token from 'gdos token create'."
+    ),
     daemon: str | None = typer.Option(None, "--daemon", help="Daemon mesh address HOST:PORT."),
     daemon_key: str | None = typer.Option(None, "--daemon-key", help="Daemon public key (z85)."),
-    name: str | None = typer.Option(None, "--name", help="Node name (default: hostname)."),
+    name: str | None = typer.Option(
+        None, "--name", help="Node name (default: the enrolled name, else the hostname)."
+    ),
     state_dir: Path | None = typer.Option(None, "--state-dir", help="Agent state folder."),
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext mesh (daemon too)."),
+    trust_network: bool = typer.Option(
+        False, "--i-trust-this-network", help="Allow --insecure on a non-loopback address."
+    ),
     backoff_max: float = typer.Option(30.0, "--backoff-max", help="Reconnect backoff cap, s."),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
     service_log_mb: int = typer.Option(
@@ -34,8 +47,20 @@ def run(
     """Run the agent in the foreground; it dials the daemon and keeps redialling.
 
     The agent runs as its own lean process (no CLI libraries loaded), so this
-    command replaces itself with ``python -m agent``.
+    command replaces itself with ``python -m agent``. The join token (from
+    --join, --join-file, --join - or GDOS_JOIN_TOKEN) is handed over through an
+    inherited pipe, never that process's command line or environment.
     """
+    from gdos import join_input
+    from gdos.cli.common import fail
+    from gdos.errors import GdosError
+
+    try:
+        token = join_input.take(join, join_file, None)
+    except GdosError as error:
+        fail(error)
+    if join not in (None, "-"):
+        sys.stderr.write(join_input.ARGV_WARNING + "\n")
     argv = [
         sys.executable,
         "-m",
@@ -50,7 +75,6 @@ def run(
         str(service_log_keep),
     ]
     for flag, value in (
-        ("--join", join),
         ("--daemon", daemon),
         ("--daemon-key", daemon_key),
         ("--name", name),
@@ -58,8 +82,12 @@ def run(
     ):
         if value is not None:
             argv += [flag, str(value)]
+    if token is not None:
+        argv += ["--join-fd", str(join_input.hand_over(token))]
     if insecure:
         argv.append("--insecure")
+    if trust_network:
+        argv.append("--i-trust-this-network")
     for root in log_root or []:
         argv += ["--log-root", str(root)]
     sys.stdout.flush()

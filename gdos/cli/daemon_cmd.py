@@ -19,6 +19,15 @@ HEARTBEAT = typer.Option(15.0, "--heartbeat", help="Agent heartbeat interval, se
 METRICS = typer.Option(5.0, "--metrics-interval", help="Agent metrics interval, seconds.")
 OFFLINE = typer.Option(45.0, "--offline-after", help="Seconds of silence before offline.")
 INSECURE = typer.Option(False, "--insecure", help="Plaintext mesh (agents need it too).")
+TRUST_NETWORK = typer.Option(
+    False, "--i-trust-this-network", help="Allow --insecure on a non-loopback mesh address."
+)
+MAX_PENDING = typer.Option(
+    1000, "--max-pending-keys", help="Pending keys kept; the oldest expires beyond this."
+)
+PENDING_RATE = typer.Option(
+    20.0, "--pending-keys-per-minute", help="New pending keys accepted per source address."
+)
 LOG_LEVEL = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR.")
 RECORD_INPUT = typer.Option(
     False, "--record-input", help="Also record what operators type in shell sessions."
@@ -81,6 +90,17 @@ def _prometheus(address: str | None) -> str | None:
     return address.strip()
 
 
+def _insecure(mesh: str, trusted: bool) -> None:
+    """Refuse --insecure beyond loopback unless trusted; say loudly what it exposes."""
+    from gdos import insecure
+
+    try:
+        insecure.check(mesh, trusted)
+    except GdosError as error:
+        fail(error)
+    sys.stderr.write(f"warning: {insecure.exposure(mesh)}\n")
+
+
 def _daemon_config(options: dict[str, Any]) -> Any:
     """Every option of ``daemon run`` checked and turned into a DaemonConfig."""
     from gdos.daemon.config import DaemonConfig
@@ -98,6 +118,15 @@ def _daemon_config(options: dict[str, Any]) -> Any:
                 "intervals must be positive and --offline-after longer than --heartbeat.",
             )
         )
+    if options["max_pending_keys"] < 1 or not options["pending_keys_per_minute"] > 0:
+        fail(
+            GdosError(
+                ErrorCode.INVALID_ARGUMENT,
+                "--max-pending-keys must be 1+ and --pending-keys-per-minute above 0.",
+            )
+        )
+    if options["insecure"]:
+        _insecure(options["mesh"], options["trust_network"])
     if options["max_package_mb"] < 1:
         fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--max-package-mb must be at least 1."))
     store = {
@@ -117,6 +146,9 @@ def _daemon_config(options: dict[str, Any]) -> Any:
         metrics_interval=metrics,
         offline_after=offline,
         insecure=options["insecure"],
+        trust_network=options["trust_network"],
+        max_pending_keys=options["max_pending_keys"],
+        pending_keys_per_minute=options["pending_keys_per_minute"],
         record_input=options["record_input"],
         package_store=store,
         max_package_bytes=options["max_package_mb"] * 1024 * 1024,
@@ -133,6 +165,9 @@ def run(
     metrics_interval: float = METRICS,
     offline_after: float = OFFLINE,
     insecure: bool = INSECURE,
+    trust_network: bool = TRUST_NETWORK,
+    max_pending_keys: int = MAX_PENDING,
+    pending_keys_per_minute: float = PENDING_RATE,
     log_level: str = LOG_LEVEL,
     record_input: bool = RECORD_INPUT,
     package_store: str = STORE,

@@ -18,7 +18,10 @@ def mock_cluster(
     procs: int = typer.Option(
         0, "--procs", min=0, help="Worker processes (0: one per ~4,000 agents)."
     ),
-    join: str | None = typer.Option(None, "--join", help="Join token from 'gdos token create'."),
+    join: str | None = typer.Option(
+        None, "--join", help="Join token, or - for standard input (or GDOS_JOIN_TOKEN)."
+    ),
+    join_file: Path | None = typer.Option(None, "--join-file", help="File holding the token."),
     daemon: str | None = typer.Option(None, "--daemon", help="Daemon mesh address HOST:PORT."),
     daemon_key: str | None = typer.Option(None, "--daemon-key", help="Daemon public key (z85)."),
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext mesh (daemon too)."),
@@ -42,12 +45,13 @@ def mock_cluster(
     heartbeats, reports fake metrics and simulates exec (true, false, echo,
     sleep) without spawning processes.
     """
+    from gdos import join_input
     from gdos.devtools import mock_cluster as mc
 
     try:
         config = mc.make_config(
             agents,
-            join=join,
+            join=join_input.take(join, join_file, None),
             daemon=daemon,
             daemon_key=daemon_key,
             insecure=insecure,

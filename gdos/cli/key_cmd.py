@@ -6,7 +6,16 @@ import sys
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, ago, console, print_json, quiet_call, request
+from gdos.cli.common import (
+    JSON_OPTION,
+    ago,
+    console,
+    fail,
+    print_json,
+    quiet_call,
+    request,
+)
+from gdos.errors import ErrorCode, GdosError
 
 app = typer.Typer(help="Accept, reject and delete agent keys.", no_args_is_help=True)
 
@@ -14,16 +23,21 @@ app = typer.Typer(help="Accept, reject and delete agent keys.", no_args_is_help=
 def _complete_key_names(incomplete: str) -> list[str]:
     reply = quiet_call("key.list")
     keys = reply.get("keys", []) if reply else []
-    return sorted({k["name"] for k in keys if str(k.get("name", "")).startswith(incomplete)})
+    words = {k["name"] for k in keys} | {k["fingerprint"] for k in keys}
+    return sorted(w for w in words if str(w).startswith(incomplete))
 
 
-NAME = typer.Argument(..., help="Node name of the key.", autocompletion=_complete_key_names)
+KEY = typer.Argument(
+    ...,
+    help="Fingerprint (from 'gdos key list'), or node name when only one key has it.",
+    autocompletion=_complete_key_names,
+)
 STYLE = {"accepted": "green", "pending": "yellow", "rejected": "red"}
 
 
 @app.command("list")
 def list_keys(json: bool = JSON_OPTION) -> None:
-    """Every key the daemon has seen, pending first."""
+    """Every key the daemon has seen, pending first, with its fingerprint."""
     keys = request("key.list")["keys"]
     if json:
         print_json(keys)
@@ -31,19 +45,27 @@ def list_keys(json: bool = JSON_OPTION) -> None:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
+    # the fingerprint is what 'accept/reject/delete' take: never truncated
+    widths = {"STATUS": 9, "FINGERPRINT": 23}
     for column in ("NAME", "STATUS", "FINGERPRINT", "VIA", "ADDRESS", "SEEN"):
-        table.add_column(column, no_wrap=True)
+        table.add_column(column, no_wrap=True, min_width=widths.get(column))
     order = {"pending": 0, "accepted": 1, "rejected": 2}
     for k in sorted(keys, key=lambda k: (order.get(k["status"], 3), k["name"])):
+        mark = "!" if k.get("name_held") else ""
         table.add_row(
             k["name"],
-            f"[{STYLE.get(k['status'], 'white')}]{k['status']}[/]",
+            f"[{STYLE.get(k['status'], 'white')}]{k['status']}{mark}[/]",
             k["fingerprint"],
             k.get("via") or "-",
             k.get("address") or "-",
             ago(k.get("created")),
         )
     console().print(table)
+    if any(k.get("name_held") for k in keys):
+        sys.stdout.write(
+            "pending! claims the name of an accepted node: accept, reject or delete it "
+            "by its fingerprint\n"
+        )
 
 
 def _report(verb: str, keys: list[dict], json: bool) -> None:
@@ -58,23 +80,48 @@ def _report(verb: str, keys: list[dict], json: bool) -> None:
 
 @app.command()
 def accept(
-    name: str | None = typer.Argument(
-        None, help="Node name of the pending key.", autocompletion=_complete_key_names
+    key: str | None = typer.Argument(
+        None,
+        help="Fingerprint of the pending key, or its node name when only one pending key has it.",
+        autocompletion=_complete_key_names,
     ),
-    all_: bool = typer.Option(False, "--all", help="Accept every pending key."),
+    all_: bool = typer.Option(
+        False, "--all", help="Accept every pending key that can be; list the ones refused."
+    ),
     json: bool = JSON_OPTION,
 ) -> None:
-    """Accept a pending key so that node may join."""
-    _report("accepted", request("key.accept", name=name, all=all_ or None)["keys"], json)
+    """Accept a pending key so that node may join.
+
+    With --all, every pending key whose name is free and claimed by no other
+    pending key is accepted (in one transaction); each refused key is listed
+    with why, stays pending, and the command exits 2.
+    """
+    reply = request("key.accept", name=key, all=all_ or None)
+    refused = reply.get("refused") or []
+    if json and all_:
+        print_json({"keys": reply["keys"], "refused": refused})
+    else:
+        _report("accepted", reply["keys"], json)
+    if refused:
+        for k in refused:
+            line = f"not accepted: key {k['fingerprint']} of {k['name']}: {k['reason']}"
+            sys.stderr.write(line + "\n")
+        fail(
+            GdosError(
+                ErrorCode.KEY_AMBIGUOUS,
+                f"{len(refused)} pending key(s) were not accepted (listed above) and stay "
+                "pending; accept each by its fingerprint once its name is free, or reject it.",
+            )
+        )
 
 
 @app.command()
-def reject(name: str = NAME, json: bool = JSON_OPTION) -> None:
+def reject(key: str = KEY, json: bool = JSON_OPTION) -> None:
     """Reject a key: its agent can no longer connect."""
-    _report("rejected", request("key.reject", name=name)["keys"], json)
+    _report("rejected", request("key.reject", name=key)["keys"], json)
 
 
 @app.command()
-def delete(name: str = NAME, json: bool = JSON_OPTION) -> None:
-    """Delete a node's keys and disconnect it; it shows as pending if it dials again."""
-    _report("deleted", request("key.delete", name=name)["keys"], json)
+def delete(key: str = KEY, json: bool = JSON_OPTION) -> None:
+    """Forget a key and disconnect its node; if it dials again it is only pending."""
+    _report("deleted", request("key.delete", name=key)["keys"], json)

@@ -122,30 +122,44 @@ class Api:
 
     # -- keys and tokens ----------------------------------------------------
     async def key_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return {"keys": [_key_view(r) for r in self.d.store.agent_keys()]}
+        held = self.d.ring.accepted_names
+        return {
+            "keys": [
+                {**_key_view(r), "name_held": r["status"] == "pending" and r["name"] in held}
+                for r in self.d.ring.known()
+            ]
+        }
 
     async def key_accept(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+        """One key by name or fingerprint, or every pending key that can be (--all)."""
         name = msg.body.get("name")
-        if not name and not msg.body.get("all"):
+        if msg.body.get("all"):
+            accepted, refused = self.d.ring.accept_all()
+            return {
+                "keys": [_key_view({**r, "status": "accepted"}) for r in accepted],
+                "refused": [{**_key_view(r), "reason": r["reason"]} for r in refused],
+            }
+        if not name:
             raise GdosError(ErrorCode.INVALID_ARGUMENT, "name a node or pass --all.")
-        rows = self.d.ring.accept(name, bool(msg.body.get("all")))
-        return {"keys": [_key_view({**r, "status": "accepted"}) for r in rows]}
+        row = self.d.ring.accept(name)
+        return {"keys": [_key_view({**row, "status": "accepted"})]}
 
     async def key_reject(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        rows = self.d.ring.reject(msg.body["name"])
-        self._revoke(msg.body["name"], "key rejected by the operator")
-        return {"keys": [_key_view({**r, "status": "rejected"}) for r in rows]}
+        row = self.d.ring.reject(msg.body["name"])
+        self._revoke(row["key"], "key rejected by the operator")
+        return {"keys": [_key_view({**row, "status": "rejected"})]}
 
     async def key_delete(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        rows = self.d.ring.delete(msg.body["name"])
-        self._revoke(msg.body["name"], "key deleted by the operator")
-        return {"keys": [_key_view(r) for r in rows]}
+        row = self.d.ring.delete(msg.body["name"])
+        self._revoke(row["key"], "key deleted by the operator")
+        return {"keys": [_key_view(row)]}
 
-    def _revoke(self, name: str, reason: str) -> None:
-        node = self.d.registry.nodes.get(name)
-        if node is not None and node.routing_id is not None:
-            self.d.mesh.send(node, "revoked", {"reason": reason})
-            self.d.registry.disconnect(node)
+    def _revoke(self, key: str, reason: str) -> None:
+        """Disconnect the node whose session runs on ``key``, if any (only that one)."""
+        for node in list(self.d.registry.nodes.values()):
+            if node.key == key and node.routing_id is not None:
+                self.d.mesh.send(node, "revoked", {"reason": reason})
+                self.d.registry.disconnect(node)
 
     async def token_create(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
         ttl = float(msg.body.get("ttl", 3600))

@@ -52,7 +52,21 @@ def _key_target(body: Body, reply: Body | None) -> str | None:
 
 
 def _key_detail(body: Body, reply: Body | None) -> Any:
-    return {"keys": [k["name"] for k in (reply or {}).get("keys", [])]} if reply else None
+    if not reply:
+        return None
+    keys = reply.get("keys", [])
+    detail: Body = {
+        "keys": [k["name"] for k in keys],
+        "fingerprints": [k["fingerprint"] for k in keys],
+    }
+    if reply.get("refused"):
+        detail["refused"] = [f"{k['name']} {k['fingerprint']}" for k in reply["refused"]]
+    return detail
+
+
+def _key_fingerprints(body: Body, reply: Body | None) -> Any:
+    keys = (reply or {}).get("keys", [])
+    return {"fingerprints": [k["fingerprint"] for k in keys]} if reply else None
 
 
 _STATE_ACTIONS = {"maintenance": "node.drain", "disabled": "node.disable", "normal": "node.enable"}
@@ -115,8 +129,8 @@ def _rule_detail(body: Body, reply: Body | None) -> Any:
 # control request kind -> how it is recorded; anything not listed changes nothing
 ACTIONS: dict[str, Action] = {
     "key.accept": Action("key.accept", _key_target, _key_detail),
-    "key.reject": Action("key.reject", _field("name")),
-    "key.delete": Action("key.delete", _field("name")),
+    "key.reject": Action("key.reject", _field("name"), _key_fingerprints),
+    "key.delete": Action("key.delete", _field("name"), _key_fingerprints),
     "node.rm": Action("node.rm", _field("name")),
     "node.set_state": Action(_state_action, _field("name")),
     "token.create": Action("token.create", _token_target, _token_detail),

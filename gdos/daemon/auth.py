@@ -6,7 +6,9 @@ at the handshake. A key never seen before gets exactly one provisional
 connection (User-Id ``pending:<key>``) on which the daemon processes a single
 ``hello``: it names the node, and may carry a join-token proof that accepts
 the key at once; otherwise the key is recorded as pending for
-``gdos key accept``. Nothing else from a provisional connection is processed.
+``gdos key accept`` (bounded: pending_limits.py). A join proof accepts a key
+once: a key the operator deleted comes back only as pending. Nothing else
+from a provisional connection is processed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import zmq
 import zmq.asyncio
 from zmq.utils import z85
 
+from gdos.daemon.key_select import select
+from gdos.daemon.pending_limits import AddressRate, PendingLimits
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
 from gdos.keys import fingerprint
@@ -41,11 +45,23 @@ class Admission:
     reason: str
 
 
+# A deleted key that had been accepted or rejected stays as a ``deleted`` row
+# (hidden from ``gdos key list``): it may dial again, but only as pending, so
+# a join proof it keeps sending cannot accept it twice.
+DELETED = "deleted"
+NO_TOKEN = "no join token; accept it with 'gdos key accept'"
+SPENT = "this key was deleted by the operator; its join token cannot accept it again"
+NAME_TAKEN = "the node name already has an accepted key"
+TOO_MANY = "too many new keys from this address; try again later"
+
+
 class KeyRing:
     """Accepted, pending and rejected agent keys: a cache in front of the store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, limits: PendingLimits | None = None) -> None:
         self.store = store
+        self.limits = limits or PendingLimits()
+        self.rate = AddressRate(self.limits.per_address_per_minute)
         self.accepted: dict[str, str] = {}  # key -> node name
         self.accepted_names: dict[str, str] = {}  # node name -> key
         self.provisional: dict[str, float] = {}  # key -> when the handshake passed
@@ -72,7 +88,7 @@ class KeyRing:
         if key in self.accepted:
             return True, key
         row = self.store.key(key)
-        if row is not None:
+        if row is not None and row["status"] != DELETED:
             return False, f"key is {row['status']}"
         if len(self.provisional) >= MAX_PROVISIONAL:
             oldest = min(self.provisional, key=self.provisional.__getitem__)
@@ -83,24 +99,38 @@ class KeyRing:
     def admit(self, key: str, name: str, address: str, join: dict | None) -> Admission:
         """Handle the one hello of a provisional connection."""
         self.provisional.pop(key, None)
-        if self.store.key(key) is not None or key in self.accepted:
+        row = self.store.key(key)
+        if key in self.accepted or (row is not None and row["status"] != DELETED):
             return Admission(False, "key already recorded")
-        token_reason = self._check_join(key, join)
-        if token_reason is None:
-            if self._name_taken(name, key):
-                self.store.record_key(key, name, "pending", address, "token")
-                return Admission(False, f"node name {name!r} already has an accepted key")
+        token_id = join.get("token") if isinstance(join, dict) else None
+        spent = row is not None and bool(join)  # deleted by the operator: proof used
+        reason = SPENT if spent else self._check_join(key, join) if row is None else NO_TOKEN
+        if reason is None and self._name_taken(name, key):
+            reason = NAME_TAKEN
+        elif reason is None:
             self.store.record_key(key, name, "accepted", address, "token")
-            self.store.use_token(str(join["token"]))  # type: ignore[index]
+            self.store.use_token(str(token_id))
             self._grant(key, name)
             log.info("key %s of %s accepted by join token", fingerprint(key), name)
-            self._enrolled(name, key, "ok", {"token": join["token"]})  # type: ignore[index]
+            self._enrolled(name, key, "ok", {"token": token_id, "address": address})
             return Admission(True, "accepted by join token")
-        self.store.record_key(key, name, "pending", address, "manual")
-        log.info("key %s of %s is pending (%s)", fingerprint(key), name, token_reason)
-        token = join.get("token") if isinstance(join, dict) else None
-        self._enrolled(name, key, "pending", {"token": token, "reason": token_reason})
-        return Admission(False, token_reason)
+        detail = {"token": token_id, "reason": reason, "address": address}
+        if not self.rate.allow(address):
+            self._enrolled(name, key, "refused", {**detail, "reason": TOO_MANY})
+            return Admission(False, TOO_MANY)
+        self._make_room()
+        via = "token" if reason == NAME_TAKEN else "manual"
+        self.store.record_key(key, name, "pending", address, via)
+        log.info("key %s of %s is pending (%s)", fingerprint(key), name, reason)
+        self._enrolled(name, key, "pending", detail)
+        return Admission(False, reason)
+
+    def _make_room(self) -> None:
+        """Expire the oldest pending keys so one more fits under the cap."""
+        excess = self.store.count_keys("pending") - self.limits.max_pending + 1
+        if excess > 0:
+            for row in self.store.drop_oldest_keys("pending", excess):
+                log.info("pending key %s of %s expired", fingerprint(row["key"]), row["name"])
 
     def _enrolled(self, name: str, key: str, result: str, detail: dict) -> None:
         for hook in self.on_enroll:
@@ -112,7 +142,7 @@ class KeyRing:
     def _check_join(self, key: str, join: dict | None) -> str | None:
         """None when the join proof is good, else why not."""
         if not join:
-            return "no join token; accept it with 'gdos key accept'"
+            return NO_TOKEN
         token_id, given = join.get("token"), join.get("proof")
         row = self.store.token(str(token_id)) if isinstance(token_id, str) else None
         if row is None or not isinstance(given, str):
@@ -129,48 +159,75 @@ class KeyRing:
         holder = self.accepted_names.get(name)
         return holder is not None and holder != key
 
-    # -- operator actions ---------------------------------------------------
-    def accept(self, name: str | None, accept_all: bool) -> list[dict]:
+    # -- operator actions (which key an argument means: key_select.py) ------
+    def known(self) -> list[dict]:
+        """Every key an operator can see (not the deleted ones)."""
+        return [r for r in self.store.agent_keys() if r["status"] != DELETED]
+
+    def accept(self, arg: str) -> dict:
+        """Accept the one pending key ``arg`` names."""
         pending = [r for r in self.store.agent_keys() if r["status"] == "pending"]
-        chosen = pending if accept_all else [r for r in pending if r["name"] == name]
-        if not chosen and not accept_all:
-            raise GdosError(
-                ErrorCode.KEY_UNKNOWN,
-                f"no pending key named {name!r}; run 'gdos key list' to see pending keys.",
-            )
-        for row in chosen:
-            if self._name_taken(row["name"], row["key"]):
-                raise GdosError(
-                    ErrorCode.INVALID_ARGUMENT,
-                    f"node {row['name']!r} already has an accepted key; if the node was "
-                    f"reinstalled, run 'gdos key delete {row['name']}' and accept again.",
+        row = select(pending, arg, "pending")
+        refusal = self._accept_refusal(row)
+        if refusal:
+            raise GdosError(ErrorCode.INVALID_ARGUMENT, refusal + ".")
+        self.store.set_key_status(row["key"], "accepted")
+        self._grant(row["key"], row["name"])
+        return row
+
+    def accept_all(self) -> tuple[list[dict], list[dict]]:
+        """Accept every pending key that can be, in one transaction.
+
+        Refused (left pending, each with a reason): a key whose name has an
+        accepted key, and every key of a name several pending keys claim.
+        """
+        pending = [r for r in self.store.agent_keys() if r["status"] == "pending"]
+        claims: dict[str, int] = {}
+        for row in pending:
+            claims[row["name"]] = claims.get(row["name"], 0) + 1
+        accepted, refused = [], []
+        for row in pending:
+            refusal = self._accept_refusal(row)
+            if refusal is None and claims[row["name"]] > 1:
+                refusal = (
+                    f"{claims[row['name']]} pending keys claim the name {row['name']!r}; "
+                    "accept the right one by its fingerprint"
                 )
-            self.store.set_key_status(row["key"], "accepted")
+            if refusal is None:
+                accepted.append(row)
+            else:
+                refused.append({**row, "reason": refusal})
+        self.store.set_keys_status([r["key"] for r in accepted], "accepted")
+        for row in accepted:
             self._grant(row["key"], row["name"])
-        return chosen
+        return accepted, refused
 
-    def reject(self, name: str) -> list[dict]:
-        rows = self._named(name)
-        for row in rows:
-            self.store.set_key_status(row["key"], "rejected")
-            self._withdraw(row["key"])
-        return rows
+    def _accept_refusal(self, row: dict) -> str | None:
+        holder = self.accepted_names.get(row["name"])
+        if holder is None or holder == row["key"]:
+            return None
+        return (
+            f"node {row['name']!r} already has an accepted key ({fingerprint(holder)}); "
+            f"if the node was reinstalled, run 'gdos key delete {fingerprint(holder)}' "
+            "and accept again"
+        )
 
-    def delete(self, name: str) -> list[dict]:
-        rows = self._named(name)
-        for row in rows:
+    def reject(self, arg: str) -> dict:
+        """Reject the one accepted or pending key ``arg`` names."""
+        live = [r for r in self.known() if r["status"] != "rejected"]
+        row = select(live, arg, "accepted or pending")
+        self.store.set_key_status(row["key"], "rejected")
+        self._withdraw(row["key"])
+        return row
+
+    def delete(self, arg: str) -> dict:
+        row = select(self.known(), arg, "known")
+        if row["status"] == "pending":
             self.store.delete_key(row["key"])
-            self._withdraw(row["key"])
-        return rows
-
-    def _named(self, name: str) -> list[dict]:
-        rows = self.store.keys_named(name)
-        if not rows:
-            raise GdosError(
-                ErrorCode.KEY_UNKNOWN,
-                f"no key named {name!r}; run 'gdos key list' to see known keys.",
-            )
-        return rows
+        else:
+            self.store.set_key_status(row["key"], DELETED)
+        self._withdraw(row["key"])
+        return row
 
 
 class ZapHandler:

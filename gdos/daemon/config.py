@@ -17,6 +17,9 @@ class DaemonConfig:
     metrics_interval: float = 5.0
     offline_after: float = 45.0
     insecure: bool = False
+    trust_network: bool = False  # --i-trust-this-network: --insecure beyond loopback
+    max_pending_keys: int = 1000  # the oldest pending key expires beyond this
+    pending_keys_per_minute: float = 20.0  # new pending keys per source address
     flush_interval: float = 5.0
     result_grace: float = 5.0
     record_input: bool = False  # also record what operators type in shells ("i" events)

@@ -17,7 +17,7 @@ import zmq
 import zmq.asyncio
 
 from gdos import protocol
-from gdos.daemon.auth import PENDING_PREFIX, ZAP_DOMAIN, KeyRing
+from gdos.daemon.auth import PENDING_PREFIX, TOO_MANY, ZAP_DOMAIN, KeyRing
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.errors import ErrorCode
@@ -175,14 +175,16 @@ class Mesh:
         if admission.accepted:
             self._hello(rid, key, msg, payload)
             return
-        log.info("key %s of %s not accepted: %s", fingerprint(key), name, admission.reason)
+        level = logging.DEBUG if admission.reason == TOO_MANY else logging.INFO  # a flood
+        log.log(level, "key %s of %s not accepted: %s", fingerprint(key), name, admission.reason)
         self.send_rid(
             rid,
             "error",
             {
                 "code": str(ErrorCode.KEY_NOT_ACCEPTED),
-                "message": f"key {fingerprint(key)} of {name} is pending ({admission.reason}); "
-                f"on the daemon run 'gdos key accept {name}'.",
+                "message": f"key {fingerprint(key)} of {name} is not accepted "
+                f"({admission.reason}); on the daemon run "
+                f"'gdos key accept {fingerprint(key)}'.",
             },
         )
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from gdos.daemon import backups
 from gdos.daemon.alerts import Alerts, snapshot
+from gdos.daemon.audit_digest import FailureDigest
 from gdos.daemon.backups import Backups
 from gdos.daemon.control import ControlConnection
 from gdos.daemon.hooks import HookRunner
@@ -50,6 +51,7 @@ class Observe:
             int(getattr(config, "backup_keep", 10)),
         )
         self.workers: list[asyncio.Task[Any]] = []
+        self.enroll_failures = FailureDigest(self.audit.record)
         on_enroll = getattr(daemon.ring, "on_enroll", None)
         if on_enroll is not None:
             on_enroll.append(self._enrolled)
@@ -97,6 +99,7 @@ class Observe:
         await self.hooks.close()
         with contextlib.suppress(Exception):
             self.alerts.flush(force=True)
+        self.enroll_failures.close()
 
     def after_shutdown(self) -> None:
         """Once the store is closed: re-exec when a restore is staged."""
@@ -106,9 +109,15 @@ class Observe:
 
     def _enrolled(self, name: str, key: str, result: str, detail: dict[str, Any]) -> None:
         token = detail.get("token")
-        who = f"token:{token[:32]}" if isinstance(token, str) and token else "agent"
-        detail = {**detail, "token": token[:32] if isinstance(token, str) else None}
-        self.audit.record(who, "enroll", name, result, {"key": fingerprint(key), **detail})
+        token = token[:32] if isinstance(token, str) and token else None
+        who = f"token:{token}" if token else "agent"
+        detail = {"key": fingerprint(key), **detail, "token": token}
+        if result == "ok":
+            self.audit.record(who, "enroll", name, result, detail)
+            return
+        # failures repeat (anyone with the daemon's key can try): counted, not one row each
+        source, reason = str(detail.get("address") or "?"), str(detail.get("reason"))
+        self.enroll_failures.add(who, "enroll", name, result, source, reason, detail)
 
     # -- audit ----------------------------------------------------------------------------
     async def audit_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from gdos import keys
+from gdos import insecure, keys
 from gdos.daemon.api import Api
 from gdos.daemon.audit import AuditTrail
 from gdos.daemon.auth import KeyRing, ZapHandler
@@ -33,6 +33,7 @@ from gdos.daemon.metrics import MetricRings
 from gdos.daemon.metrics_api import MetricsApi
 from gdos.daemon.observe_api import Observe
 from gdos.daemon.packages import Packages
+from gdos.daemon.pending_limits import PendingLimits
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.daemon.service_api import ServiceApi
 from gdos.daemon.services import Services
@@ -60,7 +61,9 @@ class Daemon:
         self.public_key = self.keypair.public.decode() if self.keypair else None
         self.ctx = zmq.asyncio.Context()
         self.ctx.setsockopt(zmq.MAX_SOCKETS, 65536)
-        self.ring = KeyRing(self.store)
+        self.ring = KeyRing(
+            self.store, PendingLimits(config.max_pending_keys, config.pending_keys_per_minute)
+        )
         self.registry = NodeRegistry(self.store, config.offline_after)
         self.metrics = MetricRings()  # in-memory history, gdos/daemon/metrics.py
         self.prometheus: Any = None  # the /metrics endpoint when --prometheus is given
@@ -118,13 +121,15 @@ class Daemon:
             from gdos.daemon.prometheus import start_exporter
 
             self.prometheus = await start_exporter(self, self.config.prometheus)
+        if self.config.insecure:  # also when not started through the CLI
+            insecure.check(self.config.mesh_bind, self.config.trust_network)
         self.mesh_endpoint = self.mesh.bind()
         self.observe.start()  # audits the handlers registered above; starts alerts
         await self.control.start()
         resumed = self.tasks.resume()
         self.shells.recordings.convert_leftovers()
         if self.config.insecure:
-            log.warning("running with --insecure: the mesh is plaintext and any agent may join")
+            log.warning("running with --insecure: %s", insecure.exposure(self.mesh_endpoint))
         log.info(
             "gdosd %s: mesh %s, control %s, %d nodes known, %d tasks resumed, packages in %s",
             os.getpid(),

@@ -181,6 +181,30 @@ class Store:
     def delete_key(self, key: str) -> None:
         self._table("keys").delete(key)
 
+    def set_keys_status(self, keys: list[str], status: str) -> None:
+        """One transaction: every key or none (``gdos key accept --all``)."""
+        now = time.time()
+        with self.db.conn:
+            self.db.conn.execute("BEGIN")
+            self.db.conn.executemany(
+                "UPDATE keys SET status = ?, decided = ? WHERE key = ?",
+                [(status, now, key) for key in keys],
+            )
+
+    def count_keys(self, status: str) -> int:
+        row = self.db.execute("SELECT count(*) FROM keys WHERE status = ?", [status]).fetchone()
+        return int(row[0])
+
+    def drop_oldest_keys(self, status: str, count: int) -> list[dict[str, Any]]:
+        """Delete the ``count`` oldest keys in ``status``; returns them."""
+        rows = list(
+            self.db["keys"].rows_where("status = ?", [status], order_by="created", limit=count)
+        )
+        with self.db.conn:
+            self.db.conn.execute("BEGIN")
+            self.db.conn.executemany("DELETE FROM keys WHERE key = ?", [(r["key"],) for r in rows])
+        return rows
+
     # -- tokens -----------------------------------------------------------
     def add_token(self, token_id: str, secret: bytes, expires_at: float, uses: int | None) -> None:
         self._table("tokens").insert(
