@@ -7,6 +7,7 @@ import sys
 import typer
 
 from gdos.cli.common import JSON_OPTION, ago, console, print_json, quiet_call, request
+from gdos.names import natural_key
 
 app = typer.Typer(help="Accept, reject and delete agent keys.", no_args_is_help=True)
 
@@ -14,7 +15,8 @@ app = typer.Typer(help="Accept, reject and delete agent keys.", no_args_is_help=
 def _complete_key_names(incomplete: str) -> list[str]:
     reply = quiet_call("key.list")
     keys = reply.get("keys", []) if reply else []
-    return sorted({k["name"] for k in keys if str(k.get("name", "")).startswith(incomplete)})
+    names = {k["name"] for k in keys if str(k.get("name", "")).startswith(incomplete)}
+    return sorted(names, key=natural_key)
 
 
 NAME = typer.Argument(..., help="Node name of the key.", autocompletion=_complete_key_names)
@@ -34,7 +36,7 @@ def list_keys(json: bool = JSON_OPTION) -> None:
     for column in ("NAME", "STATUS", "FINGERPRINT", "VIA", "ADDRESS", "SEEN"):
         table.add_column(column, no_wrap=True)
     order = {"pending": 0, "accepted": 1, "rejected": 2}
-    for k in sorted(keys, key=lambda k: (order.get(k["status"], 3), k["name"])):
+    for k in sorted(keys, key=lambda k: (order.get(k["status"], 3), natural_key(k["name"]))):
         table.add_row(
             k["name"],
             f"[{STYLE.get(k['status'], 'white')}]{k['status']}[/]",
