@@ -100,9 +100,8 @@ class CommandInput(Input):
     BINDINGS = [Binding("tab", "complete", "Complete", show=False)]
 
     def action_complete(self) -> None:
-        if self._suggestion and len(self._suggestion) > len(self.value):
-            self.value = self._suggestion
-            self.cursor_position = len(self.value)
+        self.cursor_position = len(self.value)
+        self.action_cursor_right()  # at the end, Input takes the suggestion
 
 
 class DashboardScreen(Screen[None]):
@@ -304,7 +303,7 @@ class GdosApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """``:`` opens the prompt on the dashboard's screen, unless an input is typed in."""
         if action == "command":
-            on_dashboard = bool(self.screen_stack) and self.screen is self.screen_stack[0]
+            on_dashboard = bool(self.screen_stack) and self.screen is self.dashboard
             return on_dashboard and not isinstance(self.focused, Input)
         return True
 
