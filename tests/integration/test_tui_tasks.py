@@ -103,6 +103,7 @@ def test_cancel_asks_first_and_no_keeps_the_task_running(two_nodes: Fleet) -> No
         assert f"task {task_id}" in question
         await pilot.press("n")
         await until(pilot, lambda: f"task {task_id} left running" in message(app), "declined")
+        assert app.focused is table  # the keys go back to the list after the question
         await pilot.pause(0.5)
         assert await task_status(app, task_id) == "running"
         assert cell(app, "n1", "status", HOSTS) == "running"
