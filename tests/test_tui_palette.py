@@ -241,3 +241,33 @@ def test_deploy_form_hint_answering_after_the_form_closed_does_not_fail_the_app(
         assert app.screen is form and app.is_running
 
     offline(app, scenario)
+
+
+def test_footer_keeps_the_prompt_and_help_keys_at_80_columns() -> None:
+    """At 80 columns the footer used to run off the edge and lose ``:`` and ``?``."""
+    from textual.widgets._footer import FooterKey
+
+    app = GdosApp(connect=False)
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        for view in ("nodes", "services", "tasks", "logs", "alerts", "audit"):
+            app.show_view(view)
+
+            def laid_out() -> bool:
+                keys = list(app.screen.query(FooterKey))
+                return bool(keys) and all(k.region.width > 0 for k in keys)
+
+            await until(pilot, laid_out, f"the footer of {view}")
+            keys = list(app.screen.query(FooterKey))
+            palette = [k for k in keys if k.has_class("-command-palette")]
+            shown = [k for k in keys if k not in palette]
+            assert {"colon", "question_mark", "q"} <= {k.key for k in shown}, view
+            assert len(shown) > 3, f"{view} shows none of its own keys"
+            edge = palette[0].region.x if palette else 80
+            assert all(0 < k.region.right <= edge for k in shown), (view, shown)
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await scenario(pilot)
+
+    asyncio.run(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,7 +161,8 @@ def utc_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def offline_app() -> GdosApp:
-    return GdosApp(connect=False)
+    """The header names the daemon's socket: a fixed one, so the picture is the same anywhere."""
+    return GdosApp(connect=False, socket_path=Path("/run/gdos/gdosd.sock"))
 
 
 class TestNodesView:

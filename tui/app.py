@@ -10,6 +10,14 @@ report refusals with ``show_message``.
 Every action also has a command-palette entry (``ctrl+p``, ``tui.commands``):
 the views, the current view's actions and the themes. An entry calls the
 same action method as the key, so read-only refusals apply to both.
+
+``:`` opens the command prompt (a line under the header, with view names
+completed). It is a priority binding whose action moves the focus at once,
+not on the next idle tick: keys typed right after ``:`` are handled after
+it, so they land in the prompt however fast they come, and never reach a
+view's bindings (``s`` on the Nodes view opens a shell). Whenever an
+overlay closes (prompt, palette, form, question, pane), the focus goes back
+to the table of the view on screen, so keys and row actions act on it.
 """
 
 from __future__ import annotations
@@ -25,12 +33,16 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.suggester import SuggestFromList
 from textual.theme import BUILTIN_THEMES
-from textual.widgets import ContentSwitcher, Footer, Input, Static
+from textual.widgets import ContentSwitcher, Input, Static
 
 from gdos.client import Client
 from gdos.errors import GdosError
+from gdos.paths import resolve as resolve_paths
 from tui.commands import DashboardCommands, PaletteCommand
+from tui.footer import KeysFooter
+from tui.header import header_text, short_path
 from tui.logs import LogsView
 from tui.node_detail import NodeDetailScreen
 from tui.nodes import NodesView
@@ -50,6 +62,8 @@ VIEWS = {
     "audit": "audit",
 }
 VIEW_NAMES = ("nodes", "services", "tasks", "logs", "alerts", "audit")
+COMMAND_WORDS = ("nodes", "svc", "services", "tasks", "logs", "alerts", "audit", "quit")
+PROMPT_HINT = "nodes  svc  tasks  logs  alerts  audit  q   (tab completes, escape closes)"
 TABLES = {
     "nodes": "#nodes-table",
     "tasks": "#tasks-table",
@@ -69,13 +83,50 @@ def theme_names() -> list[str]:
     return sorted(BUILTIN_THEMES)
 
 
+def command_target(text: str) -> str | None:
+    """The view (or ``quit``) a prompt line names; a unique prefix will do (``se``, ``al``)."""
+    word = text.strip().lstrip(":").strip().lower()
+    if word == "q":
+        return "quit"
+    if word in VIEWS or word == "quit":
+        return VIEWS.get(word, word)
+    targets = {VIEWS.get(w, w) for w in COMMAND_WORDS if word and w.startswith(word)}
+    return targets.pop() if len(targets) == 1 else None
+
+
+class CommandInput(Input):
+    """The ``:`` prompt: one line; tab takes the completion shown after the cursor."""
+
+    BINDINGS = [Binding("tab", "complete", "Complete", show=False)]
+
+    def action_complete(self) -> None:
+        self.cursor_position = len(self.value)
+        self.action_cursor_right()  # at the end, Input takes the suggestion
+
+
+class DashboardScreen(Screen[None]):
+    """The dashboard's screen: when an overlay on it closes, the view's table gets the focus."""
+
+    def on_screen_resume(self) -> None:
+        focus_view = getattr(self.app, "focus_view", None)
+        if focus_view is not None:
+            focus_view()
+
+
 class GdosApp(App[None]):
     TITLE = "gdos"
     CSS = """
+    DashboardScreen { overflow: hidden hidden; }
+    #header { height: 1; background: $panel; }
+    #views { height: 1fr; }
     #banner { display: none; background: $error; color: $text; text-style: bold; padding: 0 1; }
     #banner.down { display: block; }
-    #message { height: auto; color: $warning; padding: 0 1; }
-    #command, #filter { display: none; }
+    #message { height: auto; max-height: 3; color: $warning; padding: 0 1; }
+    #command {
+        display: none; height: 1; border: none; padding: 0 1; background: $boost;
+    }
+    #command:focus { border: none; }
+    #filter { display: none; }
     #run-title { padding: 0 1; text-style: bold; }
     #tasks-table { height: 1fr; }
     #hosts-table { height: 1fr; }
@@ -88,7 +139,7 @@ class GdosApp(App[None]):
     #logs-search, #alerts-filter, #audit-filter { display: none; }
     """
     BINDINGS = [
-        Binding("colon", "command", "Command"),
+        Binding("colon", "command", "Command", priority=True),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
         Binding("escape", "close_input", "Close", show=False),
@@ -114,9 +165,20 @@ class GdosApp(App[None]):
         self.connect = connect
         self.client: Client | None = None
         self.connected = False
+        self.daemon_label = short_path(socket_path or resolve_paths().control_socket)
+
+    def get_default_screen(self) -> Screen[Any]:
+        return DashboardScreen(id="_default")
 
     def compose(self) -> ComposeResult:
+        yield Static("", id="header", markup=False)
         yield Static(BANNER, id="banner")
+        yield CommandInput(
+            placeholder=PROMPT_HINT,
+            id="command",
+            suggester=SuggestFromList(COMMAND_WORDS, case_sensitive=False),
+            select_on_focus=False,
+        )
         with ContentSwitcher(initial="nodes", id="views"):
             yield NodesView(id="nodes")
             yield TasksView(id="tasks")
@@ -125,13 +187,13 @@ class GdosApp(App[None]):
             yield AlertsView(id="alerts")
             yield AuditView(id="audit")
         yield Static("", id="message", markup=False)
-        yield Input(placeholder=":nodes  :svc  :tasks  :logs  :alerts  :audit  :q", id="command")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "read-only" if self.read_only else ""
         if self.connect:
             self._connection()
+        self.update_header()
         self.query_one("#nodes-table").focus()
 
     # -- the connection --------------------------------------------------------
@@ -178,6 +240,27 @@ class GdosApp(App[None]):
     def _set_down(self, down: bool) -> None:
         self.connected = not down
         self.query_one("#banner").set_class(down, "down")
+        self.update_header()
+
+    @property
+    def dashboard(self) -> Screen[Any]:
+        """The dashboard's own screen, even while an overlay covers it."""
+        return self.screen_stack[0]
+
+    def update_header(self) -> None:
+        """Redraw the header line (the views call this when their data changes)."""
+        if not self.is_running or not self.screen_stack:
+            return
+        dashboard = self.dashboard
+        text = header_text(
+            self.current_view(),
+            dashboard.query_one(NodesView).nodes.values(),
+            dashboard.query_one(ServicesView).instances.values(),
+            self.daemon_label,
+            self.connected,
+            self.read_only,
+        )
+        dashboard.query_one("#header", Static).update(text)
 
     async def guard(self, call: Awaitable[T], quiet: bool = False) -> T | None:
         """Await a client call; show its refusal (unless ``quiet``) and return None."""
@@ -190,7 +273,7 @@ class GdosApp(App[None]):
 
     # -- messages, modes, views ----------------------------------------------------
     def show_message(self, text: str) -> None:
-        self.query_one("#message", Static).update(text)
+        self.dashboard.query_one("#message", Static).update(text)
         if text:
             self.notify(text, severity="warning", markup=False)
 
@@ -201,12 +284,35 @@ class GdosApp(App[None]):
 
     def show_view(self, name: str) -> None:
         self.query_one("#views", ContentSwitcher).current = name
-        self.query_one(TABLES[name]).focus()
+        self.update_header()
+        self.focus_view()
+
+    def focus_view(self) -> None:
+        """Give the focus to the table (or pane) of the view on screen, now.
+
+        Called when the prompt or a filter closes and when the dashboard's
+        screen resumes after an overlay, so arrow keys and row actions act on
+        the view's table, never on a hidden input.
+        """
+        if not self.screen_stack or self.screen is not self.dashboard:
+            return
+        table = self.dashboard.query_one(TABLES[self.current_view()])
+        if table.focusable:
+            self.dashboard.set_focus(table)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """``:`` opens the prompt on the dashboard's screen, unless an input is typed in."""
+        if action == "command":
+            on_dashboard = bool(self.screen_stack) and self.screen is self.dashboard
+            return on_dashboard and not isinstance(self.focused, Input)
+        return True
 
     def action_command(self) -> None:
         box = self.query_one("#command", Input)
         box.value, box.display = "", True
-        box.focus()
+        # Focus now (``focus()`` waits for the next idle tick): the keys typed
+        # right after ``:`` are already queued and must land in the prompt.
+        self.screen.set_focus(box)
 
     def action_close_input(self) -> None:
         self.query_one("#command", Input).display = False
@@ -214,25 +320,27 @@ class GdosApp(App[None]):
         close = getattr(view, "close_filter", None)
         if close is not None:
             close()
+        self.focus_view()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id != "command":
             return
         event.input.display = False
-        word = event.value.strip().lstrip(":").lower()
-        if word in ("q", "quit"):
+        target = command_target(event.value)
+        if target == "quit":
             self.exit()
-        elif word in VIEWS:
-            self.show_view(VIEWS[word])
+        elif target is not None:
+            self.show_view(target)
             self.show_message("")
         else:
+            word = event.value.strip().lstrip(":")
             self.show_message(
                 f"unknown command :{word}; try :nodes, :svc, :tasks, :logs, :alerts or :audit"
             )
-            self.show_view(self.current_view())
+            self.focus_view()
 
     def current_view(self) -> str:
-        return self.query_one("#views", ContentSwitcher).current or "nodes"
+        return self.dashboard.query_one("#views", ContentSwitcher).current or "nodes"
 
     def palette_commands(self, screen: Screen[Any]) -> list[PaletteCommand]:
         """The palette's entries: views, the current view's actions, help, themes.

@@ -3,13 +3,16 @@
 Neither talks to the daemon. The deploy form returns an ``svc.run`` body
 (``deploy_request``); the hint under its target comes from a callback the
 caller gives it, so the form only shows text.
+
+Enter behaves the same in every form (``EnterSubmits``, also the exec form's):
+it submits once every field is filled, else it moves to the first empty one.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from textual import work
 from textual.app import ComposeResult
@@ -19,6 +22,26 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
 Describe = Callable[[str], Awaitable[str]]
+
+
+class EnterSubmits:
+    """Enter in any field submits the form when all are filled, else goes to an empty one.
+
+    A prefilled form (deploy from a selected row) thus needs one Enter, as
+    the exec form does; submitting an empty field shows the form's sentence.
+    """
+
+    def submit(self) -> None:
+        raise NotImplementedError
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        screen = cast(ModalScreen[Any], self)
+        empty = [box for box in screen.query(Input) if not box.value.strip()]
+        if not empty or event.input in empty:
+            self.submit()
+        else:
+            screen.set_focus(empty[0])
 
 
 def deploy_request(target: str, nodes: str) -> dict[str, Any]:
@@ -50,7 +73,7 @@ def deploy_request(target: str, nodes: str) -> dict[str, Any]:
     return body
 
 
-class DeployForm(ModalScreen[dict[str, Any] | None]):
+class DeployForm(EnterSubmits, ModalScreen[dict[str, Any] | None]):
     """Target and nodes; returns the ``svc.run`` deploy body, or None.
 
     While the target is typed, ``describe(system)`` supplies the hint (the
@@ -104,13 +127,6 @@ class DeployForm(ModalScreen[dict[str, Any] | None]):
         # there is no label left to update, which must not fail the dashboard.
         for label in self.query("#deploy-hint").results(Label):
             label.update(text)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        if event.input.id == "deploy-target":
-            self.query_one("#deploy-nodes", Input).focus()
-        else:
-            self.submit()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "deploy-run":

@@ -19,7 +19,9 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input
 
+from gdos.names import natural_key
 from tui.commands import PaletteCommand
+from tui.filters import compile_filter, filter_error
 from tui.widgets import Cell, merge_watch, node_cells, sync_row
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ COLUMNS = (
     ("UPTIME", "uptime"),
     ("VERSION", "version"),
 )
-# Sortable columns: numbers sort largest first (as in htop), text alphabetically.
+# Sortable columns: numbers sort largest first (as in htop), text naturally (g2 before g10).
 NUMBER_FIELDS = {
     "cpu": "cpu_percent",
     "mem": "mem_percent",
@@ -54,14 +56,15 @@ def shell_argv(node: str) -> list[str]:
 
 
 class NodesView(Vertical):
+    # In the order of their place in a narrow footer (tui.footer keeps the first ones).
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
+        Binding("s", "shell", "Shell"),
+        Binding("d", "describe", "Describe"),
         Binding("N", "sort('name')", "Sort name"),
         Binding("C", "sort('cpu')", "Sort cpu"),
         Binding("M", "sort('mem')", "Sort mem"),
         Binding("D", "sort('disk')", "Sort disk", show=False),
-        Binding("d", "describe", "Describe"),
-        Binding("s", "shell", "Shell"),
     ]
 
     def __init__(self, **kwargs: Any) -> None:
@@ -91,6 +94,7 @@ class NodesView(Vertical):
         """Merge one ``node.watch`` event; ``full`` means it lists every node."""
         self.nodes = merge_watch(self.nodes, event, "name", full)
         self.render_rows()
+        self.gdos.update_header()
 
     def shown_names(self) -> list[str]:
         if self.pattern is None:
@@ -128,9 +132,9 @@ class NodesView(Vertical):
             if number is None:
                 value = view.get(text)
                 label = ("online" if value else "offline") if text == "online" else value
-                return (str(label or ""), plain)
+                return (natural_key(label or ""), natural_key(plain))
             figure = view.get(number)
-            return (figure is not None, figure or 0.0, plain)
+            return (figure is not None, figure or 0.0, natural_key(plain))
 
         self.table.sort("name", key=key, reverse=self.reverse != (number is not None))
 
@@ -167,20 +171,23 @@ class NodesView(Vertical):
         box.focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        """Filter as the regex is typed; a half-typed one is marked, quietly, and ignored."""
         if event.input.id != "filter":
             return
         event.stop()
-        try:
-            self.pattern = re.compile(event.value) if event.value else None
-        except re.error as exc:
-            self.gdos.show_message(f"invalid filter /{event.value}/: {exc}")
-            return
-        self.gdos.show_message("")
-        self.render_rows()
+        valid, pattern = compile_filter(event.input, event.value)
+        if valid:
+            self.pattern = pattern
+            self.render_rows()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter closes the filter; a regex that is still invalid is reported now."""
         if event.input.id == "filter":
             event.stop()
+            if not compile_filter(event.input, event.value)[0]:
+                self.gdos.show_message(filter_error(event.value))
+                return
+            self.gdos.show_message("")
             self.close_filter()
 
     def close_filter(self) -> None:

@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Input, Label
 
 from gdos.units import human_duration
 from tui.commands import PaletteCommand
+from tui.filters import compile_filter, filter_error
 from tui.widgets import Cell, sync_row, when
 
 if TYPE_CHECKING:
@@ -137,17 +138,19 @@ class RecordsView(Vertical):
         if event.input.id != f"{self.NAME}-filter":
             return
         event.stop()
-        try:
-            self.pattern = re.compile(event.value, re.IGNORECASE) if event.value else None
-        except re.error as exc:
-            self.gdos.show_message(f"invalid filter /{event.value}/: {exc}")
-            return
-        self.gdos.show_message("")
-        self.show(self.records)
+        valid, pattern = compile_filter(event.input, event.value, re.IGNORECASE)
+        if valid:
+            self.pattern = pattern
+            self.show(self.records)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter closes the filter; a regex that is still invalid is reported now."""
         if event.input.id == f"{self.NAME}-filter":
             event.stop()
+            if not compile_filter(event.input, event.value, re.IGNORECASE)[0]:
+                self.gdos.show_message(filter_error(event.value))
+                return
+            self.gdos.show_message("")
             self.close_filter()
 
     def close_filter(self) -> None:

@@ -16,7 +16,6 @@ the outcome with each failure's sentence.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -31,7 +30,9 @@ from textual.widgets import DataTable, Label
 
 from gdos.client import Client
 from gdos.errors import GdosError
+from gdos.names import instance_key
 from tui.commands import PaletteCommand
+from tui.details import instance_detail
 from tui.forms import ConfirmScreen, DeployForm
 from tui.widgets import Cell, TextScreen, instance_cells, merge_watch, sync_row
 
@@ -94,21 +95,18 @@ class Run:
         return False, "\n".join(lines)
 
 
-def sort_key(view: Mapping[str, Any]) -> tuple[str, str, str]:
-    return (str(view.get("system")), str(view.get("module")), str(view.get("node")))
-
-
 class ServicesView(Vertical):
+    # In the order of their place in a narrow footer (tui.footer keeps the first ones).
     BINDINGS = [
-        Binding("space", "mark", "Mark"),
         Binding("S", "operate('start')", "Start"),
         Binding("T", "operate('stop')", "Stop"),
         Binding("R", "operate('restart')", "Restart"),
-        Binding("B", "operate('rollback')", "Rollback"),
-        Binding("p", "deploy", "Deploy"),
-        Binding("ctrl+d", "destroy", "Destroy"),
-        Binding("d", "describe", "Describe"),
+        Binding("space", "mark", "Mark"),
         Binding("l", "logs", "Logs"),
+        Binding("d", "describe", "Describe"),
+        Binding("p", "deploy", "Deploy"),
+        Binding("B", "operate('rollback')", "Rollback"),
+        Binding("ctrl+d", "destroy", "Destroy"),
         # With --read-only the change keys above are hidden, and these explain why.
         Binding("S", "refuse('start')", show=False),
         Binding("T", "refuse('stop')", show=False),
@@ -155,6 +153,7 @@ class ServicesView(Vertical):
         self.instances = merge_watch(self.instances, event, "instance", full)
         self.marked &= set(self.instances)
         self.render_rows()
+        self.gdos.update_header()
 
     def merge_metrics(self, metrics: Mapping[str, Mapping[str, Any]], full: bool = False) -> None:
         """The hook for per-instance metrics: ``{instance name: {"cpu_percent", "rss_bytes"}}``.
@@ -199,7 +198,7 @@ class ServicesView(Vertical):
                 added |= sync_row(table, self.rows, name, cells, COLUMNS, update_width=True)
             if added:
                 views = self.instances
-                table.sort("instance", key=lambda name: sort_key(views.get(str(name), {})))
+                table.sort("instance", key=lambda name: instance_key(views.get(str(name), {})))
             if (added or gone) and selected in self.rows:
                 table.move_cursor(row=table.get_row_index(selected))
 
@@ -311,8 +310,7 @@ class ServicesView(Vertical):
         if name is None or name not in self.instances:
             self.gdos.show_message("no instance selected")
             return
-        facts = {**self.instances[name], "metrics": self.metrics.get(name)}
-        text = json.dumps(facts, indent=2, sort_keys=True, default=str)
+        text = instance_detail(self.instances[name], self.metrics.get(name), self.clock())
         self.app.push_screen(TextScreen(f"instance {name}", text))
 
     def action_logs(self) -> None:

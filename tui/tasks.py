@@ -23,7 +23,7 @@ from textual.widgets import Button, DataTable, Input, Label, RichLog
 from gdos.errors import GdosError
 from gdos.units import human_duration
 from tui.commands import PaletteCommand
-from tui.forms import ConfirmScreen
+from tui.forms import ConfirmScreen, EnterSubmits
 from tui.widgets import status_text, when
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def exec_request(targets: str, command: str) -> dict[str, Any]:
     return body
 
 
-class ExecForm(ModalScreen[dict[str, Any] | None]):
+class ExecForm(EnterSubmits, ModalScreen[dict[str, Any] | None]):
     """Targets and a command; returns the ``exec.start`` body, or None."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
@@ -130,13 +130,6 @@ class ExecForm(ModalScreen[dict[str, Any] | None]):
             with Horizontal():
                 yield Button("Run", variant="primary", id="exec-run")
                 yield Button("Cancel", id="exec-cancel")
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        if event.input.id == "exec-targets":
-            self.query_one("#exec-command", Input).focus()
-        else:
-            self.submit()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "exec-run":
@@ -225,7 +218,8 @@ class TasksView(Vertical):
                     continue
                 for (_, column), value in zip(TASK_COLUMNS, cells, strict=True):
                     if table.get_cell(key, column) != value:
-                        table.update_cell(key, column, value)
+                        # widen the column: "running" becomes "succeeded", never "succeed"
+                        table.update_cell(key, column, value, update_width=True)
             table.sort("id", key=lambda v: -int(str(v)))
             if selected is not None and selected in table.rows:
                 table.move_cursor(row=table.get_row_index(str(selected)))
@@ -308,7 +302,7 @@ class TasksView(Vertical):
             table.add_row(*cells, key=name)
             return
         for (_, column), value in zip(HOST_COLUMNS, cells, strict=True):
-            table.update_cell(name, column, value)
+            table.update_cell(name, column, value, update_width=True)
 
     def action_cancel(self) -> None:
         if self.gdos.refuse_in_read_only("cancel"):

@@ -178,14 +178,15 @@ class TextScreen(ModalScreen[None]):
 
 
 HELP = """\
-:nodes :svc :tasks :logs :alerts :audit   jump to a view (command mode; :q quits)
+:nodes :svc :tasks :logs :alerts :audit   jump to a view (command prompt; :q quits)
+                 tab completes a view name; a unique prefix will do
 ?                this help
 ctrl+p           command palette: every action of this view, the views, themes
 q                quit; escape closes a pane or an input
 
 Nodes
   enter          detail pane: facts, CPU / memory / network sparklines with now, min, max
-  /              filter by name (regular expression); empty clears it
+  /              filter by name (regular expression, applied as typed); empty clears it
   N  C  M  D     sort by name, cpu, memory, disk (again: reverse)
   d              describe the selected node (node show)
   s              remote shell on the selected node (refused with --read-only)

@@ -16,6 +16,7 @@ from gdos.cli.common import (
     request,
 )
 from gdos.errors import ErrorCode, GdosError
+from gdos.names import natural_key
 
 app = typer.Typer(help="Accept, reject and delete agent keys.", no_args_is_help=True)
 
@@ -24,7 +25,7 @@ def _complete_key_names(incomplete: str) -> list[str]:
     reply = quiet_call("key.list")
     keys = reply.get("keys", []) if reply else []
     words = {k["name"] for k in keys} | {k["fingerprint"] for k in keys}
-    return sorted(w for w in words if str(w).startswith(incomplete))
+    return sorted((w for w in words if str(w).startswith(incomplete)), key=natural_key)
 
 
 KEY = typer.Argument(
@@ -50,7 +51,7 @@ def list_keys(json: bool = JSON_OPTION) -> None:
     for column in ("NAME", "STATUS", "FINGERPRINT", "VIA", "ADDRESS", "SEEN"):
         table.add_column(column, no_wrap=True, min_width=widths.get(column))
     order = {"pending": 0, "accepted": 1, "rejected": 2}
-    for k in sorted(keys, key=lambda k: (order.get(k["status"], 3), k["name"])):
+    for k in sorted(keys, key=lambda k: (order.get(k["status"], 3), natural_key(k["name"]))):
         mark = "!" if k.get("name_held") else ""
         table.add_row(
             k["name"],

@@ -11,6 +11,7 @@ import typer
 
 from gdos.cli.common import JSON_OPTION, console, fail, human_bytes, print_json, request, run
 from gdos.errors import ErrorCode, GdosError
+from gdos.names import natural_key
 
 app = typer.Typer(help="Push, list, inspect and remove packages.", no_args_is_help=True)
 UPLOAD_WINDOW = 8  # chunks in flight to the daemon
@@ -100,7 +101,7 @@ def list_packages(
     table = Table(box=None, header_style="bold")
     for column in ("NAME", "VERSION", "SIZE", "SHA256", "PUSHED", "BY", "DESCRIPTION"):
         table.add_column(column, no_wrap=column != "DESCRIPTION")
-    for p in packages:
+    for p in sorted(packages, key=lambda p: natural_key(p["name"])):  # stable: pushed order kept
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p["pushed_at"]))
         table.add_row(
             p["name"],

@@ -26,6 +26,7 @@ from gdos.cli.common import (
     run,
 )
 from gdos.errors import ErrorCode, ExitCode, GdosError
+from gdos.names import instance_key, natural_key
 from gdos.units import STATE_STYLE
 
 
@@ -36,7 +37,7 @@ def complete_targets(incomplete: str) -> list[str]:
     for row in reply.get("instances", []) if reply else []:
         module = f"{row['system']}/{row['module']}"
         names |= {row["system"], module, f"{module}@{row['node']}"}
-    return sorted(n for n in names if n.startswith(incomplete))
+    return sorted((n for n in names if n.startswith(incomplete)), key=natural_key)
 
 
 SETTLED = ("running", "stopped", "error", "failed")  # states an operation ends in
@@ -211,7 +212,7 @@ def status_table(instances: list[dict[str, Any]]) -> Any:
     table = Table(box=None, header_style="bold")
     for column in ("INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", "VERSION", "LAST ERROR"):
         table.add_column(column, no_wrap=column != "LAST ERROR")
-    for i in instances:
+    for i in sorted(instances, key=instance_key):
         state = _line("", i["state"], "" if i["node_online"] else " (node offline)")
         table.add_row(
             i["instance"],

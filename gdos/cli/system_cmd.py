@@ -10,6 +10,7 @@ import typer
 from gdos.cli.common import JSON_OPTION, console, fail, parse_env, print_json, request
 from gdos.cli.package_cmd import split_ref
 from gdos.errors import ErrorCode, GdosError
+from gdos.names import natural_key
 
 app = typer.Typer(help="Define systems: modules, packages and start order.", no_args_is_help=True)
 
@@ -98,7 +99,7 @@ def list_systems(json: bool = JSON_OPTION) -> None:
     table = Table(box=None, header_style="bold")
     for column in ("SYSTEM", "MODULES", "INSTANCES", "RUNNING"):
         table.add_column(column)
-    for s in systems:
+    for s in sorted(systems, key=lambda s: natural_key(s["system"])):
         table.add_row(s["system"], str(s["modules"]), str(s["instances"]), str(s["running"]))
     console().print(table)
 

@@ -9,6 +9,7 @@ import time
 import typer
 
 from gdos.cli.common import JSON_OPTION, console, human_duration, print_json, request
+from gdos.names import natural_key
 
 app = typer.Typer(help="List, inspect and cancel tasks.", no_args_is_help=True)
 
@@ -53,7 +54,7 @@ def show(task_id: int = typer.Argument(..., help="Task id."), json: bool = JSON_
         f"task {task['id']}  {task['status']}  by {task['user']}  at {when}",
         f"command: {shlex.join(task['argv'])}",
     ]
-    for h in task["hosts"]:
+    for h in sorted(task["hosts"], key=lambda h: natural_key(h["node"])):
         duration = (h["ended"] - h["started"]) if h["ended"] and h["started"] else None
         out.append(
             f"\n== {h['node']}: {h['status']}  exit {h['exit_code']}  "

@@ -15,6 +15,7 @@ import typer
 
 from gdos.cli.common import JSON_OPTION, fail, parse_duration, print_json, run
 from gdos.errors import ErrorCode, GdosError
+from gdos.names import natural_key
 
 Row = dict[str, Any]
 
@@ -39,7 +40,7 @@ def sort_key(sort: str, instances: bool) -> Callable[[Row], tuple[Any, ...]]:
     metrics = [m.name for m in (INSTANCE_METRICS if instances else NODE_METRICS)]
     aliases = INSTANCE_ALIASES if instances else NODE_ALIASES
     if sort == "name":
-        return lambda r: (r.get("instance") or "", r["node"])
+        return lambda r: (natural_key(r.get("instance") or ""), natural_key(r["node"]))
     fields = aliases.get(sort) or ((sort,) if sort in metrics else None)
     if fields is None:
         choices = ", ".join(["name", *metrics, *aliases])
@@ -50,8 +51,8 @@ def sort_key(sort: str, instances: bool) -> Callable[[Row], tuple[Any, ...]]:
     def key(row: Row) -> tuple[Any, ...]:
         values = [row.get(f) for f in fields]
         if all(v is None for v in values):
-            return (1, 0.0, row["key"])
-        return (0, -sum(v or 0.0 for v in values), row["key"])
+            return (1, 0.0, natural_key(row["key"]))
+        return (0, -sum(v or 0.0 for v in values), natural_key(row["key"]))
 
     return key
 

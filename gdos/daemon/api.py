@@ -17,7 +17,7 @@ from gdos.daemon.control import ControlConnection
 from gdos.daemon.watch import watch_interval, watch_nodes
 from gdos.errors import ErrorCode, GdosError
 from gdos.keys import fingerprint
-from gdos.names import check_name
+from gdos.names import check_name, natural_key
 from gdos.protocol import Message
 from gdos.tokens import JoinToken
 
@@ -78,7 +78,8 @@ class Api:
 
     async def node_names(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
         prefix = msg.body.get("prefix", "")
-        return {"names": sorted(n for n in self.d.registry.nodes if n.startswith(prefix))}
+        names = (n for n in self.d.registry.nodes if n.startswith(prefix))
+        return {"names": sorted(names, key=natural_key)}
 
     async def node_show(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
         name = msg.body["name"]

@@ -14,6 +14,7 @@ from typing import Any
 
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
+from gdos.names import natural_key
 
 STATES = ("normal", "maintenance", "disabled")
 
@@ -165,7 +166,7 @@ class NodeRegistry:
         return len(rows)
 
     def list(self) -> list[dict[str, Any]]:
-        return [self.nodes[n].view() for n in sorted(self.nodes)]
+        return [self.nodes[n].view() for n in sorted(self.nodes, key=natural_key)]
 
 
 def _summary(facts: dict[str, Any]) -> dict[str, Any]:

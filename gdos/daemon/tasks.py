@@ -24,6 +24,7 @@ from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
+from gdos.names import natural_key
 from gdos.protocol import Message
 
 log = logging.getLogger("gdosd.tasks")
@@ -125,9 +126,10 @@ class ExecTasks:
     def resolve_targets(self, targets: list[str], all_nodes: bool, match: str | None) -> list[str]:
         names: list[str] = []
         if all_nodes:
-            names.extend(sorted(self.registry.nodes))
+            names.extend(sorted(self.registry.nodes, key=natural_key))
         if match:
-            names.extend(n for n in sorted(self.registry.nodes) if fnmatch.fnmatchcase(n, match))
+            nodes = sorted(self.registry.nodes, key=natural_key)
+            names.extend(n for n in nodes if fnmatch.fnmatchcase(n, match))
         names.extend(t for t in targets if isinstance(t, str))
         unique = list(dict.fromkeys(names))
         if not unique:

@@ -10,13 +10,15 @@ agent supervises.
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Label
+from textual.widgets import DataTable, Label, Static
 
 from tests.harness import Fleet
 from tests.integration.services_kit import SLEEPER, ok, package, status
@@ -24,6 +26,7 @@ from tests.integration.test_tui import cell, message, rows, type_text, until
 from tui.app import GdosApp
 from tui.forms import ConfirmScreen, DeployForm, deploy_request
 from tui.services import Run, ServicesView
+from tui.widgets import TextScreen
 
 SIZE = (120, 40)
 TABLE = "#svc-table"
@@ -132,7 +135,7 @@ def test_deploy_form_then_mark_two_and_start_both(deployed: Fleet) -> None:
         assert "b (sleeper@latest)" in str(hint.render())
         await pilot.press(*["backspace"] * len("app/a"))
         await type_text(pilot, "app/b")
-        await pilot.press("enter", "enter")  # to the nodes field (prefilled n1), then submit
+        await pilot.press("enter")  # the nodes field is prefilled (n1): enter submits
         await until(pilot, lambda: state(app, B) == "stopped", f"{B} deployed and listed")
         await until(pilot, lambda: "deploy app/b: ok" in progress(app), "the deploy outcome")
         assert rows(app, TABLE) == [A, B]
@@ -205,6 +208,31 @@ def test_destroy_asks_first_and_cancel_keeps_the_instance(deployed: Fleet) -> No
         await pilot.press("d")
         await until(pilot, lambda: "no instance selected" in message(app), "nothing to describe")
         assert not app.screen.query("#text")
+
+    run_app(app, scenario)
+
+
+def test_describe_shows_fields_with_local_times_and_ages_and_focus_returns(
+    deployed: Fleet,
+) -> None:
+    ok(deployed.gdos("start", A))
+    started = float((status(deployed))[A]["started"])
+    app = GdosApp(refresh=0.2)
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: state(app, A) == "running", f"{A} running")
+        select(app, A)
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, TextScreen), "the describe pane")
+        text = str(app.screen.query_one("#text", Static).render())
+        local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+        assert re.search(rf"^started +{local} \(\d+s ago\)$", text, re.M), text
+        assert re.search(r"^state +running$", text, re.M)
+        assert re.search(r"^node +n1 \(online\)$", text, re.M)
+        assert "{" not in text and str(int(started)) not in text  # no JSON, no epoch
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, "the pane closed")
+        assert app.focused is app.query_one(TABLE)
 
     run_app(app, scenario)
 

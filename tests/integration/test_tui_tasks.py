@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label, RichLog
+from textual.widgets.data_table import ColumnKey
 
 from tests.harness import Fleet
 from tests.integration.test_tui import cell, message, rows, run_app, until
@@ -102,6 +103,7 @@ def test_cancel_asks_first_and_no_keeps_the_task_running(two_nodes: Fleet) -> No
         assert f"task {task_id}" in question
         await pilot.press("n")
         await until(pilot, lambda: f"task {task_id} left running" in message(app), "declined")
+        assert app.focused is table  # the keys go back to the list after the question
         await pilot.pause(0.5)
         assert await task_status(app, task_id) == "running"
         assert cell(app, "n1", "status", HOSTS) == "running"
@@ -119,5 +121,28 @@ def test_cancel_asks_first_and_no_keeps_the_task_running(two_nodes: Fleet) -> No
         await pilot.press("c")
         await until(pilot, lambda: "already ended" in message(app), "nothing to cancel")
         assert not isinstance(app.screen, ConfirmScreen)
+
+    run_app(app, scenario)
+
+
+def test_task_status_column_widens_from_running_to_succeeded(two_nodes: Fleet) -> None:
+    """The STATUS column was sized by "running" and then showed "succeed"."""
+    app = GdosApp(refresh=0.2)
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: app.client is not None, "the connection")
+        app.show_view("tasks")
+        await pilot.pause()
+        await start_exec(pilot, "n1", "sleep 3")
+        await until(pilot, lambda: rows(app, "#tasks-table"), "the task in the list")
+        task = rows(app, "#tasks-table")[0]
+        assert cell(app, task, "status", "#tasks-table") == "running"
+        await until(
+            pilot,
+            lambda: cell(app, task, "status", "#tasks-table") == "succeeded",
+            "the task succeeded in the list",
+        )
+        status = app.query_one("#tasks-table", DataTable).columns[ColumnKey("status")]
+        assert status.content_width >= len("succeeded")
 
     run_app(app, scenario)

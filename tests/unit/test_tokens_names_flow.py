@@ -13,7 +13,7 @@ import pytest
 from gdos import tokens
 from gdos.errors import ErrorCode, ExitCode, GdosError
 from gdos.flow import CreditGranter, CreditWindow
-from gdos.names import check_name
+from gdos.names import check_name, natural_key
 from gdos.tokens import JoinToken
 
 # The example CURVE keys of the ZeroMQ CURVE RFC (z85, 40 characters).
@@ -345,3 +345,13 @@ def test_granter_keeps_the_sender_inside_its_window() -> None:
         assert 0 < most <= window_size
 
     run(test)
+
+
+def test_natural_key_orders_numbers_by_value() -> None:
+    names = ["g10", "g2", "g11", "g1", "web-10", "web-9", "db"]
+    assert sorted(names, key=natural_key) == ["db", "g1", "g2", "g10", "g11", "web-9", "web-10"]
+
+
+def test_natural_key_ignores_case_and_breaks_ties_by_the_name() -> None:
+    assert sorted(["b", "A", "a", "g01", "g1"], key=natural_key) == ["A", "a", "b", "g01", "g1"]
+    assert sorted(["x1y10", "x1y2", "x2"], key=natural_key) == ["x1y2", "x1y10", "x2"]
