@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from gdos.archive import build_zip
 from tests.harness import Fleet, short_home, wait_for
 from tests.integration.services_kit import ok, status, wait_state
 from tests.integration.truth_kit import (
+    GATED,
     events_since,
     gated_package,
     instance_alerts,
@@ -153,6 +155,50 @@ def test_daemon_killed_mid_deploy_to_four_agents_converges(fleet: Fleet, tmp_pat
     assert not [e for e in events if e["pid"] in old_pids], "an event with a pid of before"
     assert not [e for e in events if e["state"] in ("stopped", "error", "failed")], events
     assert instance_alerts(quad) == []
+
+
+def test_daemon_killed_while_agents_fetch_shows_no_false_error(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """Agents still fetching a new instance's package report it as installing:
+    after the restart nothing reads ``error`` and no alert fires meanwhile."""
+    duo = _fleet_of(fleet, "n1", "n2")
+    big = build_zip(
+        tmp_path / "big.zip",
+        {"run": GATED, "blob.bin": os.urandom(60 * 1024 * 1024)},
+        manifest={"name": "big", "version": "1.0.0", "entrypoint": "run"},
+    )
+    ok(duo.gdos("package", "push", str(big)))
+    ok(duo.gdos("system", "create", "heavy"))
+    ok(duo.gdos("system", "add", "heavy", "m", "--package", "big"))
+    caches = [duo.agents[n].home / "state/agent/packages" for n in ("n1", "n2")]
+    fetching = lambda c: [p for p in c.glob("*.part") if p.stat().st_size > 0]  # noqa: E731
+    deploy = subprocess.Popen(
+        [sys.executable, "-m", "gdos.cli.main", "deploy", "heavy", "--match", "n*", "--wait"],
+        env=duo.env(duo.daemon_home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: all(fetching(c) for c in caches) or deploy.poll() is not None,
+            60,
+            "both agents fetching",
+        )
+        duo.stop_daemon(signal.SIGKILL)
+        deploy.wait(60)
+    finally:
+        deploy.kill()
+    duo.start_daemon()
+    duo.wait_online("n1", "n2")
+    wait_for(
+        lambda: {r["state"] for r in status(duo, "heavy").values()} == {"stopped"},
+        120,
+        f"the resumed deploys done (now {status(duo, 'heavy')})",
+    )
+    states = {e["state"] for e in duo.gdos_json("events", "heavy", "-n", "1000")}
+    assert not states & {"error", "failed"}, states
+    assert instance_alerts(duo) == []
 
 
 def test_backup_restore_while_instances_run(fleet: Fleet, tmp_path: Path) -> None:
