@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agent.services import ServiceHost
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.instance_reports import StateAcks
 from gdos.daemon.opids import BLOCK, OpIds
@@ -64,3 +67,38 @@ def test_events_record_a_new_process_but_not_a_repeat(tmp_path: Path) -> None:
     assert not catalog.set_instance(key, {"state": "running", "pid": 10, "version": "1"})
     catalog.set_instance(key, {"state": "running", "pid": 12, "version": "1"})
     assert [(e["state"], e["pid"]) for e in catalog.events()] == [("running", 10), ("running", 12)]
+
+
+def test_agent_keeps_answers_and_reports_until_the_daemon_stored_them(tmp_path: Path) -> None:
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def main() -> None:
+        host = ServiceHost(tmp_path, lambda kind, body: sent.append((kind, body)), _background)
+        await host.recover()
+        host._done(7, None, {"instance": "s/a", "state": "stopped"})
+        host._emit({"instance": "s/a", "state": "stopped"})
+        host.welcomed()
+        kinds = [kind for kind, _ in sent]
+        assert kinds[-2:] == ["svc.report", "svc.done"]  # the report first, then the answer
+        report = sent[-2][1]
+        assert report["ops"] == [7] and report["seq"] == host.seq == 2
+        assert host.unacked_since is not None
+
+        host.on_state_ack({"seq": report["seq"]})
+        host.on_done_ack({"op": 7})
+        assert host.unacked_since is None and not host.answers
+        sent.clear()
+        host.link_lost()
+        host.welcomed()
+        assert [kind for kind, _ in sent] == ["svc.report"]  # nothing left to resend
+        host.link_lost()
+        await host.close()
+
+    asyncio.run(main())
+
+
+_TASKS: list[asyncio.Future[Any]] = []
+
+
+def _background(work: Any) -> None:
+    _TASKS.append(asyncio.ensure_future(work))
