@@ -131,6 +131,9 @@ class InstanceReports:
             if row.get("kind") == ADOPTED_KIND:
                 views += self.forget(row["system"], row["module"], node)
                 continue
+            if row["state"] == "error" and row.get("error"):
+                views += self.record(row, {"pid": None})  # keeps why (a deploy that failed)
+                continue
             error = INTERRUPTED if row["state"] == "deploying" else UNKNOWN_ON_NODE
             views += self.record(row, {"state": "error", "error": error, "pid": None})
         return views

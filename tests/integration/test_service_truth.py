@@ -246,7 +246,16 @@ def test_failed_instance_deploy_can_be_destroyed(fleet: Fleet, tmp_path: Path) -
     ok(fleet.gdos("system", "create", "lost"))
     ok(fleet.gdos("system", "add", "lost", "m", "--package", "gated"))
     assert fleet.gdos("deploy", "lost", "--node", "n1", "--wait").returncode != 0
-    assert wait_state(fleet, "lost/m@n1", "error")["pid"] is None
+    failed = wait_state(fleet, "lost/m@n1", "error")
+    assert failed["pid"] is None and failed["error"]
+
+    agent = fleet.agents["n1"]  # the node's fresh report keeps why it failed
+    agent.kill(signal.SIGKILL)
+    fleet.start_agent("n1", home=agent.home)
+    wait_for(lambda: agent.log_text().count("connected to") == 2, 30, "n1 welcomed again")
+    refused = fleet.gdos("start", "lost/m@n1")  # a round trip through the new session
+    assert "error[instance_unknown]" in refused.stdout + refused.stderr
+    assert status(fleet)["lost/m@n1"]["error"] == failed["error"]
 
     ok(fleet.gdos("destroy", "lost/m@n1", "--yes"))
     assert "lost/m@n1" not in status(fleet)
