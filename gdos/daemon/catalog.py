@@ -139,6 +139,7 @@ class Catalog:
         Only raw statements belong inside: sqlite-utils' table helpers commit.
         """
         name = f"w{next(_SAVEPOINTS)}"
+        outermost = not self.db.conn.in_transaction
         self.db.execute(f"SAVEPOINT {name}")
         try:
             yield
@@ -147,6 +148,9 @@ class Catalog:
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute(f"ROLLBACK TO {name}")
                 self.db.execute(f"RELEASE {name}")
+            if outermost and self.db.conn.in_transaction:  # a failed commit stays open
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
             raise
 
     def set_instance(self, key: tuple[str, str, str], fields: dict[str, Any]) -> bool:
