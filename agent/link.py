@@ -424,6 +424,12 @@ class Link:
     def _on_svc_adopt(self, msg: Message) -> None:
         self.services.on_adopt(msg.body)
 
+    def _on_svc_done_ack(self, msg: Message) -> None:
+        self.services.on_done_ack(msg.body)
+
+    def _on_svc_state_ack(self, msg: Message) -> None:
+        self.services.on_state_ack(msg.body)
+
     def _on_pkg_chunk(self, msg: Message) -> None:
         self.services.cache.on_chunk(msg.body)
 

@@ -1,11 +1,18 @@
 """The agent's side of services: daemon operations in, instance states out.
 
-Each ``svc.*`` operation runs as its own task and ends with one ``svc.done``
-(kept for a while and sent again after a reconnect, so an answer lost with
-the link still arrives). Deploy fetches the package (agent/packages.py),
-unpacks it safely (gdos/archive.py) into a staging folder and hands it to
-the supervisor, which owns every instance from then on. After each welcome
-the whole instance list goes out in ``svc.report`` so the daemon converges.
+Each ``svc.*`` operation runs as its own task and ends with one ``svc.done``,
+kept until the daemon acknowledges it (``svc.done.ack``) and sent again
+after every reconnect and while unacknowledged, so an answer lost with the
+link, or not stored by the daemon, still arrives. Deploy fetches the package
+(agent/packages.py), unpacks it safely (gdos/archive.py) into a staging
+folder and hands it to the supervisor, which owns every instance from then
+on.
+
+This agent is the authority on what runs here: after each welcome the whole
+instance list (deploys under way included) goes out in ``svc.report``, which
+replaces the daemon's view. Every state change and report carries a
+sequence number; until the daemon acknowledges the latest one as stored
+(``svc.state.ack``), a fresh report goes out every ``RESEND_AFTER`` seconds.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ log = logging.getLogger("gdos.agent.services")
 Send = Callable[[str, dict[str, Any]], None]
 Spawn = Callable[[Any], None]
 KEEP_ANSWERS = 256
+RESEND_AFTER = 5.0  # seconds without an acknowledgement before sending again
 ACTIONS = ("start", "stop", "restart", "destroy", "rollback")
 
 
@@ -54,9 +62,15 @@ class ServiceHost:
             log_max_bytes=log_max_bytes,
             log_backups=log_backups,
         )
-        self.answers: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        # op -> [answer, when last sent], until the daemon acknowledges it
+        self.answers: OrderedDict[int, list[Any]] = OrderedDict()
         self.running: set[int] = set()  # ops under way, reported so the daemon can tell lost ones
+        self.deploying: dict[str, dict[str, Any]] = {}  # instance -> its state while fetched
         self.node_state = "normal"
+        self.seq = self.acked = 0  # last state/report sent, last one the daemon stored
+        self.unacked_since: float | None = None
+        self.reported_at = 0.0
+        self._linked = 0  # bumped on every welcome and link loss: ends the resend loop
 
     async def recover(self) -> None:
         await self.supervisor.recover()
@@ -64,19 +78,68 @@ class ServiceHost:
     async def close(self) -> None:
         await self.supervisor.close()
 
+    def _next_seq(self) -> int:
+        self.seq += 1
+        if self.unacked_since is None:
+            self.unacked_since = time.monotonic()
+        return self.seq
+
     def _emit(self, state: dict[str, Any]) -> None:
-        self.send("svc.state", {"state": state})
+        self.send("svc.state", {"state": state, "seq": self._next_seq()})
+
+    def report(self) -> None:
+        """The whole list: what the supervisor runs, plus deploys not installed yet."""
+        instances = self.supervisor.snapshot()
+        known = {item["instance"] for item in instances}
+        instances += [
+            {**state, "time": time.time()}
+            for name, state in self.deploying.items()
+            if name not in known
+        ]
+        ops = sorted(self.running | set(self.answers))
+        self.send("svc.report", {"instances": instances, "ops": ops, "seq": self._next_seq()})
+        self.reported_at = time.monotonic()
 
     # -- link events ---------------------------------------------------------------
     def welcomed(self) -> None:
         self.cache.link_up()
-        ops = sorted(self.running | set(self.answers))
-        self.send("svc.report", {"instances": self.supervisor.snapshot(), "ops": ops})
-        for body in self.answers.values():
-            self.send("svc.done", body)
+        self.report()
+        for op in list(self.answers):
+            self._send_answer(op)
+        self._linked += 1
+        self.spawn(self._resend_unacknowledged(self._linked))
 
     def link_lost(self) -> None:
+        self._linked += 1
         self.cache.link_down()
+
+    def on_done_ack(self, body: dict[str, Any]) -> None:
+        self.answers.pop(body["op"], None)
+
+    def on_state_ack(self, body: dict[str, Any]) -> None:
+        """Every state and report up to ``seq`` is stored by the daemon."""
+        self.acked = max(self.acked, min(body["seq"], self.seq))
+        self.unacked_since = None if self.acked >= self.seq else time.monotonic()
+
+    async def _resend_unacknowledged(self, linked: int) -> None:
+        """While this link lasts: resend what the daemon has not stored yet."""
+        while True:
+            await asyncio.sleep(RESEND_AFTER / 2)
+            if linked != self._linked:
+                return
+            now = time.monotonic()
+            waiting = self.unacked_since is not None and now - self.unacked_since >= RESEND_AFTER
+            if waiting and now - self.reported_at >= RESEND_AFTER:
+                log.info("the daemon has not stored our instance states; reporting again")
+                self.report()
+            for op, (_, sent) in list(self.answers.items()):
+                if now - sent >= RESEND_AFTER:
+                    self._send_answer(op)
+
+    def _send_answer(self, op: int) -> None:
+        entry = self.answers[op]
+        entry[1] = time.monotonic()
+        self.send("svc.done", entry[0])
 
     def set_node_state(self, state: str) -> None:
         """A disabled node stops every instance and refuses work until enabled."""
@@ -127,10 +190,10 @@ class ServiceHost:
             body["state"] = state
         if error is not None:
             body |= {"code": str(error.code), "message": error.message}
-        self.answers[op] = body
+        self.answers[op] = [body, 0.0]
         while len(self.answers) > KEEP_ANSWERS:
             self.answers.popitem(last=False)
-        self.send("svc.done", body)
+        self._send_answer(op)
 
     def _refuse_work(self, action: str) -> None:
         if self.node_state == "disabled":
@@ -143,16 +206,17 @@ class ServiceHost:
     async def _deploy(self, spec: dict[str, Any]) -> dict[str, Any]:
         self._refuse_work("deploy")
         package = spec["package"]
-        self._emit(
-            {
-                "instance": spec["instance"],
-                "state": "installing",
-                "version": package["version"],
-                "sha256": package["sha256"],
-                "kind": "managed",
-                "time": time.time(),
-            }
-        )
+        installing = {
+            "instance": spec["instance"],
+            "state": "installing",
+            "version": package["version"],
+            "sha256": package["sha256"],
+            "package": package["name"],
+            "kind": "managed",
+            "time": time.time(),
+        }
+        self._emit(installing)
+        self.deploying[spec["instance"]] = installing
         try:
             path = await self.cache.get(package["sha256"], package["size"])
             staged = self.staging / uuid.uuid4().hex
@@ -177,6 +241,8 @@ class ServiceHost:
                 }
             )
             raise
+        finally:
+            self.deploying.pop(spec["instance"], None)
 
     async def _act(self, instance: str, action: str) -> dict[str, Any]:
         self._refuse_work(action)

@@ -172,6 +172,7 @@ class Instance:
             "restarts": int(self.record.get("restarts", 0)),
             "version": package.get("version"),
             "sha256": package.get("sha256"),
+            "package": package.get("name"),
             "previous_version": previous.get("version"),
             "error": self.error,
             "kind": self.kind,
@@ -333,7 +334,14 @@ class Supervisor:
 
         An adopted process is released, not stopped: gdos did not start it and
         cannot uninstall it, so destroying the adoption only stops watching it.
+        An instance this node never created (its deploy failed before the
+        install) is destroyed already: that is reported, not refused.
         """
+        if instance not in self.instances:
+            split_instance(instance)
+            gone = {"instance": instance, "state": "destroyed", "kind": "managed"}
+            self.emit({**gone, "time": time.time()})
+            return gone
         inst = self._get(instance)
         async with inst.lock:
             self._cancel_pending(inst)

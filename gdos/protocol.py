@@ -121,8 +121,12 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "svc.action": ({"op": INT, "instance": STR, "action": STR}, {}),
     "svc.adopt": ({"op": INT, "spec": MAP}, {}),
     "svc.done": ({"op": INT, "ok": BOOL}, {"state": MAP, "code": OPT_STR, "message": OPT_STR}),
-    "svc.state": ({"state": MAP}, {}),
-    "svc.report": ({"instances": LIST}, {"ops": LIST}),
+    "svc.state": ({"state": MAP}, {"seq": INT}),
+    "svc.report": ({"instances": LIST}, {"ops": LIST, "seq": INT}),
+    # store, then acknowledge (daemon -> agent): an answer is dropped once acked;
+    # svc.state.ack says every state and report up to seq is stored.
+    "svc.done.ack": ({"op": INT}, {}),
+    "svc.state.ack": ({"seq": INT}, {}),
     # package bytes, mesh: the agent asks from an offset (resuming after a
     # reconnect) and grants credit; the daemon sends chunks within it.
     "pkg.fetch": ({"fetch": INT, "sha256": STR, "offset": INT, "credit": INT}, {}),

@@ -11,7 +11,8 @@ now (a node never seen since the daemon started) changes nothing.
 
 Three built-in rules are created at start and cannot be removed:
 ``node-offline`` (registry online flag), ``instance-failed`` (catalog state
-failed or error) and ``disk-full`` (node disk above 90 % for 60 s).
+failed or error, unknown until the node's agent re-reported after a daemon
+start or a reconnect) and ``disk-full`` (node disk above 90 % for 60 s).
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ class Snapshot:
     nodes: dict[str, dict[str, float]]  # online node -> metric -> value
     instances: dict[tuple[str, str], dict[str, float]]  # (node, system/module) -> values
     online: dict[str, float | None]  # every known node -> 1, 0, or None (unknown yet)
-    failed: dict[tuple[str, str], float]  # deployed instance -> 1 (failed/error) or 0
+    failed: dict[tuple[str, str], float | None]  # instance -> 1 (failed/error), 0, None (unknown)
 
     def values(self, rule: Rule) -> dict[str, float | None]:
         if rule.metric == ONLINE:
@@ -323,8 +324,15 @@ def snapshot(daemon: Any, offline_grace: float, now: float) -> Snapshot:
         n: 1.0 if live.online else (0.0 if live.connected_at or settled else None)
         for n, live in registry.nodes.items()
     }
+    # Until a node's agent has re-reported (after a daemon start or its reconnect),
+    # its stored states may be stale: unknown for now, so nothing fires or resolves.
+    reported = getattr(getattr(daemon, "services", None), "reported_nodes", None)
     failed = {
-        (r["node"], f"{r['system']}/{r['module']}"): float(r["state"] in FAILED_STATES)
+        (r["node"], f"{r['system']}/{r['module']}"): (
+            float(r["state"] in FAILED_STATES)
+            if reported is None or r["node"] in reported
+            else None
+        )
         for r in daemon.catalog.instances()
     }
     return Snapshot(nodes, instances, online, failed)

@@ -3,13 +3,19 @@
 The same SQLite database as ``Store`` (migration 3); kept apart so the
 services code reads as one concern. Every state change an agent reports is
 also appended to ``service_events``, the history ``gdos status`` and the
-``--wait`` displays are built from.
+``--wait`` displays are built from. Instance writes go through ``atomic``
+(raw SQL inside one savepoint), so a whole agent report is stored or none of
+it is, and the daemon acknowledges only what is stored.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import sqlite3
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import sqlite_utils
@@ -17,10 +23,16 @@ import sqlite_utils
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
 
+INSTANCE_COLUMNS = frozenset(
+    {"kind", "package", "state", "pid", "started", "restarts", "version", "sha256"}
+    | {"previous_version", "error"}
+)
+_SAVEPOINTS = itertools.count(1)
+
 
 class Catalog:
     def __init__(self, store: Store) -> None:
-        self.db = store.db
+        self.db, self.path = store.db, store.path
 
     def _table(self, name: str) -> sqlite_utils.db.Table:
         return self.db.table(name)
@@ -120,40 +132,73 @@ class Catalog:
         )
         return rows[0] if rows else None
 
-    def set_instance(self, key: tuple[str, str, str], fields: dict[str, Any]) -> bool:
-        """Create or update one instance row; append an event when its state or error changed.
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """All the instance writes inside happen, or none does (savepoints nest).
 
-        Returns whether anything an operator would see changed.
+        Only raw statements belong inside: sqlite-utils' table helpers commit.
+        """
+        name = f"w{next(_SAVEPOINTS)}"
+        outermost = not self.db.conn.in_transaction
+        self.db.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+            self.db.execute(f"RELEASE {name}")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute(f"ROLLBACK TO {name}")
+                self.db.execute(f"RELEASE {name}")
+            if outermost and self.db.conn.in_transaction:  # a failed commit stays open
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            raise
+
+    def set_instance(self, key: tuple[str, str, str], fields: dict[str, Any]) -> bool:
+        """Create or update one instance row; append an event on a real transition.
+
+        A transition is a new state, error or process (pid): a report that
+        repeats what is stored writes nothing. Returns whether anything an
+        operator would see changed.
         """
         system, module, node = key
-        old = self.instance(system, module, node)
-        values = {"system": system, "module": module, "node": node, **fields}
-        values["updated"] = time.time()
-        if old is not None and all(old.get(k) == v for k, v in fields.items()):
-            return False
-        self._table("instances").upsert(values, pk=("system", "module", "node"))
-        new_state = fields.get("state", old["state"] if old else None)
-        new_error = fields.get("error", old["error"] if old else None)
-        if old is None or (old["state"], old["error"]) != (new_state, new_error):
-            self._table("service_events").insert(
-                {
-                    "time": values["updated"],
-                    "system": system,
-                    "module": module,
-                    "node": node,
-                    "state": new_state,
-                    "error": new_error,
-                    "version": fields.get("version", old.get("version") if old else None),
-                    "pid": fields.get("pid", old.get("pid") if old else None),
-                }
-            )
+        fields = {k: v for k, v in fields.items() if k in INSTANCE_COLUMNS}
+        with self.atomic():
+            old = self.instance(system, module, node)
+            if old is not None and all(old.get(k) == v for k, v in fields.items()):
+                return False
+            now = time.time()
+            values = {"system": system, "module": module, "node": node, **fields, "updated": now}
+            if old is None:
+                values.setdefault("state", "unknown")
+                columns = ", ".join(values)
+                marks = ", ".join("?" for _ in values)
+                self.db.execute(
+                    f"INSERT INTO instances ({columns}) VALUES ({marks})", list(values.values())
+                )
+            else:
+                changes = {k: v for k, v in values.items() if k not in ("system", "module", "node")}
+                assignments = ", ".join(f"{k} = ?" for k in changes)
+                self.db.execute(
+                    f"UPDATE instances SET {assignments}"
+                    " WHERE system = ? AND module = ? AND node = ?",
+                    [*changes.values(), system, module, node],
+                )
+            new = {**(old or {}), **values}
+            was = (old["state"], old["error"], old["pid"]) if old else None
+            if was != (new.get("state"), new.get("error"), new.get("pid")):
+                self.db.execute(
+                    "INSERT INTO service_events (time, system, module, node, state, error,"
+                    " version, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [now, system, module, node, new["state"], *_versioned(new)],
+                )
         return True
 
     def delete_instance(self, system: str, module: str, node: str) -> None:
-        self.db.execute(
-            "DELETE FROM instances WHERE system = ? AND module = ? AND node = ?",
-            [system, module, node],
-        )
+        with self.atomic():
+            self.db.execute(
+                "DELETE FROM instances WHERE system = ? AND module = ? AND node = ?",
+                [system, module, node],
+            )
 
     def events(
         self, system: str | None = None, module: str | None = None, limit: int = 100
@@ -167,6 +212,10 @@ class Catalog:
             " AND ".join(clauses) or None, args, order_by="id DESC", limit=limit
         )
         return list(reversed(list(rows)))
+
+
+def _versioned(row: dict[str, Any]) -> list[Any]:
+    return [row.get("error"), row.get("version"), row.get("pid")]
 
 
 def _package_row(row: dict[str, Any]) -> dict[str, Any]:

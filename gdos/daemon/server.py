@@ -32,6 +32,8 @@ from gdos.daemon.mesh import Mesh
 from gdos.daemon.metrics import MetricRings
 from gdos.daemon.metrics_api import MetricsApi
 from gdos.daemon.observe_api import Observe
+from gdos.daemon.opids import FILE_NAME as OP_IDS_FILE
+from gdos.daemon.opids import OpIds
 from gdos.daemon.packages import Packages
 from gdos.daemon.pending_limits import PendingLimits
 from gdos.daemon.registry import LiveNode, NodeRegistry
@@ -81,7 +83,8 @@ class Daemon:
             paths.state_dir / "uploads",
             config.package_limits(),
         )
-        self.services = Services(self.catalog, self.registry, self.mesh)
+        op_ids = OpIds(paths.state_dir / OP_IDS_FILE)  # never reused, restores included
+        self.services = Services(self.catalog, self.registry, self.mesh, op_ids)
         self.mesh.handlers.update(
             {
                 "svc.state": self.services.on_state,

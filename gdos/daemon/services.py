@@ -8,10 +8,13 @@ refused then, never discovered half-way through a start.
 
 Every operation records the instance's state before anything is sent (the
 seed's asynchronous flow: ``deploying`` first), sends one ``svc.*`` message
-per instance with an op id, and waits for the agent's ``svc.done``. Agents
-also report every state change (``svc.state``) and their whole list after
-each welcome (``svc.report``), so a daemon restarted mid-operation converges
-to what the nodes really run. A whole-system start goes level by level in
+per instance with an op id that no daemon run hands out twice
+(gdos/daemon/opids.py), and waits for the agent's ``svc.done``. The answer
+only settles the operation: states come from the agent's ``svc.state`` and
+``svc.report`` (gdos/daemon/instance_reports.py), so an answer to an
+operation this daemon does not know (an earlier run's, resent after a
+reconnect) changes nothing. Every answer is acknowledged (``svc.done.ack``)
+so the agent can drop it. A whole-system start goes level by level in
 dependency order, stop in reverse.
 """
 
@@ -21,13 +24,16 @@ import asyncio
 import fnmatch
 import graphlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from gdos.daemon.catalog import Catalog
+from gdos.daemon.instance_reports import InstanceReports
 from gdos.daemon.mesh import Mesh
+from gdos.daemon.opids import OpIds
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.errors import ErrorCode, GdosError
 from gdos.manifest import apply_overrides
@@ -48,8 +54,6 @@ GOALS = {
 }
 ADOPTED = "adopted"  # the pseudo-system of processes adopted with 'gdos adopt'
 DEPLOY_TIMEOUT = 900.0
-INTERRUPTED = "deploy interrupted (the daemon restarted before the node had it); deploy again"
-UNKNOWN_ON_NODE = "the node does not know this instance; deploy it again"
 Emit = Callable[[dict[str, Any]], None]
 
 
@@ -85,12 +89,13 @@ def instance_name(row: dict[str, Any]) -> str:
 
 
 class Services:
-    def __init__(self, catalog: Catalog, registry: NodeRegistry, mesh: Mesh) -> None:
+    def __init__(self, catalog: Catalog, registry: NodeRegistry, mesh: Mesh, op_ids: OpIds) -> None:
         self.catalog, self.registry, self.mesh = catalog, registry, mesh
         # op id -> (node, the node's connection when sent, the answer to come)
         self.pending: dict[int, tuple[str, float | None, asyncio.Future[dict[str, Any]]]] = {}
         self.watchers: list[Emit] = []
-        self._next_op = 1
+        self.op_ids = op_ids
+        self.reports = InstanceReports(catalog, mesh, self._publish, self.view)
         registry.on_offline.append(self._on_offline)
 
     # -- definitions -------------------------------------------------------------
@@ -210,21 +215,18 @@ class Services:
         }
 
     # -- agent reports (mesh) ----------------------------------------------------------
+    @property
+    def reported_nodes(self) -> set[str]:
+        """Nodes whose instance states are current (their agent re-reported)."""
+        return self.reports.reported
+
     def on_state(self, node: LiveNode, msg: Message) -> None:
-        self._apply(node.name, msg.body["state"])
+        self.reports.on_state(node, msg.body)
 
     def on_report(self, node: LiveNode, msg: Message) -> None:
-        reported = set()
-        for state in msg.body["instances"]:
-            if isinstance(state, dict) and self._apply(node.name, state) is not None:
-                reported.add(state["instance"])
-        for row in self.catalog.instances(node=node.name):
-            if f"{row['system']}/{row['module']}" in reported:
-                continue
-            error = INTERRUPTED if row["state"] == "deploying" else UNKNOWN_ON_NODE
-            self._record(row, {"state": "error", "error": error, "pid": None})
         if "ops" in msg.body:
             self._fail_lost_ops(node, set(msg.body["ops"]))
+        self.reports.on_report(node, msg.body)
 
     def _fail_lost_ops(self, node: LiveNode, known: set[Any]) -> None:
         """Operations sent on an earlier connection that the agent does not know
@@ -242,45 +244,30 @@ class Services:
                 )
 
     def on_done(self, node: LiveNode, msg: Message) -> None:
-        entry = self.pending.get(msg.body["op"])
+        """Settle the operation it answers, if this daemon run is waiting for it.
+
+        The state in the answer went out as ``svc.state`` first and is stored
+        from there; an answer to an operation we do not know changes nothing.
+        Either way it is acknowledged, so the agent stops resending it.
+        """
+        op = msg.body["op"]
+        entry = self.pending.get(op)
         if entry is not None and entry[0] == node.name and not entry[2].done():
             entry[2].set_result(msg.body)
-        if isinstance(msg.body.get("state"), dict):
-            self._apply(node.name, msg.body["state"])
-
-    def _apply(self, node: str, state: dict[str, Any]) -> dict[str, Any] | None:
-        """Record one reported instance state; ``None`` when the report is malformed."""
-        name = state.get("instance")
-        if not isinstance(name, str) or name.count("/") != 1:
-            return None
-        system, module = name.split("/")
-        if state.get("state") == "destroyed":
-            self.catalog.delete_instance(system, module, node)
-            self._publish({"instance": f"{name}@{node}", "node": node, "state": "destroyed"})
-            return state
-        fields = {k: state.get(k) for k in ("state", "pid", "started", "version", "sha256")}
-        fields |= {
-            "restarts": int(state.get("restarts") or 0),
-            "error": state.get("error"),
-            "previous_version": state.get("previous_version"),
-            "kind": state.get("kind") or "managed",
-        }
-        if not isinstance(fields["state"], str):
-            return None
-        row = self.catalog.instance(system, module, node) or {
-            "system": system,
-            "module": module,
-            "node": node,
-        }
-        self._record(row, fields)
-        return state
+        self.mesh.send(node, "svc.done.ack", {"op": op})
 
     def _record(self, row: dict[str, Any], fields: dict[str, Any]) -> None:
-        key = (row["system"], row["module"], row["node"])
-        if self.catalog.set_instance(key, fields):
-            fresh = self.catalog.instance(*key)
-            if fresh is not None:
-                self._publish(self.view(fresh))
+        """The daemon's own record (``deploying``): refused, and nothing sent, if not stored."""
+        try:
+            views = self.reports.record(row, fields)
+        except sqlite3.Error as exc:
+            raise GdosError(
+                ErrorCode.STORAGE_FAILED,
+                f"could not record {instance_name(row)} in {self.catalog.path} ({exc}); "
+                "free space on that disk and try again. Nothing was sent.",
+            ) from exc
+        for view in views:
+            self._publish(view)
 
     def _publish(self, view: dict[str, Any]) -> None:
         for emit in list(self.watchers):
@@ -408,6 +395,8 @@ class Services:
         try:
             state = await self._perform(step)
         except GdosError as exc:
+            if step.action == "destroy" and exc.code == ErrorCode.INSTANCE_UNKNOWN:
+                return step.result(True, state=self._forget(step))
             return step.result(False, code=str(exc.code), message=exc.message)
         reached = state.get("state") if state else None
         if state and reached not in GOALS[step.action]:
@@ -442,6 +431,12 @@ class Services:
         body = {"instance": step.key, "action": step.action}
         return await self.dispatch(node, "svc.action", body, _action_timeout(step.action))
 
+    def _forget(self, step: Step) -> dict[str, Any]:
+        """Destroying what the node does not have (an older agent says so) is done."""
+        for view in self.reports.forget(step.system, step.module, step.node):
+            self._publish(view)
+        return {"instance": step.key, "state": "destroyed"}
+
     def _check_node(self, node: LiveNode, action: str) -> None:
         if node.state == "disabled" and action != "destroy":
             raise GdosError(
@@ -464,7 +459,7 @@ class Services:
         self, node: LiveNode, kind: str, body: dict[str, Any], timeout: float
     ) -> dict[str, Any] | None:
         """Send one operation to a node and wait for its ``svc.done``."""
-        op, self._next_op = self._next_op, self._next_op + 1
+        op = self.op_ids.take()
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[op] = (node.name, node.connected_at, future)
         try:

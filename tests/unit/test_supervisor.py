@@ -533,6 +533,8 @@ def test_adopted_exit_is_noticed_and_start_cmd_relocates(tmp_path: Path) -> None
 
 
 def test_destroy_removes_the_folder_and_unknown_instances_are_refused(tmp_path: Path) -> None:
+    """Start, stop and rollback refuse an instance the node lacks; destroying it is
+    done already (its deploy may have failed before the install)."""
     h = Harness(tmp_path)
 
     async def main() -> None:
@@ -542,10 +544,15 @@ def test_destroy_removes_the_folder_and_unknown_instances_are_refused(tmp_path: 
         assert destroyed["state"] == "destroyed" and h.events[-1]["state"] == "destroyed"
         assert gone(state["pid"]) and not (h.root / "shop" / "web").exists()
         assert h.sup.snapshot() == []
-        for operation in (h.sup.start, h.sup.stop, h.sup.destroy, h.sup.rollback):
+        for operation in (h.sup.start, h.sup.stop, h.sup.rollback):
             with pytest.raises(GdosError) as unknown:
                 await operation("shop/web")
             assert unknown.value.code == ErrorCode.INSTANCE_UNKNOWN
+        again = await h.sup.destroy("shop/web")
+        assert again["state"] == h.events[-1]["state"] == "destroyed"
+        with pytest.raises(GdosError) as invalid:
+            await h.sup.destroy("../etc")
+        assert invalid.value.code == ErrorCode.INVALID_ARGUMENT
         with pytest.raises(GdosError) as bad:
             await h.install(instance="../etc")
         assert bad.value.code == ErrorCode.INVALID_ARGUMENT
