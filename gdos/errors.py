@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     TASK_UNKNOWN = "task_unknown"
     TASK_FINISHED = "task_finished"
     INVALID_ARGUMENT = "invalid_argument"
+    USAGE = "usage"
     USER_UNKNOWN = "user_unknown"
     NOT_PERMITTED = "not_permitted"
     SPAWN_FAILED = "spawn_failed"
@@ -99,6 +100,7 @@ _EXIT_FOR_CODE = {
     ErrorCode.LOG_NOT_FOUND: ExitCode.NOT_FOUND,
     ErrorCode.RULE_UNKNOWN: ExitCode.NOT_FOUND,
     ErrorCode.INVALID_ARGUMENT: ExitCode.USAGE,
+    ErrorCode.USAGE: ExitCode.USAGE,
 }
 
 
