@@ -24,7 +24,8 @@ from gdos.cli.common import (
 )
 from gdos.errors import ErrorCode, ExitCode, GdosError
 
-COLOURS = [31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96]
+# Host colours: never red or green, which mean failure and success in the summary.
+COLOURS = [36, 33, 35, 34, 96, 93, 95, 94]
 STATUS_COLOUR = {
     "succeeded": 32,
     "failed": 31,

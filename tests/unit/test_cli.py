@@ -289,6 +289,18 @@ def test_exit_codes_match_the_documented_ones() -> None:
     assert exec_cmd.exit_code_for(["failed"]) == ExitCode.EXEC_FAILED
 
 
+def test_host_prefixes_are_never_red_or_green(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Red and green mean failed and succeeded; a host name must not look like either."""
+    import re
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    printer = exec_cmd._Printer(quiet=False)
+    colours = {re.match(r"\x1b\[(\d+)m", printer.prefix(f"n{i}")) for i in range(30)}
+    codes = {int(m.group(1)) for m in colours if m}
+    assert len(codes) >= 6
+    assert not codes & {31, 32, 91, 92}, codes
+
+
 # -- durations -----------------------------------------------------------------
 
 
