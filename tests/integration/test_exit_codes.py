@@ -65,9 +65,9 @@ def _canceled(fleet: Fleet) -> subprocess.CompletedProcess[str]:
 
 
 def _idle_shell(fleet: Fleet) -> subprocess.CompletedProcess[str]:
+    argv = ["shell", "n1", "--idle-timeout", "1", "--", "sleep", "300"]
     return subprocess.run(
-        [sys.executable, "-m", "gdos.cli.main", "shell", "n1", "--idle-timeout", "1"]
-        + ["--", "sleep", "300"],
+        [sys.executable, "-m", "gdos.cli.main", *argv],
         env=fleet.env(fleet.daemon_home),
         input="",
         capture_output=True,
@@ -104,4 +104,3 @@ def test_every_documented_exit_code_is_what_the_cli_returns(fleet: Fleet) -> Non
         result = scenario(fleet)
         assert result.returncode == code, (code, meaning, result.stdout, result.stderr)
         assert "Traceback" not in result.stderr
-
