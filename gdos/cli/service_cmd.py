@@ -17,27 +17,16 @@ import typer
 from gdos.cli.common import (
     JSON_OPTION,
     complete_node_names,
+    complete_service_targets,
     console,
     fail,
     human_duration,
     print_json,
-    quiet_call,
     request,
     run,
 )
 from gdos.errors import ErrorCode, ExitCode, GdosError
 from gdos.units import STATE_STYLE
-
-
-def complete_targets(incomplete: str) -> list[str]:
-    """Systems, modules and instances known to the daemon; silent when it is down."""
-    reply = quiet_call("svc.status")
-    names: set[str] = set()
-    for row in reply.get("instances", []) if reply else []:
-        module = f"{row['system']}/{row['module']}"
-        names |= {row["system"], module, f"{module}@{row['node']}"}
-    return sorted(n for n in names if n.startswith(incomplete))
-
 
 SETTLED = ("running", "stopped", "error", "failed")  # states an operation ends in
 
@@ -45,7 +34,7 @@ SETTLED = ("running", "stopped", "error", "failed")  # states an operation ends 
 TARGET = typer.Argument(
     ...,
     help="SYSTEM, SYSTEM/MODULE or SYSTEM/MODULE@NODE.",
-    autocompletion=complete_targets,
+    autocompletion=complete_service_targets,
 )
 
 
@@ -194,7 +183,7 @@ def status(
     target: str = typer.Argument(
         None,
         help="SYSTEM, SYSTEM/MODULE or SYSTEM/MODULE@NODE.",
-        autocompletion=complete_targets,
+        autocompletion=complete_service_targets,
     ),
     json: bool = JSON_OPTION,
 ) -> None:
