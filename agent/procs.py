@@ -203,10 +203,14 @@ def name_matches(name: str, process_name: str, cmdline: list[str]) -> bool:
     or the basename of ``argv[0]`` does, or one whitespace-separated word of
     the command line (or its basename) does. The last form catches programs
     that rewrite their title into one string ("nginx: master process ...").
+    A word given as the value of ``--process-name`` does not count: that is a
+    ``gdos adopt`` naming the process, not the process.
     """
     if process_name == name or (cmdline and os.path.basename(cmdline[0]) == name):
         return True
-    for arg in cmdline:
+    for before, arg in zip(["", *cmdline], cmdline, strict=False):
+        if before == "--process-name" or arg.startswith("--process-name="):
+            continue
         for word in arg.split():
             if word == name or os.path.basename(word) == name:
                 return True

@@ -62,6 +62,7 @@ class ErrorCode(StrEnum):
     START_FAILED = "start_failed"
     STOP_FAILED = "stop_failed"
     PROCESS_NOT_FOUND = "process_not_found"
+    PROCESS_AMBIGUOUS = "process_ambiguous"
     OPERATION_FAILED = "operation_failed"
     # logs
     PATH_NOT_ALLOWED = "path_not_allowed"

@@ -119,7 +119,7 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     # svc.report the whole list after each welcome, so the daemon converges.
     "svc.deploy": ({"op": INT, "spec": MAP}, {}),
     "svc.action": ({"op": INT, "instance": STR, "action": STR}, {}),
-    "svc.adopt": ({"op": INT, "spec": MAP}, {}),
+    "svc.adopt": ({"op": INT, "spec": MAP}, {"replace": BOOL}),
     "svc.done": ({"op": INT, "ok": BOOL}, {"state": MAP, "code": OPT_STR, "message": OPT_STR}),
     "svc.state": ({"state": MAP}, {}),
     "svc.report": ({"instances": LIST}, {"ops": LIST}),
@@ -270,9 +270,11 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
             "pid": OPT_INT,
             "pid_file": OPT_STR,
             "process_name": OPT_STR,
+            "choose": OPT_STR,
             "start_cmd": OPT_STR,
             "stop_cmd": OPT_STR,
             "logs": MAP,
+            "replace": BOOL,
         },
     ),
 }

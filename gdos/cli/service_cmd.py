@@ -238,8 +238,20 @@ def adopt(
     log: list[str] = typer.Option([], "--log", help="LABEL=PATH of a log file (repeatable)."),
     start_cmd: str = typer.Option(None, "--start-cmd", help="Shell command that starts it."),
     stop_cmd: str = typer.Option(None, "--stop-cmd", help="Shell command that stops it."),
+    newest: bool = typer.Option(
+        False, "--newest", help="Several processes match --process-name: take the newest."
+    ),
+    oldest: bool = typer.Option(
+        False, "--oldest", help="Several processes match --process-name: take the oldest."
+    ),
+    replace: bool = typer.Option(
+        False, "--replace", help="NAME is adopted already: watch this process instead."
+    ),
     json: bool = JSON_OPTION,
 ) -> None:
+    """Watch a process started outside gdos; refuses to guess or to replace silently."""
+    if newest and oldest:
+        fail(GdosError(ErrorCode.INVALID_ARGUMENT, "give --newest or --oldest, not both."))
     logs = {}
     for item in log:
         label, sep, path = item.partition("=")
@@ -256,6 +268,8 @@ def adopt(
         start_cmd=start_cmd,
         stop_cmd=stop_cmd,
         logs=logs,
+        choose="newest" if newest else "oldest" if oldest else None,
+        replace=replace,
     )
     if json:
         print_json(reply)

@@ -501,10 +501,18 @@ class Services:
                 ErrorCode.INVALID_ARGUMENT,
                 "give exactly one of --pid, --pid-file or --process-name.",
             )
-        keys = ("pid", "pid_file", "process_name", "start_cmd", "stop_cmd")
+        choose = body.get("choose")
+        if choose is not None and (choose not in ("newest", "oldest") or how != ["process_name"]):
+            raise GdosError(
+                ErrorCode.INVALID_ARGUMENT,
+                "--newest and --oldest pick among the processes --process-name matches; "
+                "use one of them, with --process-name.",
+            )
+        keys = ("pid", "pid_file", "process_name", "choose", "start_cmd", "stop_cmd")
         adopt = {k: body.get(k) for k in keys} | {"logs": body.get("logs") or {}}
         spec = {"instance": f"{ADOPTED}/{name}", "kind": "adopted", "adopt": adopt}
-        state = await self.dispatch(node, "svc.adopt", {"spec": spec}, 60.0)
+        request = {"spec": spec, "replace": bool(body.get("replace"))}
+        state = await self.dispatch(node, "svc.adopt", request, 60.0)
         row = self.catalog.instance(ADOPTED, name, node.name)
         return {"instance": self.view(row) if row else state}
 

@@ -1,4 +1,4 @@
-"""Ending a process group: what counts as still running."""
+"""agent/procs.py: what counts as a running group, and which processes answer to a name."""
 
 from __future__ import annotations
 
@@ -32,3 +32,13 @@ def test_a_running_group_is_alive_until_killed() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_gdos_adopt_command_line_is_not_the_process_it_names() -> None:
+    from agent.procs import name_matches
+
+    adopt = ["python3", "/usr/bin/gdos", "adopt", "n1", "--process-name", "worker.py"]
+    assert not name_matches("worker.py", "python3", adopt)
+    assert not name_matches("worker.py", "gdos", ["gdos", "adopt", "--process-name=worker.py"])
+    assert name_matches("worker.py", "python3", ["python3", "/srv/app/worker.py"])
+    assert name_matches("nginx", "nginx: master", ["nginx:", "master", "process", "/sbin/nginx"])
