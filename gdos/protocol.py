@@ -216,7 +216,14 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "system.create": ({"name": STR}, {}),
     "system.add": (
         {"system": STR, "module": STR, "package": STR},
-        {"version": OPT_STR, "after": LIST, "args": (list, type(None)), "env": MAP, "probe": MAP},
+        {
+            "version": OPT_STR,
+            "after": (list, type(None)),
+            "args": (list, type(None)),
+            "env": (dict, type(None)),
+            "probe": (dict, type(None)),
+            "replace": BOOL,
+        },
     ),
     "system.show": ({"name": STR}, {}),
     "system.list": ({}, {}),

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from gdos.daemon import module_defs
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode, NodeRegistry
@@ -105,10 +106,11 @@ class Services:
         system, name = body["system"], check_name(body["module"], "module name")
         self._system(system)
         package = self.catalog.package(body["package"], body.get("version"))
-        overrides = {k: body[k] for k in ("args", "env", "probe") if body.get(k) is not None}
-        apply_overrides(package["manifest"], overrides)  # refuses invalid overrides now
         modules = {m["name"]: m for m in self.catalog.modules(system)}
-        after = sorted(set(body.get("after") or []))
+        existing = modules.get(name)
+        settings = module_defs.merged(existing, body, bool(body.get("replace")))
+        overrides, after = settings["overrides"], settings["after"]
+        apply_overrides(package["manifest"], overrides)  # refuses invalid overrides now
         for other in after:
             if other == name or other not in modules:
                 raise GdosError(
@@ -127,7 +129,13 @@ class Services:
         modules[name] = row
         levels(modules.values())  # refuses a cycle before anything is saved
         self.catalog.save_module(row)
-        return {"module": row}
+        changed = module_defs.changes(existing, row) if existing else []
+        how = "added" if not existing else "replaced" if body.get("replace") else "updated"
+        return {
+            "module": row,
+            "result": how if existing is None or changed else "unchanged",
+            "changes": changed,
+        }
 
     def show_system(self, name: str) -> dict[str, Any]:
         modules = self._system(name)
