@@ -53,6 +53,7 @@ class ErrorCode(StrEnum):
     PACKAGE_IN_USE = "package_in_use"
     PACKAGE_CORRUPT = "package_corrupt"
     STORAGE_FAILED = "storage_failed"
+    PLATFORM_MISMATCH = "platform_mismatch"
     # systems, modules, instances
     SYSTEM_UNKNOWN = "system_unknown"
     MODULE_UNKNOWN = "module_unknown"

@@ -29,6 +29,7 @@ from typing import Any
 from gdos.daemon import module_defs
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.mesh import Mesh
+from gdos.daemon.placement import check_platform
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.errors import ErrorCode, GdosError
 from gdos.manifest import apply_overrides
@@ -352,11 +353,13 @@ class Services:
                 f"system {target.system} has no modules; add one with 'gdos system add'.",
             )
         nodes = self._select_nodes(body.get("nodes") or [], body.get("match"))
+        facts = {n: (self.registry.store.node(n) or {}).get("facts") or {} for n in nodes}
         steps = []
         for module in modules:
             package = self.catalog.package(module["package"], module.get("version"))
             manifest = apply_overrides(package["manifest"], module["overrides"])
             for node in nodes:
+                check_platform(package, node, facts[node])
                 steps.append(Step(target.system, module["name"], node, "deploy", package, manifest))
         return [steps]
 
