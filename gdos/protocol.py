@@ -155,7 +155,7 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "node.names": ({}, {"prefix": STR}),
     "node.show": ({"name": STR}, {}),
     "node.rm": ({"name": STR}, {}),
-    "node.set_state": ({"name": STR, "state": STR}, {}),
+    "node.set_state": ({"name": STR, "state": STR}, {"reason": OPT_STR}),
     "node.watch": ({}, {"interval": NUM}),
     "key.list": ({}, {}),
     "key.accept": ({}, {"name": STR, "all": BOOL}),

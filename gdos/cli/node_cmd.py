@@ -49,6 +49,8 @@ def list_nodes(json: bool = JSON_OPTION) -> None:
     for n in nodes:
         status = "[green]online[/]" if n["online"] else "[red]offline[/]"
         state = n["state"] if n["state"] == "normal" else f"[yellow]{n['state']}[/]"
+        if n.get("state_reason"):
+            state += f" ({escape(n['state_reason'])})"
         load = "-" if n["load1"] is None else f"{n['load1']:.2f}"
         table.add_row(
             n["name"],
@@ -83,6 +85,7 @@ def _render_node(node: dict[str, Any]) -> None:
     lines = [
         f"[bold]{node['name']}[/]  {'[green]online[/]' if node['online'] else '[red]offline[/]'}"
         f"  state {node['state']}  agent {node['agent_version'] or '-'}",
+        *_state_line(node),
         f"os        {f.get('distro', '-')}  kernel {f.get('kernel', '-')}"
         f"  arch {f.get('arch', '-')}",
         f"cpu       {f.get('cpu_model') or '-'}  {f.get('cpu_cores', '-')} cores / "
@@ -120,6 +123,22 @@ def _render_node(node: dict[str, Any]) -> None:
     console().print("\n".join(lines), highlight=False)
 
 
+def escape(text: str) -> str:
+    """Operator text shown through rich markup, printed as typed."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def _state_line(node: dict[str, Any]) -> list[str]:
+    """``drained 5m ago: reason`` for a node out of normal service."""
+    if node["state"] == "normal":
+        return []
+    since = f" since {ago(node['state_since'])}" if node.get("state_since") else ""
+    why = f": {escape(node['state_reason'])}" if node.get("state_reason") else ""
+    return [f"{node['state']:<9} {since.strip()}{why}"]
+
+
 @app.command()
 def rm(name: str = NAME) -> None:
     """Forget a node (its key stays; delete it with 'gdos key delete')."""
@@ -127,24 +146,30 @@ def rm(name: str = NAME) -> None:
     sys.stdout.write(f"node {name} removed\n")
 
 
-def _set_state(name: str, state: str, json: bool) -> None:
-    reply = request("node.set_state", name=name, state=state)
+REASON = typer.Option(
+    None, "--reason", "-r", help="Why (shown in node list/show, the dashboard and the audit)."
+)
+
+
+def _set_state(name: str, state: str, json: bool, reason: str | None = None) -> None:
+    reply = request("node.set_state", name=name, state=state, reason=reason)
     if json:
         print_json(reply)
     else:
-        sys.stdout.write(f"node {name} is now {state}\n")
+        why = f": {reply['reason']}" if reply.get("reason") else ""
+        sys.stdout.write(f"node {name} is now {state}{why}\n")
 
 
 @app.command()
-def drain(name: str = NAME, json: bool = JSON_OPTION) -> None:
+def drain(name: str = NAME, reason: str | None = REASON, json: bool = JSON_OPTION) -> None:
     """Maintenance: keep heartbeats and running work, take no new work."""
-    _set_state(name, "maintenance", json)
+    _set_state(name, "maintenance", json, reason)
 
 
 @app.command()
-def disable(name: str = NAME, json: bool = JSON_OPTION) -> None:
+def disable(name: str = NAME, reason: str | None = REASON, json: bool = JSON_OPTION) -> None:
     """Disabled: refuse all work except heartbeats."""
-    _set_state(name, "disabled", json)
+    _set_state(name, "disabled", json, reason)
 
 
 @app.command()
