@@ -30,44 +30,43 @@ def list_nodes(json: bool = JSON_OPTION) -> None:
     if json:
         print_json(nodes)
         return
-    from rich.table import Table
+    from gdos.cli.tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for column in (
-        "NAME",
-        "STATUS",
-        "STATE",
-        "CPU",
-        "MEM",
-        "LOAD",
-        "DISK",
-        "UPTIME",
-        "VERSION",
-        "LAST SEEN",
-    ):
-        table.add_column(column, no_wrap=True)
+    columns = [
+        Column("NAME"),
+        Column("STATUS"),
+        Column("STATE"),
+        Column("CPU", drop=1, justify="right"),
+        Column("MEM", drop=2, justify="right"),
+        Column("LOAD", drop=4, justify="right"),
+        Column("DISK", drop=3, justify="right"),
+        Column("UPTIME", drop=5),
+        Column("VERSION", drop=7),
+        Column("LAST SEEN", drop=6),
+    ]
+    rows = []
     for n in nodes:
         status = "[green]online[/]" if n["online"] else "[red]offline[/]"
         state = n["state"] if n["state"] == "normal" else f"[yellow]{n['state']}[/]"
         if n.get("state_reason"):
             state += f" ({escape(n['state_reason'])})"
         load = "-" if n["load1"] is None else f"{n['load1']:.2f}"
-        table.add_row(
-            n["name"],
-            status,
-            state,
-            percent(n["cpu_percent"]),
-            percent(n["mem_percent"]),
-            load,
-            percent(n["disk_percent"]),
-            human_duration(n["uptime"]),
-            n["agent_version"] or "-",
-            ago(n["last_seen"]),
+        rows.append(
+            [
+                n["name"],
+                status,
+                state,
+                percent(n["cpu_percent"]),
+                percent(n["mem_percent"]),
+                load,
+                percent(n["disk_percent"]),
+                human_duration(n["uptime"]),
+                n["agent_version"] or "-",
+                ago(n["last_seen"]),
+            ]
         )
-    out = console()
-    out.print(table)
     online = sum(1 for n in nodes if n["online"])
-    out.print(f"{online} online, {len(nodes) - online} offline", style="dim")
+    print_table(columns, rows, footer=f"{online} online, {len(nodes) - online} offline")
 
 
 @app.command()

@@ -191,27 +191,37 @@ def status(
     if json:
         print_json(instances)
         return
-    console().print(status_table(instances))
+    print_status(instances)
 
 
-def status_table(instances: list[dict[str, Any]]) -> Any:
-    from rich.table import Table
+def print_status(instances: list[dict[str, Any]]) -> None:
+    """The instance table of ``gdos status`` and ``gdos system show``."""
+    from gdos.cli.tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for column in ("INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", "VERSION", "LAST ERROR"):
-        table.add_column(column, no_wrap=column != "LAST ERROR")
+    columns = [
+        Column("INSTANCE"),
+        Column("STATE"),
+        Column("PID", drop=3),
+        Column("UPTIME", drop=2),
+        Column("RESTARTS", drop=4),
+        Column("VERSION", drop=1),
+        Column("LAST ERROR", wrap=True),
+    ]
+    rows = []
     for i in instances:
         state = _line("", i["state"], "" if i["node_online"] else " (node offline)")
-        table.add_row(
-            i["instance"],
-            state,
-            str(i["pid"] or "-"),
-            human_duration(i["uptime"]) if i["uptime"] else "-",
-            str(i["restarts"]),
-            i["version"] or "-",
-            _line("", "", i["error"] or ""),
+        rows.append(
+            [
+                i["instance"],
+                state,
+                str(i["pid"] or "-"),
+                human_duration(i["uptime"]) if i["uptime"] else "-",
+                str(i["restarts"]),
+                i["version"] or "-",
+                _line("", "", i["error"] or ""),
+            ]
         )
-    return table
+    print_table(columns, rows)
 
 
 def events(

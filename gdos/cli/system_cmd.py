@@ -89,9 +89,9 @@ def show(name: str = typer.Argument(..., help="System name."), json: bool = JSON
         out += [f"    {line}" for line in override_lines(m.get("overrides") or {})]
     sys.stdout.write("\n".join(out) + "\n")
     if reply["instances"]:
-        from gdos.cli.service_cmd import status_table
+        from gdos.cli.service_cmd import print_status
 
-        console().print(status_table(reply["instances"]))
+        print_status(reply["instances"])
 
 
 @app.command("list")
