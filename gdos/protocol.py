@@ -238,7 +238,7 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "metrics.latest": ({}, {}),
     "metrics.history": ({"node": STR}, {"instance": OPT_STR, "metrics": LIST, "since": NUM}),
     "metrics.watch": ({}, {"instances": BOOL, "interval": NUM}),
-    "svc.events": ({}, {"target": OPT_STR, "limit": INT}),
+    "svc.events": ({}, {"target": OPT_STR, "limit": INT, "after": OPT_INT}),
     # observe, control (gdos/daemon/observe_api.py): audit trail, alerts, backups
     "audit.list": ({}, {"since": OPT_NUM, "user": OPT_STR, "action": OPT_STR, "limit": INT}),
     "alert.rule.add": (

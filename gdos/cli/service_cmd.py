@@ -227,16 +227,59 @@ def print_status(instances: list[dict[str, Any]]) -> None:
 def events(
     target: str = typer.Argument(None, help="SYSTEM or SYSTEM/MODULE."),
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="How many, newest last."),
+    follow: bool = typer.Option(
+        False, "-f", "--follow", help="Then print new events as they happen (Ctrl-C to stop)."
+    ),
     json: bool = JSON_OPTION,
 ) -> None:
-    rows = request("svc.events", target=target, limit=limit)["events"]
-    if json:
-        print_json(rows)
+    """Instance state changes, oldest first; -f keeps printing new ones."""
+    if not follow:
+        rows = request("svc.events", target=target, limit=limit)["events"]
+        if json:
+            print_json(rows)
+            return
+        for e in rows:
+            _print_event(e, as_json=False)
         return
+    try:
+        run(lambda client: _follow_events(client, target, limit, json))
+    except KeyboardInterrupt:
+        raise typer.Exit(int(ExitCode.CANCELED)) from None
+
+
+async def _follow_events(client: Any, target: str | None, limit: int, as_json: bool) -> None:
+    """History, then every new stored event: each ``svc.watch`` change wakes a catch-up
+    read of the events after the last one printed, so none is missed or repeated."""
+    rows = (await client.call("svc.events", target=target, limit=limit))["events"]
+    last = 0
     for e in rows:
+        _print_event(e, as_json)
+        last = e["id"]
+    _, changes = await client.stream("svc.watch", interval=0.5)
+    async for _ in changes:
+        while True:
+            batch = CATCH_UP
+            new = await client.call("svc.events", target=target, after=last, limit=batch)
+            for e in new["events"]:
+                _print_event(e, as_json)
+                last = e["id"]
+            if len(new["events"]) < batch:
+                break
+
+
+CATCH_UP = 1000
+
+
+def _print_event(e: dict[str, Any], as_json: bool) -> None:
+    if as_json:  # one JSON document per line when following
+        import json as json_module
+
+        sys.stdout.write(json_module.dumps(e) + "\n")
+    else:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
         note = f"  {e['error']}" if e["error"] else ""
         sys.stdout.write(f"{when}  {e['system']}/{e['module']}@{e['node']}  {e['state']}{note}\n")
+    sys.stdout.flush()
 
 
 def adopt(
