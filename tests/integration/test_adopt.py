@@ -112,3 +112,40 @@ def test_adopt_refuses_to_replace_an_adoption_without_replace(
 
     ok(fleet.gdos("adopt", "n2", "--name", "ext", "--pid", str(second), "--replace"))
     assert status(fleet)["adopted/ext@n2"]["pid"] == second
+
+
+def test_the_dashboard_follows_an_adopted_log(
+    n2: tuple[Fleet, Path],
+    sleepers: list[subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    from typing import Any
+
+    from textual.pilot import Pilot
+    from textual.widgets import RichLog
+
+    from tests.integration.test_tui import SIZE, until
+    from tui.app import GdosApp
+
+    fleet, root = n2
+    out = root / "ext.out"
+    pid = _sleeper(sleepers, out)
+    wait_for(lambda: out.exists() and "hello" in out.read_text(), what="the process logged")
+    ok(fleet.gdos("adopt", "n2", "--name", "ext", "--pid", str(pid), "--log", f"out={out}"))
+    monkeypatch.setenv("GDOS_HOME", str(fleet.daemon_home))
+    app = GdosApp(refresh=0.2)
+
+    def shown() -> str:
+        return "\n".join(strip.text for strip in app.query_one("#logs-log", RichLog).lines)
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: app.client is not None, "the connection")
+        app.follow_logs("adopted/ext@n2")
+        await until(pilot, lambda: "hello from outside" in shown(), "the adopted log")
+
+    async def main() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await scenario(pilot)
+
+    asyncio.run(main())
