@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, console, fail, parse_env, print_json, request
+from gdos.cli.common import JSON_OPTION, fail, parse_env, print_json, request
 from gdos.cli.package_cmd import split_ref
 from gdos.errors import ErrorCode, GdosError
 
@@ -101,14 +101,13 @@ def list_systems(json: bool = JSON_OPTION) -> None:
     if json:
         print_json(systems)
         return
-    from rich.table import Table
+    from gdos.cli.tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for column in ("SYSTEM", "MODULES", "INSTANCES", "RUNNING"):
-        table.add_column(column)
-    for s in systems:
-        table.add_row(s["system"], str(s["modules"]), str(s["instances"]), str(s["running"]))
-    console().print(table)
+    columns = [Column(name) for name in ("SYSTEM", "MODULES", "INSTANCES", "RUNNING")]
+    rows = [
+        [s["system"], str(s["modules"]), str(s["instances"]), str(s["running"])] for s in systems
+    ]
+    print_table(columns, rows)
 
 
 @app.command()
