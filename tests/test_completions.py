@@ -188,3 +188,6 @@ def test_logs_targets_complete_instances_and_nodes(fleet: Fleet, tmp_path: Path)
     assert offered("gdos logs shop/bg@", env) == ["shop/bg@web-1"]
     assert offered("gdos logs we", env) == ["web-1"]
     assert offered("gdos logs shop/bg@web-1 we", env) == ["web-1"]
+    for shell in ("zsh", "fish"):
+        result = complete("gdos logs shop/bg@", env, shell=shell)
+        assert result.returncode == 0 and "shop/bg@web-1" in result.stdout, (shell, result)
