@@ -82,6 +82,7 @@ class Link:
             self._spawn,
             log_max_bytes=config.service_log_bytes,
             log_backups=config.service_log_keep,
+            log_roots=config.log_roots,
         )
         self.logs = LogStreams(self._send, LogAccess(config.log_roots, self.services.supervisor))
 

@@ -49,10 +49,6 @@ class LogAccess:
         self.roots = [Path(os.path.realpath(r)) for r in roots]
         self.supervisor = supervisor
 
-    @property
-    def allowed(self) -> list[Path]:
-        return [*self.roots, Path(os.path.realpath(self.supervisor.root))]
-
     def target(self, body: dict[str, Any]) -> Path:
         """The file a ``log.open`` names, checked (GdosError when refused or missing)."""
         if body.get("path"):
@@ -70,10 +66,13 @@ class LogAccess:
                 f"no instance {instance} on this node; 'gdos status' lists where it runs.",
             )
         label = label or "stdout"
+        labels = dict(inst.manifest.get("log_paths") or inst.adopt.get("logs") or {})
+        captured = (inst.logs / STD_FILES["stdout"]).exists()
+        if label == "stdout" and inst.kind == "adopted" and labels and not captured:
+            label = next(iter(labels))  # gdos captured nothing: its output is its first --log
         if label in STD_FILES:
             path = inst.logs / STD_FILES[label]
         else:
-            labels = dict(inst.manifest.get("log_paths") or inst.adopt.get("logs") or {})
             if label not in labels:
                 known = ", ".join(["stdout", "stderr", *sorted(labels)])
                 raise GdosError(
@@ -87,23 +86,10 @@ class LogAccess:
 
     def check(self, path: Path, extra_root: Path | None = None) -> None:
         """Refuse a path outside the allowed folders, and a missing or special file."""
-        text = str(path)
-        if not path.is_absolute() or "\0" in text or ".." in path.parts:
-            raise GdosError(
-                ErrorCode.PATH_NOT_ALLOWED,
-                f"{text!r} is not allowed: give an absolute path without '..'.",
-            )
-        real = Path(os.path.realpath(path))
-        roots = [*self.allowed, *([extra_root] if extra_root else [])]
-        if not any(real == root or root in real.parents for root in roots):
-            shown = f"{path} (resolves to {real})" if real != path else str(path)
-            folders = ", ".join(str(r) for r in self.roots) or "none"
-            raise GdosError(
-                ErrorCode.PATH_NOT_ALLOWED,
-                f"{shown} is outside the folders this agent may read logs from "
-                f"({folders}, and instance folders); start the agent with "
-                "--log-root DIR to allow another folder.",
-            )
+        instances = [Path(os.path.realpath(self.supervisor.root))]
+        real = check_log_location(
+            path, self.roots, instances + ([extra_root] if extra_root else [])
+        )
         if not real.exists():
             raise GdosError(ErrorCode.LOG_NOT_FOUND, f"no file {path} on this node.")
         if not real.is_file():
@@ -124,6 +110,35 @@ class LogAccess:
             return fd
 
         return open_checked
+
+
+def check_log_location(
+    path: Path, roots: list[Path], also: list[Path] | tuple[Path, ...] = ()
+) -> Path:
+    """The rule for every log file the agent reads: ``path`` resolved (symlinks
+    followed) must lie inside one of the ``--log-root`` folders (or ``also``,
+    instance folders); returns the resolved path, PATH_NOT_ALLOWED otherwise.
+
+    ``gdos logs`` applies it at every open and ``gdos adopt --log`` at adoption,
+    so an adoption can never name a log that reading would refuse.
+    """
+    text = str(path)
+    if not path.is_absolute() or "\0" in text or ".." in path.parts:
+        raise GdosError(
+            ErrorCode.PATH_NOT_ALLOWED,
+            f"{text!r} is not allowed: give an absolute path without '..'.",
+        )
+    real = Path(os.path.realpath(path))
+    if not any(real == root or root in real.parents for root in [*roots, *also]):
+        shown = f"{path} (resolves to {real})" if real != path else str(path)
+        folders = ", ".join(str(r) for r in roots) or "none"
+        raise GdosError(
+            ErrorCode.PATH_NOT_ALLOWED,
+            f"{shown} is outside the folders this agent may read logs from "
+            f"({folders}, and instance folders); start the agent with "
+            "--log-root DIR to allow another folder.",
+        )
+    return real
 
 
 def _regular(fd: int) -> bool:

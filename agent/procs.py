@@ -15,9 +15,12 @@ import pwd
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gdos.errors import ErrorCode
+
+if TYPE_CHECKING:
+    import psutil
 
 KILL_GRACE = 2.0
 
@@ -82,13 +85,31 @@ def signal_group(pgid: int, sig: int) -> None:
 
 
 def group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies do not count).
+
+    ``killpg(pgid, 0)`` also reaches zombies: a grandchild orphaned by the
+    kill is reparented to init and stays a zombie until init reaps it, which
+    a container's init may do seconds later. Waiting for those made a
+    timeout overrun by up to the whole kill grace.
+    """
     try:
         os.killpg(pgid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    import psutil
+
+    return any(_runs_in_group(proc, pgid) for proc in psutil.process_iter(["status"]))
+
+
+def _runs_in_group(proc: psutil.Process, pgid: int) -> bool:
+    import psutil
+
+    try:
+        return proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid
+    except (ProcessLookupError, psutil.Error):
+        return False
 
 
 async def kill_group(
@@ -182,10 +203,14 @@ def name_matches(name: str, process_name: str, cmdline: list[str]) -> bool:
     or the basename of ``argv[0]`` does, or one whitespace-separated word of
     the command line (or its basename) does. The last form catches programs
     that rewrite their title into one string ("nginx: master process ...").
+    A word given as the value of ``--process-name`` does not count: that is a
+    ``gdos adopt`` naming the process, not the process.
     """
     if process_name == name or (cmdline and os.path.basename(cmdline[0]) == name):
         return True
-    for arg in cmdline:
+    for before, arg in zip(["", *cmdline], cmdline, strict=False):
+        if before == "--process-name" or arg.startswith("--process-name="):
+            continue
         for word in arg.split():
             if word == name or os.path.basename(word) == name:
                 return True

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.logs import check_log_location
 from agent.packages import PackageCache
 from agent.supervisor import Supervisor
 from gdos.archive import extract_zip
@@ -50,8 +52,10 @@ class ServiceHost:
         *,
         log_max_bytes: int = 10 * 1024 * 1024,
         log_backups: int = 5,
+        log_roots: tuple[Path, ...] = (),
     ) -> None:
         self.send, self.spawn = send, spawn
+        self.log_roots = [Path(os.path.realpath(root)) for root in log_roots]
         self.staging = state_dir / "staging"
         shutil.rmtree(self.staging, ignore_errors=True)  # half-unpacked leftovers
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -167,7 +171,8 @@ class ServiceHost:
         self.spawn(self._answer(body["op"], self._act(body["instance"], action), action))
 
     def on_adopt(self, body: dict[str, Any]) -> None:
-        self.spawn(self._answer(body["op"], self._adopt(body["spec"]), "adopt"))
+        work = self._adopt(body["spec"], replace=bool(body.get("replace")))
+        self.spawn(self._answer(body["op"], work, "adopt"))
 
     async def _answer(self, op: int, work: Any, what: str) -> None:
         self.running.add(op)
@@ -250,7 +255,10 @@ class ServiceHost:
         result: dict[str, Any] = await method(instance)
         return result
 
-    async def _adopt(self, spec: dict[str, Any]) -> dict[str, Any]:
+    async def _adopt(self, spec: dict[str, Any], replace: bool) -> dict[str, Any]:
         self._refuse_work("start")
-        result: dict[str, Any] = await self.supervisor.adopt(spec)
+        logs = (spec.get("adopt") or {}).get("logs") or {}
+        for path in logs.values() if isinstance(logs, dict) else []:
+            check_log_location(Path(str(path)), self.log_roots)  # what `gdos logs` will allow
+        result: dict[str, Any] = await self.supervisor.adopt(spec, replace=replace)
         return result

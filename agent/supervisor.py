@@ -391,15 +391,24 @@ class Supervisor:
                 self._set(inst, "stopped")
             return inst.state_dict()
 
-    async def adopt(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Watch a process started outside gdos; refused when nothing matches now."""
+    async def adopt(self, spec: dict[str, Any], replace: bool = False) -> dict[str, Any]:
+        """Watch a process started outside gdos; refused when nothing matches now,
+        when a process name matches several (unless told which), and when the
+        name is adopted already (unless ``replace``)."""
         name = spec.get("instance")
         system, module = split_instance(name)
         adopt = spec.get("adopt") or {}
         existing = self.instances.get(str(name))
         if existing is not None and existing.kind != "adopted":
             raise GdosError(ErrorCode.ALREADY_EXISTS, f"{name} is a managed instance already.")
-        ref = _locate(adopt, since=None, use_pid=True)
+        if existing is not None and not replace:
+            pid = existing.main.pid if existing.main else None
+            raise GdosError(
+                ErrorCode.ALREADY_EXISTS,
+                f"{name} is adopted already ({existing.state}, pid {pid or '-'}); add --replace "
+                "to watch another process under this name, or destroy the adoption first.",
+            )
+        ref = _locate(adopt, since=None, use_pid=True, strict=True)
         if ref is None:
             raise GdosError(
                 ErrorCode.PROCESS_NOT_FOUND,
@@ -883,8 +892,15 @@ def _describe_adopt(adopt: dict[str, Any]) -> str:
     return " or ".join(parts) or "nothing (give a pid, pid_file or process_name)"
 
 
-def _locate(adopt: dict[str, Any], since: float | None, use_pid: bool) -> ProcRef | None:
-    """The process an adoption points at: by pid, pid file, then process name."""
+def _locate(
+    adopt: dict[str, Any], since: float | None, use_pid: bool, strict: bool = False
+) -> ProcRef | None:
+    """The process an adoption points at: by pid, pid file, then process name.
+
+    Several processes with the name are resolved by the adoption's ``choose``
+    (``newest`` or ``oldest``); without one, ``strict`` (the operator's adopt)
+    refuses and lists them, while a relaunch by start_cmd takes the oldest.
+    """
     if use_pid and adopt.get("pid"):
         with contextlib.suppress(TypeError, ValueError):
             ref = proc_ref(int(adopt["pid"]))
@@ -898,6 +914,32 @@ def _locate(adopt: dict[str, Any], since: float | None, use_pid: bool) -> ProcRe
                 return ref
     if adopt.get("process_name"):
         found = find_by_name(str(adopt["process_name"]), since)
+        if len(found) > 1 and strict and adopt.get("choose") not in ("newest", "oldest"):
+            raise _ambiguous(str(adopt["process_name"]), found)
         if found:
-            return found[0]
+            return found[-1] if adopt.get("choose") == "newest" else found[0]
     return None
+
+
+def _ambiguous(name: str, found: list[ProcRef], shown: int = 10) -> GdosError:
+    """PROCESS_AMBIGUOUS, listing the candidates (pid, start time, command line)."""
+    lines = [
+        f"{len(found)} processes match process name {name!r}; adopt one with --pid PID, "
+        "or add --newest or --oldest:"
+    ]
+    for ref in found[:shown]:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ref.create_time))
+        lines.append(f"  pid {ref.pid}  started {started}  {_command_line(ref.pid)}")
+    if len(found) > shown:
+        lines.append(f"  ... and {len(found) - shown} more")
+    return GdosError(ErrorCode.PROCESS_AMBIGUOUS, "\n".join(lines))
+
+
+def _command_line(pid: int, width: int = 100) -> str:
+    import psutil
+
+    try:
+        text = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return "(gone)"
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -100,14 +100,15 @@ def _invalid(message: str) -> GdosError:
 
 
 @contextlib.contextmanager
-def _open_zip(path: Path) -> Iterator[zipfile.ZipFile]:
+def _open_zip(path: Path, shown_as: str | None = None) -> Iterator[zipfile.ZipFile]:
+    """Open ``path``; a refusal names ``shown_as`` (the operator's file name) if given."""
     try:
         archive = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise _invalid(f"{path}: no such file; check the path of the package.") from None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         raise _invalid(
-            f"{Path(path).name} is not a readable zip file ({exc}); "
+            f"{shown_as or Path(path).name} is not a readable zip file ({exc}); "
             "build the package as a zip with service.json at its root."
         ) from None
     with archive:
@@ -324,15 +325,19 @@ def _inspect(archive: zipfile.ZipFile, limits: Limits) -> tuple[dict[str, _Entry
     return entries, PackageInfo(manifest, len(infos), total)
 
 
-def inspect_zip(path: Path, limits: Limits = DEFAULT_LIMITS) -> PackageInfo:
+def inspect_zip(
+    path: Path, limits: Limits = DEFAULT_LIMITS, shown_as: str | None = None
+) -> PackageInfo:
     """Check a package zip without extracting it; return its manifest and sizes.
 
     Raises GdosError: ARCHIVE_INVALID (not a zip, corrupt, encrypted, no
     service.json at the root), ARCHIVE_UNSAFE (paths leaving the package,
     duplicates, escaping symlinks, special files, sizes over ``limits``) or
     ManifestError (MANIFEST_INVALID, including a missing entrypoint).
+    ``shown_as`` is the name the operator knows the file by (an upload is
+    stored under a temporary name).
     """
-    with _open_zip(path) as archive:
+    with _open_zip(path, shown_as) as archive:
         return _inspect(archive, limits)[1]
 
 

@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     TASK_UNKNOWN = "task_unknown"
     TASK_FINISHED = "task_finished"
     INVALID_ARGUMENT = "invalid_argument"
+    USAGE = "usage"
     USER_UNKNOWN = "user_unknown"
     NOT_PERMITTED = "not_permitted"
     SPAWN_FAILED = "spawn_failed"
@@ -53,6 +54,7 @@ class ErrorCode(StrEnum):
     PACKAGE_IN_USE = "package_in_use"
     PACKAGE_CORRUPT = "package_corrupt"
     STORAGE_FAILED = "storage_failed"
+    PLATFORM_MISMATCH = "platform_mismatch"
     # systems, modules, instances
     SYSTEM_UNKNOWN = "system_unknown"
     MODULE_UNKNOWN = "module_unknown"
@@ -62,6 +64,7 @@ class ErrorCode(StrEnum):
     START_FAILED = "start_failed"
     STOP_FAILED = "stop_failed"
     PROCESS_NOT_FOUND = "process_not_found"
+    PROCESS_AMBIGUOUS = "process_ambiguous"
     OPERATION_FAILED = "operation_failed"
     # logs
     PATH_NOT_ALLOWED = "path_not_allowed"
@@ -101,6 +104,7 @@ _EXIT_FOR_CODE = {
     ErrorCode.RULE_UNKNOWN: ExitCode.NOT_FOUND,
     ErrorCode.INVALID_ARGUMENT: ExitCode.USAGE,
     ErrorCode.KEY_AMBIGUOUS: ExitCode.USAGE,
+    ErrorCode.USAGE: ExitCode.USAGE,
 }
 
 

@@ -29,6 +29,9 @@ VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}\Z")
 ENV_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 DRIVE_PATTERN = re.compile(r"^[A-Za-z]:")
 OS_NAMES = ("linux", "windows", "darwin")
+# Machine names as platform.machine() reports them, and the usual aliases.
+ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
+ARCH_NAMES = ("x86_64", "aarch64", "armv7l", "i686", "ppc64le", "s390x", "riscv64", *ARCH_ALIASES)
 PID_STRATEGIES = ("spawn", "match")
 RESTART_POLICIES = ("no", "on-failure", "always")
 PROBE_TYPES = ("none", "tcp", "http")
@@ -345,6 +348,7 @@ _FIELDS: dict[str, tuple[Any, Check]] = {
     ),
     "description": ("", _text(max_len=1000)),
     "os": ("linux", _choice(OS_NAMES)),
+    "arch": (None, _optional(_choice(ARCH_NAMES))),
     "entrypoint": (REQUIRED, _package_path),
     "args": ([], _string_list),
     "env": ({}, _string_map(_ENV_KEY, _text(max_len=1 << 16))),
@@ -401,6 +405,7 @@ class Manifest:
     entrypoint: str
     description: str = ""
     os: str = "linux"
+    arch: str | None = None
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     stop_entrypoint: str | None = None

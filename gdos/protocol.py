@@ -119,7 +119,7 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     # svc.report the whole list after each welcome, so the daemon converges.
     "svc.deploy": ({"op": INT, "spec": MAP}, {}),
     "svc.action": ({"op": INT, "instance": STR, "action": STR}, {}),
-    "svc.adopt": ({"op": INT, "spec": MAP}, {}),
+    "svc.adopt": ({"op": INT, "spec": MAP}, {"replace": BOOL}),
     "svc.done": ({"op": INT, "ok": BOOL}, {"state": MAP, "code": OPT_STR, "message": OPT_STR}),
     "svc.state": ({"state": MAP}, {"seq": INT}),
     "svc.report": ({"instances": LIST}, {"ops": LIST, "seq": INT}),
@@ -159,7 +159,7 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "node.names": ({}, {"prefix": STR}),
     "node.show": ({"name": STR}, {}),
     "node.rm": ({"name": STR}, {}),
-    "node.set_state": ({"name": STR, "state": STR}, {}),
+    "node.set_state": ({"name": STR, "state": STR}, {"reason": OPT_STR}),
     "node.watch": ({}, {"interval": NUM}),
     "key.list": ({}, {}),
     "key.accept": ({}, {"name": STR, "all": BOOL}),
@@ -220,7 +220,14 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "system.create": ({"name": STR}, {}),
     "system.add": (
         {"system": STR, "module": STR, "package": STR},
-        {"version": OPT_STR, "after": LIST, "args": (list, type(None)), "env": MAP, "probe": MAP},
+        {
+            "version": OPT_STR,
+            "after": (list, type(None)),
+            "args": (list, type(None)),
+            "env": (dict, type(None)),
+            "probe": (dict, type(None)),
+            "replace": BOOL,
+        },
     ),
     "system.show": ({"name": STR}, {}),
     "system.list": ({}, {}),
@@ -235,7 +242,7 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "metrics.latest": ({}, {}),
     "metrics.history": ({"node": STR}, {"instance": OPT_STR, "metrics": LIST, "since": NUM}),
     "metrics.watch": ({}, {"instances": BOOL, "interval": NUM}),
-    "svc.events": ({}, {"target": OPT_STR, "limit": INT}),
+    "svc.events": ({}, {"target": OPT_STR, "limit": INT, "after": OPT_INT}),
     # observe, control (gdos/daemon/observe_api.py): audit trail, alerts, backups
     "audit.list": ({}, {"since": OPT_NUM, "user": OPT_STR, "action": OPT_STR, "limit": INT}),
     "alert.rule.add": (
@@ -274,9 +281,11 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
             "pid": OPT_INT,
             "pid_file": OPT_STR,
             "process_name": OPT_STR,
+            "choose": OPT_STR,
             "start_cmd": OPT_STR,
             "stop_cmd": OPT_STR,
             "logs": MAP,
+            "replace": BOOL,
         },
     ),
 }

@@ -170,3 +170,24 @@ def test_name_completion_is_silent_without_daemon(
     assert result.stdout.strip() == ""
     assert result.stderr == ""
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_logs_targets_complete_instances_and_nodes(fleet: Fleet, tmp_path: Path) -> None:
+    """`gdos logs` TAB offers SYSTEM/MODULE@NODE and node names, never file names."""
+    from tests.integration.services_kit import SLEEPER, ok, package
+
+    fleet.start_agent("web-1", join=fleet.token())
+    fleet.wait_online("web-1")
+    ok(fleet.gdos("package", "push", str(package(tmp_path, "sleeper", SLEEPER))))
+    ok(fleet.gdos("system", "create", "shop"))
+    ok(fleet.gdos("system", "add", "shop", "bg", "--package", "sleeper"))
+    ok(fleet.gdos("deploy", "shop", "--node", "web-1", "--wait"))
+    env = fleet.env(fleet.daemon_home)
+
+    assert offered("gdos logs sh", env) == ["shop", "shop/bg", "shop/bg@web-1"]
+    assert offered("gdos logs shop/bg@", env) == ["shop/bg@web-1"]
+    assert offered("gdos logs we", env) == ["web-1"]
+    assert offered("gdos logs shop/bg@web-1 we", env) == ["web-1"]
+    for shell in ("zsh", "fish"):
+        result = complete("gdos logs shop/bg@", env, shell=shell)
+        assert result.returncode == 0 and "shop/bg@web-1" in result.stdout, (shell, result)

@@ -48,6 +48,7 @@ def fact_lines(node: dict[str, Any]) -> str:
             f"status   {status}, {node.get('state') or '-'}"
             f"      uptime {human_duration(node.get('uptime'), fine_below=0.0)}"
             f"      agent {node.get('agent_version') or '-'}",
+            *([f"reason   {node['state_reason']}"] if node.get("state_reason") else []),
             f"host     {facts.get('hostname') or '-'}      address {node.get('address') or '-'}",
             f"system   {os_name}" + (f"      kernel {kernel}" if kernel else ""),
             f"cpu      {cpu}      memory {human_bytes(facts.get('memory_total'))}",

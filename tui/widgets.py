@@ -84,10 +84,11 @@ def node_cells(view: dict[str, Any]) -> list[Cell]:
     """A node's row, in the order of ``tui.nodes.COLUMNS``."""
     load = view.get("load1")
     state = view.get("state") or "-"
+    shown = f"{state} ({view['state_reason']})" if view.get("state_reason") else state
     return [
         (view["name"], ""),
         ("online", "green") if view.get("online") else ("offline", "red"),
-        (state, "" if state == "normal" else "yellow"),
+        (shown, "" if state == "normal" else "yellow"),
         percent_cell(view.get("cpu_percent")),
         percent_cell(view.get("mem_percent")),
         ("-" if load is None else f"{load:.2f}", ""),

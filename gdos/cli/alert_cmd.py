@@ -73,11 +73,17 @@ def rule_list(json: bool = JSON_OPTION) -> None:
     if json:
         print_json(rules)
         return
-    from rich.table import Table
+    from gdos.cli.tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for column in ("NAME", "CONDITION", "SCOPE", "SEVERITY", "FIRING", "HOOKS"):
-        table.add_column(column, no_wrap=column != "HOOKS")
+    columns = [
+        Column("NAME"),
+        Column("CONDITION"),
+        Column("SCOPE", drop=2),
+        Column("SEVERITY"),
+        Column("FIRING"),
+        Column("HOOKS", drop=1, wrap=True),
+    ]
+    rows = []
     for r in rules:
         scope = f"instances {r['instance_glob']}" if r["instance_glob"] else "nodes"
         if r["node_glob"]:
@@ -86,8 +92,10 @@ def rule_list(json: bool = JSON_OPTION) -> None:
         colour = COLOURS.get(r["severity"], "white")
         firing = f"[{colour}]{r['firing']}[/]" if r["firing"] else "0"
         name = r["name"] + (" (built-in)" if r["builtin"] else "")
-        table.add_row(name, _condition(r), scope, r["severity"], firing, hooks)
-    console().print(table)
+        rows.append(
+            [escape(name), _condition(r), escape(scope), r["severity"], firing, escape(hooks)]
+        )
+    print_table(columns, rows)
 
 
 @rule_app.command("rm")
@@ -108,29 +116,42 @@ def alert_list(
     if json:
         print_json(events)
         return
-    from rich.table import Table
+    from gdos.cli.tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for column in ("RULE", "TARGET", "SEVERITY", "STARTED", "ENDED", "DURATION", "MIN/AVG/MAX"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("MESSAGE")
+    columns = [
+        Column("RULE"),
+        Column("TARGET"),
+        Column("SEVERITY"),
+        Column("STATE"),
+        Column("STARTED", drop=2),
+        Column("ENDED", drop=3),
+        Column("DURATION", drop=1),
+        Column("MIN/AVG/MAX", drop=4),
+        Column("MESSAGE", wrap=True),
+    ]
+    rows = []
     for e in events:
         colour = COLOURS.get(e["severity"], "white") if e["active"] else "dim"
-        table.add_row(
-            f"[{colour}]{e['rule']}[/]",
-            e["target"],
-            f"[{colour}]{e['severity']}[/]",
-            _when(e["started"]),
-            "[bold]firing[/]" if e["active"] else _when(e["ended"]),
-            human_duration(e["duration"]),
-            "/".join(_num(e[k]) for k in ("min", "avg", "max")),
-            e["message"] or "",
+        show = _formatter(e)
+        rows.append(
+            [
+                f"[{colour}]{escape(e['rule'])}[/]",
+                escape(e["target"]),
+                f"[{colour}]{e['severity']}[/]",
+                "[bold]firing[/]" if e["active"] else "ended",
+                _when(e["started"]),
+                _when(e["ended"]),
+                human_duration(e["duration"]),
+                "/".join(show(e[k]) for k in ("min", "avg", "max")),
+                escape(e["message"] or ""),
+            ]
         )
-    console().print(table)
+    print_table(columns, rows)
 
 
 def _condition(rule: dict[str, Any]) -> str:
-    text = f"{rule['metric']} {rule['op']} {rule['value']:g}"
+    show = _formatter({"metric": rule["metric"], "instance_rule": bool(rule.get("instance_glob"))})
+    text = f"{rule['metric']} {rule['op']} {show(rule['value'])}"
     return text + (f" for {human_duration(rule['for_seconds'])}" if rule["for_seconds"] else "")
 
 
@@ -138,5 +159,18 @@ def _when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+def _formatter(event: dict[str, Any]) -> Any:
+    """Values of the event's metric with their unit (the metric catalogue's format)."""
+    from gdos.daemon.metrics import find_metric
+
+    try:
+        metric = find_metric(str(event.get("metric")), "*" if event.get("instance_rule") else None)
+    except GdosError:  # a pseudo-metric (online, failed) or a removed rule: plain numbers
+        return lambda v: "-" if v is None else f"{v:g}"
+    return metric.format
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)

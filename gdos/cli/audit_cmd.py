@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, console, fail, human_duration, print_json, request
+from gdos.cli.common import JSON_OPTION, fail, human_duration, print_json, request
 from gdos.errors import ErrorCode, GdosError
 
 app = typer.Typer(
@@ -45,26 +45,34 @@ def trail(
         print_json(rows)
         return
     from rich.markup import escape
-    from rich.table import Table
 
-    table = Table(box=None, header_style="bold")
-    for column in ("TIME", "USER", "ACTION", "TARGET", "RESULT", "DETAIL"):
-        fixed = column in ("TIME", "ACTION", "RESULT")
-        table.add_column(column, no_wrap=fixed, overflow="fold", ratio=None if fixed else 1)
+    from gdos.cli.tables import Column, print_table
+
+    columns = [
+        Column("TIME"),
+        Column("USER", drop=1),
+        Column("ACTION"),
+        Column("TARGET", wrap=True),
+        Column("RESULT"),
+        Column("DETAIL", drop=2, wrap=True),
+    ]
+    cells = []
     for r in rows:
         result = "[green]ok[/]" if r["result"] == "ok" else f"[red]{escape(r['result'])}[/]"
         detail = r["detail"]
         if isinstance(detail, dict):
             detail = " ".join(f"{k}={v}" for k, v in detail.items() if v is not None)
-        table.add_row(
-            time.strftime("%m-%d %H:%M:%S", time.localtime(r["time"])),
-            escape(r["user"] or "-"),
-            escape(r["action"]),
-            escape(r["target"] or "-"),
-            result,
-            escape(str(detail or "")),
+        cells.append(
+            [
+                time.strftime("%m-%d %H:%M:%S", time.localtime(r["time"])),
+                escape(r["user"] or "-"),
+                escape(r["action"]),
+                escape(r["target"] or "-"),
+                result,
+                escape(str(detail or "")),
+            ]
         )
-    console().print(table)
+    print_table(columns, cells)
 
 
 @app.command("sessions")
@@ -77,25 +85,38 @@ def sessions(
     if json:
         print_json(rows)
         return
-    from rich.table import Table
+    from rich.markup import escape
 
-    table = Table(box=None, header_style="bold")
-    for column in ("ID", "STARTED", "USER", "NODE", "AS", "STATUS", "EXIT", "DURATION", "COMMAND"):
-        table.add_column(column, no_wrap=column != "COMMAND")
+    from gdos.cli.tables import Column, print_table
+
+    columns = [
+        Column("ID"),
+        Column("STARTED", drop=3),
+        Column("USER", drop=2),
+        Column("NODE"),
+        Column("AS", drop=4),
+        Column("STATUS"),
+        Column("EXIT"),
+        Column("DURATION", drop=1),
+        Column("COMMAND", wrap=True),
+    ]
+    cells = []
     for s in rows:
         ended = s["ended"] or time.time()
-        table.add_row(
-            str(s["id"]),
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["started"])),
-            s["user"] or "-",
-            s["node"],
-            s["remote_user"] or "-",
-            s["status"],
-            "-" if s["exit_code"] is None else str(s["exit_code"]),
-            human_duration(ended - s["started"]),
-            shlex.join(s["argv"]) if s["argv"] else "(login shell)",
+        cells.append(
+            [
+                str(s["id"]),
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["started"])),
+                s["user"] or "-",
+                s["node"],
+                s["remote_user"] or "-",
+                s["status"],
+                "-" if s["exit_code"] is None else str(s["exit_code"]),
+                human_duration(ended - s["started"]),
+                escape(shlex.join(s["argv"])) if s["argv"] else "(login shell)",
+            ]
         )
-    console().print(table)
+    print_table(columns, cells)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, console, fail, human_bytes, print_json, request
+from gdos.cli.common import JSON_OPTION, fail, human_bytes, print_json, request
 from gdos.errors import ErrorCode, GdosError
 
 app = typer.Typer(help="Back up and restore the daemon's state database.", no_args_is_help=True)
@@ -39,19 +39,19 @@ def list_backups(json: bool = JSON_OPTION) -> None:
     if json:
         print_json(rows)
         return
-    from rich.table import Table
+    from gdos.cli.tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for column in ("TIME", "SIZE", "SCHEMA", "PATH"):
-        table.add_column(column, no_wrap=True)
-    for b in rows:
-        table.add_row(
+    columns = [Column("TIME"), Column("SIZE"), Column("SCHEMA", drop=1), Column("PATH", wrap=True)]
+    cells = [
+        [
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b["time"])),
             human_bytes(b["size"]),
             str(b["schema_version"] if b["schema_version"] is not None else "?"),
             b["path"],
-        )
-    console().print(table)
+        ]
+        for b in rows
+    ]
+    print_table(columns, cells)
 
 
 @app.command()

@@ -16,12 +16,16 @@ from typing import Any, NoReturn, TypeVar
 import typer
 
 from gdos.errors import ErrorCode, GdosError
+from gdos.names import natural_key
 from gdos.units import human_bytes, human_duration, percent
 
 __all__ = ["human_bytes", "human_duration", "percent"]
 
 T = TypeVar("T")
 
+# SGR colours for host prefixes (exec, logs): never red or green, which mean
+# failure and success in statuses.
+HOST_COLOURS = (36, 33, 35, 34, 96, 93, 95, 94)
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON.")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -129,3 +133,18 @@ def complete_node_names(incomplete: str) -> list[str]:
     """Live completion of node names; silent and quick when the daemon is down."""
     reply = quiet_call("node.names", prefix=incomplete)
     return [str(name) for name in reply.get("names", [])] if reply else []
+
+
+def complete_service_targets(incomplete: str) -> list[str]:
+    """Systems, SYSTEM/MODULE and SYSTEM/MODULE@NODE known to the daemon; silent when down."""
+    reply = quiet_call("svc.status")
+    names: set[str] = set()
+    for row in reply.get("instances", []) if reply else []:
+        module = f"{row['system']}/{row['module']}"
+        names |= {row["system"], module, f"{module}@{row['node']}"}
+    return sorted((n for n in names if n.startswith(incomplete)), key=natural_key)
+
+
+def complete_log_targets(incomplete: str) -> list[str]:
+    """``gdos logs`` reads instances (SYSTEM/MODULE@NODE, ...) or, with --path, nodes."""
+    return complete_service_targets(incomplete) + complete_node_names(incomplete)

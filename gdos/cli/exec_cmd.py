@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperCommand
 
 from gdos.cli.common import (
+    HOST_COLOURS,
     complete_node_names,
     fail,
     human_duration,
@@ -24,7 +25,6 @@ from gdos.cli.common import (
 )
 from gdos.errors import ErrorCode, ExitCode, GdosError
 
-COLOURS = [31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96]
 STATUS_COLOUR = {
     "succeeded": 32,
     "failed": 31,
@@ -169,7 +169,7 @@ class _Printer:
         label = f"{node:<{self.width}} |"
         if not self.tty:
             return label
-        colour = self.colours.setdefault(node, COLOURS[len(self.colours) % len(COLOURS)])
+        colour = self.colours.setdefault(node, HOST_COLOURS[len(self.colours) % len(HOST_COLOURS)])
         return f"\x1b[{colour}m{label}\x1b[0m"
 
     def output(self, event: dict[str, Any]) -> None:

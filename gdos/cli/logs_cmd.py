@@ -16,10 +16,15 @@ from typing import Any
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, fail, parse_duration, run
+from gdos.cli.common import (
+    HOST_COLOURS,
+    JSON_OPTION,
+    complete_log_targets,
+    fail,
+    parse_duration,
+    run,
+)
 from gdos.errors import ErrorCode, ExitCode, GdosError
-
-COLOURS = [36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91]
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +36,7 @@ def logs_command(
         ...,
         help="SYSTEM/MODULE@NODE, SYSTEM/MODULE, SYSTEM (all their instances), "
         "or NODE with --path.",
+        autocompletion=complete_log_targets,
     ),
     file: str | None = typer.Option(
         None, "--file", help="stdout (default), stderr, or a log_paths label of the manifest."
@@ -125,7 +131,7 @@ class _Printer:
                     label += f" {s['instance']:<{inst_width}}"
                 text = f"{label} | "
                 if self.tty:
-                    text = f"\x1b[{COLOURS[index % len(COLOURS)]}m{label}\x1b[0m | "
+                    text = f"\x1b[{HOST_COLOURS[index % len(HOST_COLOURS)]}m{label}\x1b[0m | "
                 self.prefixes[_key(s)] = text.encode()
 
     def lines(self, event: dict[str, Any]) -> None:

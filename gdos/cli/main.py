@@ -6,6 +6,9 @@ import sys
 
 import typer
 
+# Typer vendors Click; its parser errors are these classes, not the `click` package's.
+from typer._click import exceptions as click
+
 from gdos import __version__
 from gdos.cli import (
     agent_cmd,
@@ -28,6 +31,7 @@ from gdos.cli import (
     top_cmd,
     tui_cmd,
 )
+from gdos.errors import GdosError
 
 app = typer.Typer(
     name="gdos",
@@ -76,14 +80,42 @@ def root(
 
 
 def main() -> None:
-    """Console-script entry: never show a traceback for an operator error."""
-    from gdos.errors import GdosError
+    """Console-script entry: never show a traceback for an operator error.
 
+    Click runs in non-standalone mode so that its own parser errors (unknown
+    option, missing argument, bad value) reach us and are printed like every
+    other gdos error: one ``error[usage]: sentence`` line, exit 2.
+    """
     try:
-        app(prog_name="gdos")
+        result = app(prog_name="gdos", standalone_mode=False)
     except GdosError as error:
         sys.stderr.write(f"{error}\n")
         raise SystemExit(error.exit_code) from None
+    except click.NoArgsIsHelpError as shown:
+        shown.show()  # a bare group or command: its help, as before
+        raise SystemExit(shown.exit_code) from None
+    except click.UsageError as usage:
+        refusal = usage_error(usage)
+        sys.stderr.write(f"{refusal}\n")
+        raise SystemExit(refusal.exit_code) from None
+    except click.ClickException as other:
+        sys.stderr.write(f"error[invalid_argument]: {other.format_message()}\n")
+        raise SystemExit(other.exit_code) from None
+    except typer.Abort:
+        sys.stderr.write("\naborted\n")
+        raise SystemExit(1) from None
+    raise SystemExit(result if isinstance(result, int) else 0)
+
+
+def usage_error(usage: click.UsageError) -> GdosError:
+    """Click's parser complaint as a gdos error naming where to read the usage."""
+    from gdos.errors import ErrorCode
+
+    path = usage.ctx.command_path if usage.ctx is not None else "gdos"
+    message = usage.format_message().strip()
+    if not message.endswith((".", "?", "!")):
+        message += "."
+    return GdosError(ErrorCode.USAGE, f"{message} See '{path} -h' for the usage.")
 
 
 if __name__ == "__main__":

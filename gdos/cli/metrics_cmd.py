@@ -112,25 +112,26 @@ def metrics_command(
 
 
 def _print(reply: dict[str, Any], target: str, since: str) -> None:
-    from rich.table import Table
-
-    from gdos.cli.common import console
+    from gdos.cli.tables import Column, available_width, print_table, visible_width
     from gdos.daemon.metrics import find_metric
 
     samples = max((s["samples"] for s in reply["series"]), default=0)
-    table = Table(box=None, header_style="bold", title_justify="left")
-    table.title = f"{target}: last {since}, {samples} samples"
-    table.add_column("METRIC", no_wrap=True)
-    table.add_column("HISTORY", no_wrap=True)
-    for column in ("MIN", "AVG", "MAX", "LAST"):
-        table.add_column(column, no_wrap=True, justify="right")
+    rows = []
     for s in reply["series"]:
         m = find_metric(s["name"], reply["instance"])
-        table.add_row(
-            s["name"],
-            f"[cyan]{sparkline([p[1] for p in s['points']])}[/]",
-            *(m.format(s[k]) for k in ("min", "avg", "max", "last")),
-        )
-    console().print(table)
+        rows.append([s["name"], *(m.format(s[k]) for k in ("min", "avg", "max", "last"))])
+    # The sparkline takes what the figures leave (they are never cut), 8 to 48 blocks.
+    width, spark = available_width(), SPARK_WIDTH
+    if width is not None and rows:
+        figures = sum(max(visible_width(r[i]) for r in rows) + 2 for i in range(5))
+        spark = max(8, min(SPARK_WIDTH, width - figures - 6))
+    for row, s in zip(rows, reply["series"], strict=True):
+        row.insert(1, f"[cyan]{sparkline([p[1] for p in s['points']], spark)}[/]")
+    columns = [
+        Column("METRIC"),
+        Column("HISTORY", drop=1),
+        *(Column(name, justify="right") for name in ("MIN", "AVG", "MAX", "LAST")),
+    ]
+    print_table(columns, rows, title=f"{target}: last {since}, {samples} samples")
     if not samples:
         sys.stdout.write("no samples in that window yet; metrics arrive every few seconds.\n")

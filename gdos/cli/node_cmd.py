@@ -30,42 +30,43 @@ def list_nodes(json: bool = JSON_OPTION) -> None:
     if json:
         print_json(nodes)
         return
-    from rich.table import Table
+    from gdos.cli.tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for column in (
-        "NAME",
-        "STATUS",
-        "STATE",
-        "CPU",
-        "MEM",
-        "LOAD",
-        "DISK",
-        "UPTIME",
-        "VERSION",
-        "LAST SEEN",
-    ):
-        table.add_column(column, no_wrap=True)
+    columns = [
+        Column("NAME"),
+        Column("STATUS"),
+        Column("STATE"),
+        Column("CPU", drop=1, justify="right"),
+        Column("MEM", drop=2, justify="right"),
+        Column("LOAD", drop=4, justify="right"),
+        Column("DISK", drop=3, justify="right"),
+        Column("UPTIME", drop=5),
+        Column("VERSION", drop=7),
+        Column("LAST SEEN", drop=6),
+    ]
+    rows = []
     for n in nodes:
         status = "[green]online[/]" if n["online"] else "[red]offline[/]"
         state = n["state"] if n["state"] == "normal" else f"[yellow]{n['state']}[/]"
+        if n.get("state_reason"):
+            state += f" ({escape(n['state_reason'])})"
         load = "-" if n["load1"] is None else f"{n['load1']:.2f}"
-        table.add_row(
-            n["name"],
-            status,
-            state,
-            percent(n["cpu_percent"]),
-            percent(n["mem_percent"]),
-            load,
-            percent(n["disk_percent"]),
-            human_duration(n["uptime"]),
-            n["agent_version"] or "-",
-            ago(n["last_seen"]),
+        rows.append(
+            [
+                n["name"],
+                status,
+                state,
+                percent(n["cpu_percent"]),
+                percent(n["mem_percent"]),
+                load,
+                percent(n["disk_percent"]),
+                human_duration(n["uptime"]),
+                n["agent_version"] or "-",
+                ago(n["last_seen"]),
+            ]
         )
-    out = console()
-    out.print(table)
     online = sum(1 for n in nodes if n["online"])
-    out.print(f"{online} online, {len(nodes) - online} offline", style="dim")
+    print_table(columns, rows, footer=f"{online} online, {len(nodes) - online} offline")
 
 
 @app.command()
@@ -83,6 +84,7 @@ def _render_node(node: dict[str, Any]) -> None:
     lines = [
         f"[bold]{node['name']}[/]  {'[green]online[/]' if node['online'] else '[red]offline[/]'}"
         f"  state {node['state']}  agent {node['agent_version'] or '-'}",
+        *_state_line(node),
         f"os        {f.get('distro', '-')}  kernel {f.get('kernel', '-')}"
         f"  arch {f.get('arch', '-')}",
         f"cpu       {f.get('cpu_model') or '-'}  {f.get('cpu_cores', '-')} cores / "
@@ -120,6 +122,22 @@ def _render_node(node: dict[str, Any]) -> None:
     console().print("\n".join(lines), highlight=False)
 
 
+def escape(text: str) -> str:
+    """Operator text shown through rich markup, printed as typed."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def _state_line(node: dict[str, Any]) -> list[str]:
+    """``drained 5m ago: reason`` for a node out of normal service."""
+    if node["state"] == "normal":
+        return []
+    since = f" since {ago(node['state_since'])}" if node.get("state_since") else ""
+    why = f": {escape(node['state_reason'])}" if node.get("state_reason") else ""
+    return [f"{node['state']:<9} {since.strip()}{why}"]
+
+
 @app.command()
 def rm(name: str = NAME) -> None:
     """Forget a node (its key stays; delete it with 'gdos key delete')."""
@@ -127,24 +145,30 @@ def rm(name: str = NAME) -> None:
     sys.stdout.write(f"node {name} removed\n")
 
 
-def _set_state(name: str, state: str, json: bool) -> None:
-    reply = request("node.set_state", name=name, state=state)
+REASON = typer.Option(
+    None, "--reason", "-r", help="Why (shown in node list/show, the dashboard and the audit)."
+)
+
+
+def _set_state(name: str, state: str, json: bool, reason: str | None = None) -> None:
+    reply = request("node.set_state", name=name, state=state, reason=reason)
     if json:
         print_json(reply)
     else:
-        sys.stdout.write(f"node {name} is now {state}\n")
+        why = f": {reply['reason']}" if reply.get("reason") else ""
+        sys.stdout.write(f"node {name} is now {state}{why}\n")
 
 
 @app.command()
-def drain(name: str = NAME, json: bool = JSON_OPTION) -> None:
+def drain(name: str = NAME, reason: str | None = REASON, json: bool = JSON_OPTION) -> None:
     """Maintenance: keep heartbeats and running work, take no new work."""
-    _set_state(name, "maintenance", json)
+    _set_state(name, "maintenance", json, reason)
 
 
 @app.command()
-def disable(name: str = NAME, json: bool = JSON_OPTION) -> None:
+def disable(name: str = NAME, reason: str | None = REASON, json: bool = JSON_OPTION) -> None:
     """Disabled: refuse all work except heartbeats."""
-    _set_state(name, "disabled", json)
+    _set_state(name, "disabled", json, reason)
 
 
 @app.command()

@@ -96,23 +96,34 @@ def list_packages(
     if json:
         print_json(packages)
         return
-    from rich.table import Table
+    from rich.markup import escape
 
-    table = Table(box=None, header_style="bold")
-    for column in ("NAME", "VERSION", "SIZE", "SHA256", "PUSHED", "BY", "DESCRIPTION"):
-        table.add_column(column, no_wrap=column != "DESCRIPTION")
+    from gdos.cli.tables import Column, print_table
+
+    columns = [
+        Column("NAME"),
+        Column("VERSION"),
+        Column("SIZE", drop=2),
+        Column("SHA256", drop=3),
+        Column("PUSHED", drop=1),
+        Column("BY", drop=4),
+        Column("DESCRIPTION", drop=5, wrap=True),
+    ]
+    rows = []
     for p in sorted(packages, key=lambda p: natural_key(p["name"])):  # stable: pushed order kept
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p["pushed_at"]))
-        table.add_row(
-            p["name"],
-            p["version"],
-            human_bytes(p["size"]),
-            p["sha256"][:12],
-            when,
-            p["pushed_by"] or "-",
-            p["description"] or "",
+        rows.append(
+            [
+                p["name"],
+                p["version"],
+                human_bytes(p["size"]),
+                p["sha256"][:12],
+                when,
+                p["pushed_by"] or "-",
+                escape(p["description"] or ""),
+            ]
         )
-    console().print(table)
+    print_table(columns, rows)
 
 
 @app.command()

@@ -17,28 +17,17 @@ import typer
 from gdos.cli.common import (
     JSON_OPTION,
     complete_node_names,
+    complete_service_targets,
     console,
     fail,
     human_duration,
     print_json,
-    quiet_call,
     request,
     run,
 )
 from gdos.errors import ErrorCode, ExitCode, GdosError
-from gdos.names import instance_key, natural_key
+from gdos.names import instance_key
 from gdos.units import STATE_STYLE
-
-
-def complete_targets(incomplete: str) -> list[str]:
-    """Systems, modules and instances known to the daemon; silent when it is down."""
-    reply = quiet_call("svc.status")
-    names: set[str] = set()
-    for row in reply.get("instances", []) if reply else []:
-        module = f"{row['system']}/{row['module']}"
-        names |= {row["system"], module, f"{module}@{row['node']}"}
-    return sorted((n for n in names if n.startswith(incomplete)), key=natural_key)
-
 
 SETTLED = ("running", "stopped", "error", "failed")  # states an operation ends in
 
@@ -46,7 +35,7 @@ SETTLED = ("running", "stopped", "error", "failed")  # states an operation ends 
 TARGET = typer.Argument(
     ...,
     help="SYSTEM, SYSTEM/MODULE or SYSTEM/MODULE@NODE.",
-    autocompletion=complete_targets,
+    autocompletion=complete_service_targets,
 )
 
 
@@ -195,7 +184,7 @@ def status(
     target: str = typer.Argument(
         None,
         help="SYSTEM, SYSTEM/MODULE or SYSTEM/MODULE@NODE.",
-        autocompletion=complete_targets,
+        autocompletion=complete_service_targets,
     ),
     json: bool = JSON_OPTION,
 ) -> None:
@@ -203,42 +192,95 @@ def status(
     if json:
         print_json(instances)
         return
-    console().print(status_table(instances))
+    print_status(instances)
 
 
-def status_table(instances: list[dict[str, Any]]) -> Any:
-    from rich.table import Table
+def print_status(instances: list[dict[str, Any]]) -> None:
+    """The instance table of ``gdos status`` and ``gdos system show``."""
+    from gdos.cli.tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for column in ("INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", "VERSION", "LAST ERROR"):
-        table.add_column(column, no_wrap=column != "LAST ERROR")
+    columns = [
+        Column("INSTANCE"),
+        Column("STATE"),
+        Column("PID", drop=3),
+        Column("UPTIME", drop=2),
+        Column("RESTARTS", drop=4),
+        Column("VERSION", drop=1),
+        Column("LAST ERROR", wrap=True),
+    ]
+    rows = []
     for i in sorted(instances, key=instance_key):
         state = _line("", i["state"], "" if i["node_online"] else " (node offline)")
-        table.add_row(
-            i["instance"],
-            state,
-            str(i["pid"] or "-"),
-            human_duration(i["uptime"]) if i["uptime"] else "-",
-            str(i["restarts"]),
-            i["version"] or "-",
-            _line("", "", i["error"] or ""),
+        rows.append(
+            [
+                i["instance"],
+                state,
+                str(i["pid"] or "-"),
+                human_duration(i["uptime"]) if i["uptime"] else "-",
+                str(i["restarts"]),
+                i["version"] or "-",
+                _line("", "", i["error"] or ""),
+            ]
         )
-    return table
+    print_table(columns, rows)
 
 
 def events(
     target: str = typer.Argument(None, help="SYSTEM or SYSTEM/MODULE."),
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="How many, newest last."),
+    follow: bool = typer.Option(
+        False, "-f", "--follow", help="Then print new events as they happen (Ctrl-C to stop)."
+    ),
     json: bool = JSON_OPTION,
 ) -> None:
-    rows = request("svc.events", target=target, limit=limit)["events"]
-    if json:
-        print_json(rows)
+    """Instance state changes, oldest first; -f keeps printing new ones."""
+    if not follow:
+        rows = request("svc.events", target=target, limit=limit)["events"]
+        if json:
+            print_json(rows)
+            return
+        for e in rows:
+            _print_event(e, as_json=False)
         return
+    try:
+        run(lambda client: _follow_events(client, target, limit, json))
+    except KeyboardInterrupt:
+        raise typer.Exit(int(ExitCode.CANCELED)) from None
+
+
+async def _follow_events(client: Any, target: str | None, limit: int, as_json: bool) -> None:
+    """History, then every new stored event: each ``svc.watch`` change wakes a catch-up
+    read of the events after the last one printed, so none is missed or repeated."""
+    rows = (await client.call("svc.events", target=target, limit=limit))["events"]
+    last = 0
     for e in rows:
+        _print_event(e, as_json)
+        last = e["id"]
+    _, changes = await client.stream("svc.watch", interval=0.5)
+    async for _ in changes:
+        while True:
+            batch = CATCH_UP
+            new = await client.call("svc.events", target=target, after=last, limit=batch)
+            for e in new["events"]:
+                _print_event(e, as_json)
+                last = e["id"]
+            if len(new["events"]) < batch:
+                break
+
+
+CATCH_UP = 1000
+
+
+def _print_event(e: dict[str, Any], as_json: bool) -> None:
+    if as_json:  # one JSON document per line when following
+        import json as json_module
+
+        sys.stdout.write(json_module.dumps(e) + "\n")
+    else:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
         note = f"  {e['error']}" if e["error"] else ""
         sys.stdout.write(f"{when}  {e['system']}/{e['module']}@{e['node']}  {e['state']}{note}\n")
+    sys.stdout.flush()
 
 
 def adopt(
@@ -250,8 +292,20 @@ def adopt(
     log: list[str] = typer.Option([], "--log", help="LABEL=PATH of a log file (repeatable)."),
     start_cmd: str = typer.Option(None, "--start-cmd", help="Shell command that starts it."),
     stop_cmd: str = typer.Option(None, "--stop-cmd", help="Shell command that stops it."),
+    newest: bool = typer.Option(
+        False, "--newest", help="Several processes match --process-name: take the newest."
+    ),
+    oldest: bool = typer.Option(
+        False, "--oldest", help="Several processes match --process-name: take the oldest."
+    ),
+    replace: bool = typer.Option(
+        False, "--replace", help="NAME is adopted already: watch this process instead."
+    ),
     json: bool = JSON_OPTION,
 ) -> None:
+    """Watch a process started outside gdos; refuses to guess or to replace silently."""
+    if newest and oldest:
+        fail(GdosError(ErrorCode.INVALID_ARGUMENT, "give --newest or --oldest, not both."))
     logs = {}
     for item in log:
         label, sep, path = item.partition("=")
@@ -268,6 +322,8 @@ def adopt(
         start_cmd=start_cmd,
         stop_cmd=stop_cmd,
         logs=logs,
+        choose="newest" if newest else "oldest" if oldest else None,
+        replace=replace,
     )
     if json:
         print_json(reply)

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, console, fail, parse_env, print_json, request
+from gdos.cli.common import JSON_OPTION, fail, parse_env, print_json, request
 from gdos.cli.package_cmd import split_ref
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import natural_key
@@ -35,9 +35,12 @@ def add(
     env: list[str] = typer.Option([], "--env", help="KEY=VALUE merged into the env (repeatable)."),
     probe_tcp: int = typer.Option(None, "--probe-tcp", help="Ready when this port accepts."),
     probe_http: str = typer.Option(None, "--probe-http", help="Ready when this URL answers 200."),
+    replace: bool = typer.Option(
+        False, "--replace", help="Redefine from scratch: drop the env, args, probe and --after."
+    ),
     json: bool = JSON_OPTION,
 ) -> None:
-    """Add a module to a system, or redefine it (a new dependency cycle is refused)."""
+    """Add a module to a system, or change an existing one: what is not given is kept."""
     name, version = split_ref(package)
     probe: dict[str, Any] | None = None
     if probe_tcp is not None and probe_http is not None:
@@ -52,10 +55,11 @@ def add(
         module=module,
         package=name,
         version=version,
-        after=list(after),
+        after=list(after) or None,
         args=list(arg) if arg else None,
         env=parse_env(env) or None,
         probe=probe,
+        replace=replace,
     )
     if json:
         print_json(reply)
@@ -63,7 +67,10 @@ def add(
     m = reply["module"]
     pin = f"@{m['version']}" if m["version"] else " (latest)"
     deps = f", after {', '.join(m['after'])}" if m["after"] else ""
-    sys.stdout.write(f"{system}/{module}: package {m['package']}{pin}{deps}\n")
+    result = reply.get("result", "added")
+    lines = [f"{result} {system}/{module}: package {m['package']}{pin}{deps}"]
+    lines += [f"  {change}" for change in reply.get("changes", [])]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 @app.command()
@@ -80,11 +87,12 @@ def show(name: str = typer.Argument(..., help="System name."), json: bool = JSON
         pin = m["version"] or "latest"
         deps = f"  after {', '.join(m['after'])}" if m["after"] else ""
         out.append(f"  module {m['name']}: {m['package']}@{pin}{deps}")
+        out += [f"    {line}" for line in override_lines(m.get("overrides") or {})]
     sys.stdout.write("\n".join(out) + "\n")
     if reply["instances"]:
-        from gdos.cli.service_cmd import status_table
+        from gdos.cli.service_cmd import print_status
 
-        console().print(status_table(reply["instances"]))
+        print_status(reply["instances"])
 
 
 @app.command("list")
@@ -94,14 +102,14 @@ def list_systems(json: bool = JSON_OPTION) -> None:
     if json:
         print_json(systems)
         return
-    from rich.table import Table
+    from gdos.cli.tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for column in ("SYSTEM", "MODULES", "INSTANCES", "RUNNING"):
-        table.add_column(column)
-    for s in sorted(systems, key=lambda s: natural_key(s["system"])):
-        table.add_row(s["system"], str(s["modules"]), str(s["instances"]), str(s["running"]))
-    console().print(table)
+    columns = [Column(name) for name in ("SYSTEM", "MODULES", "INSTANCES", "RUNNING")]
+    rows = [
+        [s["system"], str(s["modules"]), str(s["instances"]), str(s["running"])]
+        for s in sorted(systems, key=lambda s: natural_key(s["system"]))
+    ]
+    print_table(columns, rows)
 
 
 @app.command()
@@ -116,3 +124,16 @@ def rm(
         print_json(reply)
         return
     sys.stdout.write(f"removed {reply['removed']}\n")
+
+
+def override_lines(overrides: dict[str, Any]) -> list[str]:
+    """Every override of a module, one line each (args, env, probe)."""
+    lines = []
+    if overrides.get("args") is not None:
+        lines.append(f"args   {' '.join(overrides['args'])}")
+    for key, value in sorted((overrides.get("env") or {}).items()):
+        lines.append(f"env    {key}={value}")
+    if overrides.get("probe"):
+        probe = overrides["probe"]
+        lines.append(f"probe  {probe.get('type')} {probe.get('url') or probe.get('port') or ''}")
+    return lines

@@ -8,7 +8,7 @@ import time
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, console, human_duration, print_json, request
+from gdos.cli.common import JSON_OPTION, human_duration, print_json, request
 from gdos.names import natural_key
 
 app = typer.Typer(help="List, inspect and cancel tasks.", no_args_is_help=True)
@@ -24,22 +24,36 @@ def list_tasks(
     if json:
         print_json(tasks)
         return
-    from rich.table import Table
+    from gdos.cli.tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for column in ("ID", "WHEN", "USER", "STATUS", "OK/HOSTS", "COMMAND"):
-        table.add_column(column, no_wrap=column != "COMMAND")
+    columns = [
+        Column("ID"),
+        Column("WHEN", drop=2),
+        Column("USER", drop=1),
+        Column("STATUS"),
+        Column("OK/HOSTS"),
+        Column("COMMAND", wrap=True),
+    ]
+    rows = []
     for t in tasks:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t["created"]))
-        table.add_row(
-            str(t["id"]),
-            when,
-            t["user"] or "-",
-            t["status"],
-            f"{t['succeeded']}/{t['hosts']}",
-            shlex.join(t["argv"]),
+        rows.append(
+            [
+                str(t["id"]),
+                when,
+                t["user"] or "-",
+                t["status"],
+                f"{t['succeeded']}/{t['hosts']}",
+                escape(shlex.join(t["argv"])),
+            ]
         )
-    console().print(table)
+    print_table(columns, rows)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 @app.command()

@@ -103,7 +103,18 @@ class Rule:
             return f"node {target} is offline"
         if self.metric == FAILED:
             return f"instance {target} has failed"
-        return f"{self.metric} {self.op} {self.value:g} on {target} (now {value:g})"
+        show = self.format
+        return f"{self.metric} {self.op} {show(self.value)} on {target} (now {show(value)})"
+
+    def format(self, value: float | None) -> str:
+        """A value of this rule's metric with its unit (the metric catalogue's format)."""
+        from gdos.daemon.metrics import find_metric
+
+        try:
+            metric = find_metric(self.metric, "*" if self.instance_glob else None)
+        except GdosError:  # the built-in pseudo-metrics: plain numbers
+            return "-" if value is None else f"{value:g}"
+        return metric.format(value)
 
     def view(self) -> dict[str, Any]:
         return asdict(self)
@@ -446,6 +457,13 @@ class Alerts:
         for row in rows:
             row["active"] = row["ended"] is None
             row["duration"] = (row["ended"] or now) - row["started"]
+            rule = self.rules.get(row["rule"])
+            watch = self.watches.get((row["rule"], row["target"]))
+            row["metric"] = rule.metric if rule else None
+            row["instance_rule"] = bool(rule and rule.instance_glob)
+            if rule and watch is not None and row["active"]:
+                row["last_value"] = watch.last  # the message says "now": make it now
+                row["message"] = rule.describe(row["target"], watch.last)
         return rows
 
     # -- evaluation ---------------------------------------------------------------------

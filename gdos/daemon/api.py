@@ -106,11 +106,12 @@ class Api:
         return {"removed": node.name}
 
     async def node_set_state(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        node = self.d.registry.set_state(msg.body["name"], msg.body["state"])
+        body = msg.body
+        node = self.d.registry.set_state(body["name"], body["state"], body.get("reason"))
         self.d.mesh.send(
             node, "config", {"config": self.d.config.agent_config(), "state": node.state}
         )
-        return {"name": node.name, "state": node.state}
+        return {"name": node.name, "state": node.state, "reason": node.state_reason}
 
     async def node_watch(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
         """Open a stream of node changes (gdos/daemon/watch.py)."""

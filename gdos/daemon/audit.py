@@ -132,7 +132,11 @@ ACTIONS: dict[str, Action] = {
     "key.reject": Action("key.reject", _field("name"), _key_fingerprints),
     "key.delete": Action("key.delete", _field("name"), _key_fingerprints),
     "node.rm": Action("node.rm", _field("name")),
-    "node.set_state": Action(_state_action, _field("name")),
+    "node.set_state": Action(
+        _state_action,
+        _field("name"),
+        lambda b, r: {"reason": b["reason"]} if b.get("reason") else None,
+    ),
     "token.create": Action("token.create", _token_target, _token_detail),
     "exec.start": Action("exec.start", _exec_target, _exec_detail),
     "task.cancel": Action("task.cancel", _field("id")),

@@ -201,16 +201,25 @@ class Catalog:
             )
 
     def events(
-        self, system: str | None = None, module: str | None = None, limit: int = 100
+        self,
+        system: str | None = None,
+        module: str | None = None,
+        limit: int = 100,
+        after: int | None = None,
     ) -> list[dict[str, Any]]:
+        """The last ``limit`` events, oldest first; with ``after``, the first ``limit``
+        events whose id is greater (how a follower catches up without a gap)."""
         clauses, args = [], []
-        for column, value in (("system", system), ("module", module)):
+        for column, value in (("system", system), ("module", module), ("id >", after)):
             if value is not None:
-                clauses.append(f"{column} = ?")
+                clauses.append(f"{column} ?" if column.endswith(">") else f"{column} = ?")
                 args.append(value)
-        rows = self.db["service_events"].rows_where(
-            " AND ".join(clauses) or None, args, order_by="id DESC", limit=limit
-        )
+        where = " AND ".join(clauses) or None
+        if after is not None:
+            return list(
+                self.db["service_events"].rows_where(where, args, order_by="id", limit=limit)
+            )
+        rows = self.db["service_events"].rows_where(where, args, order_by="id DESC", limit=limit)
         return list(reversed(list(rows)))
 
 

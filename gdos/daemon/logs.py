@@ -32,6 +32,7 @@ from gdos.daemon.catalog import Catalog
 from gdos.daemon.control import ControlConnection, Stream
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode, NodeRegistry
+from gdos.daemon.services import ADOPTED
 from gdos.errors import ErrorCode, GdosError
 from gdos.flow import CreditGranter
 from gdos.names import check_name
@@ -162,7 +163,7 @@ class LogRelay:
             check_name(module, "module name")
         if node:
             check_name(node, "node name")
-        if not self.catalog.has_system(system):
+        if system != ADOPTED and not self.catalog.has_system(system):
             if not module and not node and system in self.registry.nodes:
                 raise GdosError(
                     ErrorCode.INVALID_ARGUMENT,

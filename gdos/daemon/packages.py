@@ -124,7 +124,7 @@ class Packages:
                 f"{upload.filename} arrived with sha256 {actual[:12]}, not {sha256[:12]}; "
                 "the file changed while it was sent, push it again.",
             )
-        info = await asyncio.to_thread(inspect_zip, upload.path, self.limits)
+        info = await asyncio.to_thread(inspect_zip, upload.path, self.limits, upload.filename)
         manifest = info.manifest.to_dict()
         name, version = manifest["name"], manifest["version"]
         existing = self.catalog.packages(name)

@@ -17,12 +17,15 @@ from gdos.errors import ErrorCode, GdosError
 from gdos.names import natural_key
 
 STATES = ("normal", "maintenance", "disabled")
+MAX_REASON = 200
 
 
 @dataclass(slots=True)
 class LiveNode:
     name: str
     state: str = "normal"
+    state_reason: str | None = None  # the operator's --reason for drain or disable
+    state_since: float | None = None
     key: str | None = None
     agent_version: str = ""
     routing_id: bytes | None = None
@@ -39,6 +42,8 @@ class LiveNode:
             "name": self.name,
             "online": self.online,
             "state": self.state,
+            "state_reason": self.state_reason,
+            "state_since": self.state_since,
             "cpu_percent": m.get("cpu_percent"),
             "mem_percent": m.get("mem_percent"),
             "load1": m.get("load1"),
@@ -71,6 +76,8 @@ class NodeRegistry:
             self.nodes[row["name"]] = LiveNode(
                 name=row["name"],
                 state=row["state"],
+                state_reason=row.get("state_reason"),
+                state_since=row.get("state_since"),
                 key=row["key"],
                 agent_version=row["agent_version"] or "",
                 last_seen=row["last_seen"],
@@ -118,14 +125,23 @@ class NodeRegistry:
         node.online = True
         self._dirty.add(node.name)
 
-    def set_state(self, name: str, state: str) -> LiveNode:
+    def set_state(self, name: str, state: str, reason: str | None = None) -> LiveNode:
+        """Store and apply a maintenance state; ``normal`` forgets the reason."""
         if state not in STATES:
             raise GdosError(
                 ErrorCode.INVALID_ARGUMENT, f"state must be one of {', '.join(STATES)}."
             )
+        reason = (reason or "").strip() or None
+        if reason is not None and (len(reason) > MAX_REASON or not reason.isprintable()):
+            raise GdosError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"--reason must be one line of at most {MAX_REASON} printable characters.",
+            )
         node = self.get(name)
-        self.store.set_node_state(name, state)
-        node.state = state
+        reason = None if state == "normal" else reason
+        since = node.state_since if node.state == state and node.state_since else time.time()
+        self.store.set_node_state(name, state, reason, since)
+        node.state, node.state_reason, node.state_since = state, reason, since
         return node
 
     def remove(self, name: str) -> LiveNode:

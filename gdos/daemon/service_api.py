@@ -125,7 +125,8 @@ class ServiceApi:
             system, _, module = str(msg.body["target"]).partition("/")
             check_name(system, "system name")
         limit = max(1, min(int(msg.body.get("limit", 100)), 10_000))
-        return {"events": self.d.catalog.events(system, module or None, limit)}
+        after = msg.body.get("after")
+        return {"events": self.d.catalog.events(system, module or None, limit, after)}
 
     async def svc_watch(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
         """A stream of instance changes (gdos/daemon/watch.py), for the dashboard."""

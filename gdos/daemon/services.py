@@ -30,10 +30,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from gdos.daemon import module_defs
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.instance_reports import InstanceReports
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.opids import OpIds
+from gdos.daemon.placement import check_platform
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.errors import ErrorCode, GdosError
 from gdos.manifest import apply_overrides
@@ -110,10 +112,11 @@ class Services:
         system, name = body["system"], check_name(body["module"], "module name")
         self._system(system)
         package = self.catalog.package(body["package"], body.get("version"))
-        overrides = {k: body[k] for k in ("args", "env", "probe") if body.get(k) is not None}
-        apply_overrides(package["manifest"], overrides)  # refuses invalid overrides now
         modules = {m["name"]: m for m in self.catalog.modules(system)}
-        after = sorted(set(body.get("after") or []))
+        existing = modules.get(name)
+        settings = module_defs.merged(existing, body, bool(body.get("replace")))
+        overrides, after = settings["overrides"], settings["after"]
+        apply_overrides(package["manifest"], overrides)  # refuses invalid overrides now
         for other in after:
             if other == name or other not in modules:
                 raise GdosError(
@@ -132,7 +135,13 @@ class Services:
         modules[name] = row
         levels(modules.values())  # refuses a cycle before anything is saved
         self.catalog.save_module(row)
-        return {"module": row}
+        changed = module_defs.changes(existing, row) if existing else []
+        how = "added" if not existing else "replaced" if body.get("replace") else "updated"
+        return {
+            "module": row,
+            "result": how if existing is None or changed else "unchanged",
+            "changes": changed,
+        }
 
     def show_system(self, name: str) -> dict[str, Any]:
         modules = self._system(name)
@@ -331,11 +340,13 @@ class Services:
                 f"system {target.system} has no modules; add one with 'gdos system add'.",
             )
         nodes = self._select_nodes(body.get("nodes") or [], body.get("match"))
+        facts = {n: (self.registry.store.node(n) or {}).get("facts") or {} for n in nodes}
         steps = []
         for module in modules:
             package = self.catalog.package(module["package"], module.get("version"))
             manifest = apply_overrides(package["manifest"], module["overrides"])
             for node in nodes:
+                check_platform(package, node, facts[node])
                 steps.append(Step(target.system, module["name"], node, "deploy", package, manifest))
         return [steps]
 
@@ -496,10 +507,18 @@ class Services:
                 ErrorCode.INVALID_ARGUMENT,
                 "give exactly one of --pid, --pid-file or --process-name.",
             )
-        keys = ("pid", "pid_file", "process_name", "start_cmd", "stop_cmd")
+        choose = body.get("choose")
+        if choose is not None and (choose not in ("newest", "oldest") or how != ["process_name"]):
+            raise GdosError(
+                ErrorCode.INVALID_ARGUMENT,
+                "--newest and --oldest pick among the processes --process-name matches; "
+                "use one of them, with --process-name.",
+            )
+        keys = ("pid", "pid_file", "process_name", "choose", "start_cmd", "stop_cmd")
         adopt = {k: body.get(k) for k in keys} | {"logs": body.get("logs") or {}}
         spec = {"instance": f"{ADOPTED}/{name}", "kind": "adopted", "adopt": adopt}
-        state = await self.dispatch(node, "svc.adopt", {"spec": spec}, 60.0)
+        request = {"spec": spec, "replace": bool(body.get("replace"))}
+        state = await self.dispatch(node, "svc.adopt", request, 60.0)
         row = self.catalog.instance(ADOPTED, name, node.name)
         return {"instance": self.view(row) if row else state}
 

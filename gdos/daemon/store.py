@@ -116,6 +116,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX alert_events_open ON alert_events(ended);
     """,
+    # 5: why a node is drained or disabled, and since when
+    """
+    ALTER TABLE nodes ADD COLUMN state_reason TEXT;
+    ALTER TABLE nodes ADD COLUMN state_since REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -254,8 +259,9 @@ class Store:
             [name, key, json.dumps(facts), agent_version, address, now, now],
         )
 
-    def set_node_state(self, name: str, state: str) -> None:
-        self._table("nodes").update(name, {"state": state})
+    def set_node_state(self, name: str, state: str, reason: str | None, since: float) -> None:
+        values = {"state": state, "state_reason": reason, "state_since": since}
+        self._table("nodes").update(name, values)
 
     def delete_node(self, name: str) -> None:
         self._table("nodes").delete(name)

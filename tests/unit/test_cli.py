@@ -136,6 +136,32 @@ def test_token_create_refuses_a_malformed_ttl(home: Path) -> None:
     assert "banana" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "said", "hint"),
+    [
+        (["node", "list", "--bogus"], "--bogus", "gdos node list -h"),
+        (["nodee"], "nodee", "gdos -h"),
+        (["node", "show"], "'name'", "gdos node show -h"),
+        (["task", "list", "--limit", "many"], "many", "gdos task list -h"),
+    ],
+    ids=["unknown-option", "unknown-command", "missing-argument", "bad-value"],
+)
+def test_parser_errors_keep_the_error_contract(
+    args: list[str], said: str, hint: str, home: Path
+) -> None:
+    """Click's own usage errors print one `error[usage]` line with a hint, exit 2."""
+    result = gdos(home, *args)
+    assert_refused(result, ExitCode.USAGE, "usage")
+    assert said in result.stderr and f"'{hint}'" in result.stderr
+    assert "Usage:" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_bare_group_still_shows_its_help(home: Path) -> None:
+    result = gdos(home, "node")
+    assert "list" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
 # -- gdos exec: what reaches the daemon -------------------------------------------
 
 
@@ -261,6 +287,18 @@ def test_exit_codes_match_the_documented_ones() -> None:
     assert exec_cmd.exit_code_for(["unreachable"]) == ExitCode.EXEC_UNREACHABLE
     assert exec_cmd.exit_code_for(["timed_out"]) == ExitCode.EXEC_TIMED_OUT
     assert exec_cmd.exit_code_for(["failed"]) == ExitCode.EXEC_FAILED
+
+
+def test_host_prefixes_are_never_red_or_green(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Red and green mean failed and succeeded; a host name must not look like either."""
+    import re
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    printer = exec_cmd._Printer(quiet=False)
+    colours = {re.match(r"\x1b\[(\d+)m", printer.prefix(f"n{i}")) for i in range(30)}
+    codes = {int(m.group(1)) for m in colours if m}
+    assert len(codes) >= 6
+    assert not codes & {31, 32, 91, 92}, codes
 
 
 # -- durations -----------------------------------------------------------------
