@@ -86,14 +86,20 @@ class LogAccess:
         return path
 
     def check(self, path: Path, extra_root: Path | None = None) -> None:
-        """Refuse a path outside the allowed folders, and a missing or special file."""
-        text = str(path)
-        if not path.is_absolute() or "\0" in text or ".." in path.parts:
-            raise GdosError(
-                ErrorCode.PATH_NOT_ALLOWED,
-                f"{text!r} is not allowed: give an absolute path without '..'.",
-            )
+        """Refuse a path outside the allowed folders, and a missing or special file.
+
+        This gives the operator a clear answer up front; the read itself is
+        guarded again by ``opener``, which checks the file it really opened.
+        """
+        _check_name(path)
         real = Path(os.path.realpath(path))
+        self._check_inside(path, real, extra_root)
+        if not real.exists():
+            raise GdosError(ErrorCode.LOG_NOT_FOUND, f"no file {path} on this node.")
+        if not real.is_file():
+            raise GdosError(ErrorCode.INVALID_ARGUMENT, f"{path} is not a regular file.")
+
+    def _check_inside(self, path: Path, real: Path, extra_root: Path | None) -> None:
         roots = [*self.allowed, *([extra_root] if extra_root else [])]
         if not any(real == root or root in real.parents for root in roots):
             shown = f"{path} (resolves to {real})" if real != path else str(path)
@@ -104,26 +110,47 @@ class LogAccess:
                 f"({folders}, and instance folders); start the agent with "
                 "--log-root DIR to allow another folder.",
             )
-        if not real.exists():
-            raise GdosError(ErrorCode.LOG_NOT_FOUND, f"no file {path} on this node.")
-        if not real.is_file():
-            raise GdosError(ErrorCode.INVALID_ARGUMENT, f"{path} is not a regular file.")
 
     def opener(self, path: Path, extra_root: Path | None = None) -> Callable[[Path], int]:
-        """An open() for the reader that re-checks every file it opens (rotations too)."""
+        """An open() for the reader that checks every file it opens (rotations too).
+
+        The name is resolved exactly once: the file is opened as an O_PATH
+        handle (no read, no side effect even on a device or FIFO), the path
+        the kernel actually reached is read back from /proc/self/fd and
+        checked against the roots, and only then is that same handle reopened
+        for reading. A symlink swapped in anywhere along the path between the
+        check and the read can no longer redirect it.
+        """
 
         def open_checked(item: Path) -> int:
             try:
-                self.check(item, extra_root)
+                return self._open_verified(item, extra_root)
             except GdosError as exc:
                 raise PermissionError(errno.EACCES, exc.message) from None
-            fd = os.open(os.path.realpath(item), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            if not _regular(fd):
-                os.close(fd)
-                raise PermissionError(errno.EACCES, f"{item} is not a regular file")
-            return fd
 
         return open_checked
+
+    def _open_verified(self, item: Path, extra_root: Path | None) -> int:
+        _check_name(item)
+        handle = os.open(item, os.O_PATH | os.O_CLOEXEC)
+        try:
+            real = Path(os.readlink(f"/proc/self/fd/{handle}"))
+            self._check_inside(item, real, extra_root)
+            if not _regular(handle):
+                raise GdosError(ErrorCode.INVALID_ARGUMENT, f"{item} is not a regular file.")
+            # Reopening the handle through /proc reaches the same inode, by no name.
+            return os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            os.close(handle)
+
+
+def _check_name(path: Path) -> None:
+    text = str(path)
+    if not path.is_absolute() or "\0" in text or ".." in path.parts:
+        raise GdosError(
+            ErrorCode.PATH_NOT_ALLOWED,
+            f"{text!r} is not allowed: give an absolute path without '..'.",
+        )
 
 
 def _regular(fd: int) -> bool:
