@@ -90,6 +90,8 @@ EXEC_RESULT = Record(
     },
 )
 LOG_LINE = Bin(64 * 1024)
+# agent/logreader.py batches count 8 bytes per line within 60 KiB: room for more.
+LOG_BATCH_LINES = 16_384
 
 # kind -> (required fields, optional fields). A field is declared by a Spec
 # (gdos/schema.py: types, ranges, sizes, nested fields) or, for control kinds
@@ -194,8 +196,8 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "log.credit": ({"stream": INT, "credit": INT}, {}),
     "log.close": ({"stream": INT}, {}),
     "log.data": (
-        {"stream": ID, "seq": SEQ, "lines": ListOf(LOG_LINE, 4096)},
-        {"ts": nd.TIME, "stamps": ListOf(Opt(nd.TIME), 4096)},
+        {"stream": ID, "seq": SEQ, "lines": ListOf(LOG_LINE, LOG_BATCH_LINES)},
+        {"ts": nd.TIME, "stamps": ListOf(Opt(nd.TIME), LOG_BATCH_LINES)},
     ),
     "log.end": ({"stream": ID}, {"code": Opt(nd.CODE), "message": Opt(nd.ERROR_TEXT)}),
     # control: client -> daemon

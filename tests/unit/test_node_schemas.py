@@ -93,3 +93,13 @@ def test_unknown_fields_are_allowed_but_bounded() -> None:
 def test_control_integers_must_fit_sqlite_and_numbers_be_finite() -> None:
     assert "between" in refusal("task.show", {"id": 2**64 - 1})
     assert "finite" in refusal("exec.start", {"argv": ["true"], "timeout": float("nan")})
+
+
+def test_the_largest_log_batch_of_empty_lines_fits() -> None:
+    from agent.logreader import Batcher
+
+    batches = list(Batcher().add([b""] * 100_000))
+    assert len(batches[0]) > 4096
+    for batch in batches:
+        body = {"stream": 1, "seq": 1, "lines": batch, "stamps": [None] * len(batch)}
+        assert decode(encode("log.data", body)).body["lines"] == batch
