@@ -30,6 +30,7 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from gdos.client import Client
 from gdos.errors import GdosError
+from gdos.safe_text import safe_text
 from tui.commands import DashboardCommands, PaletteCommand
 from tui.logs import LogsView
 from tui.node_detail import NodeDetailScreen
@@ -190,6 +191,7 @@ class GdosApp(App[None]):
 
     # -- messages, modes, views ----------------------------------------------------
     def show_message(self, text: str) -> None:
+        text = safe_text(text)  # often carries a node's error sentence
         self.query_one("#message", Static).update(text)
         if text:
             self.notify(text, severity="warning", markup=False)

@@ -17,6 +17,7 @@ from gdos.cli.common import (
     request,
 )
 from gdos.errors import ErrorCode, GdosError
+from gdos.safe_text import safe_cell
 
 app = typer.Typer(help="Threshold alerts: rules, and what fired.", no_args_is_help=True)
 rule_app = typer.Typer(help="Add, list and remove alert rules.", no_args_is_help=True)
@@ -118,13 +119,13 @@ def alert_list(
         colour = COLOURS.get(e["severity"], "white") if e["active"] else "dim"
         table.add_row(
             f"[{colour}]{e['rule']}[/]",
-            e["target"],
+            safe_cell(e["target"]),
             f"[{colour}]{e['severity']}[/]",
             _when(e["started"]),
             "[bold]firing[/]" if e["active"] else _when(e["ended"]),
             human_duration(e["duration"]),
             "/".join(_num(e[k]) for k in ("min", "avg", "max")),
-            e["message"] or "",
+            safe_cell(e["message"] or ""),
         )
     console().print(table)
 

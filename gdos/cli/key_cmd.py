@@ -7,6 +7,7 @@ import sys
 import typer
 
 from gdos.cli.common import JSON_OPTION, ago, console, print_json, quiet_call, request
+from gdos.safe_text import safe_cell, safe_text
 
 app = typer.Typer(help="Accept, reject and delete agent keys.", no_args_is_help=True)
 
@@ -36,11 +37,11 @@ def list_keys(json: bool = JSON_OPTION) -> None:
     order = {"pending": 0, "accepted": 1, "rejected": 2}
     for k in sorted(keys, key=lambda k: (order.get(k["status"], 3), k["name"])):
         table.add_row(
-            k["name"],
+            safe_cell(k["name"]),
             f"[{STYLE.get(k['status'], 'white')}]{k['status']}[/]",
             k["fingerprint"],
             k.get("via") or "-",
-            k.get("address") or "-",
+            safe_cell(k.get("address") or "-"),
             ago(k.get("created")),
         )
     console().print(table)
@@ -51,7 +52,7 @@ def _report(verb: str, keys: list[dict], json: bool) -> None:
         print_json(keys)
         return
     for k in keys:
-        sys.stdout.write(f"{verb} key {k['fingerprint']} of {k['name']}\n")
+        sys.stdout.write(safe_text(f"{verb} key {k['fingerprint']} of {k['name']}") + "\n")
     if not keys:
         sys.stdout.write("no pending keys\n")
 

@@ -18,6 +18,7 @@ import typer
 
 from gdos.cli.common import JSON_OPTION, fail, parse_duration, run
 from gdos.errors import ErrorCode, ExitCode, GdosError
+from gdos.safe_text import safe_line, safe_text
 
 COLOURS = [36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91]
 
@@ -133,7 +134,10 @@ class _Printer:
             self._json(event)
             return
         prefix = self.prefixes.get(_key(event), b"")
-        if prefix:
+        if self.tty:  # a node's ESC sequences are shown, not run; piped stays byte-faithful
+            lines = [safe_line(line).encode() for line in event["lines"]]
+            data = b"".join(prefix + line + b"\n" for line in lines)
+        elif prefix:
             data = b"".join(prefix + line + b"\n" for line in event["lines"])
         else:
             data = b"\n".join(event["lines"]) + b"\n"
@@ -163,7 +167,7 @@ class _Printer:
             return
         where = event["node"] + (f" {event['instance']}" if event.get("instance") else "")
         error = GdosError(event["code"], f"{where}: {event['message']}")
-        sys.stderr.write(f"{error}\n")
+        sys.stderr.write(f"{safe_text(error)}\n")
         sys.stderr.flush()
         if self.exit_code == ExitCode.OK:
             self.exit_code = error.exit_code

@@ -26,6 +26,7 @@ from gdos.cli.common import (
     run,
 )
 from gdos.errors import ErrorCode, ExitCode, GdosError
+from gdos.safe_text import safe_cell, safe_text
 from gdos.units import STATE_STYLE
 
 
@@ -159,10 +160,12 @@ async def _follow(
 
 
 def _line(before: str, state: str, after: str) -> Any:
-    """Text with the state coloured; never markup, since errors may hold brackets."""
+    """Text with the state coloured; never markup, and node text made safe."""
     from rich.text import Text
 
-    return Text.assemble(before, (state, STATE_STYLE.get(state, "")), after)
+    return Text.assemble(
+        safe_text(before), (safe_text(state), STATE_STYLE.get(state, "")), safe_text(after)
+    )
 
 
 def _print_outcome(outcome: dict[str, Any]) -> None:
@@ -170,11 +173,12 @@ def _print_outcome(outcome: dict[str, Any]) -> None:
     for r in outcome.get("results", []):
         if r["ok"]:
             state = (r.get("state") or {}).get("state", "done")
-            out.write(f"{r['instance']}: {state}\n")
+            out.write(safe_text(f"{r['instance']}: {state}") + "\n")
         else:
-            out.write(f"{r['instance']}: FAILED error[{r.get('code')}]: {r.get('message')}\n")
+            failure = f"{r['instance']}: FAILED error[{r.get('code')}]: {r.get('message')}"
+            out.write(safe_text(failure) + "\n")
     if not outcome.get("ok") and outcome.get("message"):
-        out.write(f"error[{outcome.get('code')}]: {outcome['message']}\n")
+        out.write(safe_text(f"error[{outcome.get('code')}]: {outcome['message']}") + "\n")
     total = len(outcome.get("results", []))
     bad = sum(1 for r in outcome.get("results", []) if not r["ok"])
     verdict = "ok" if outcome.get("ok") else f"{bad} of {total} failed"
@@ -214,13 +218,13 @@ def status_table(instances: list[dict[str, Any]]) -> Any:
     for i in instances:
         state = _line("", i["state"], "" if i["node_online"] else " (node offline)")
         table.add_row(
-            i["instance"],
+            safe_cell(i["instance"]),
             state,
-            str(i["pid"] or "-"),
+            safe_cell(i["pid"] or "-"),
             human_duration(i["uptime"]) if i["uptime"] else "-",
-            str(i["restarts"]),
-            i["version"] or "-",
-            _line("", "", i["error"] or ""),
+            safe_cell(i["restarts"]),
+            safe_cell(i["version"] or "-"),
+            safe_cell(i["error"] or ""),
         )
     return table
 
@@ -237,7 +241,8 @@ def events(
     for e in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
         note = f"  {e['error']}" if e["error"] else ""
-        sys.stdout.write(f"{when}  {e['system']}/{e['module']}@{e['node']}  {e['state']}{note}\n")
+        line = f"{when}  {e['system']}/{e['module']}@{e['node']}  {e['state']}{note}"
+        sys.stdout.write(safe_text(line) + "\n")
 
 
 def adopt(
@@ -272,4 +277,4 @@ def adopt(
         print_json(reply)
         return
     i = reply["instance"]
-    sys.stdout.write(f"{i['instance']}: {i['state']} (pid {i['pid']})\n")
+    sys.stdout.write(safe_text(f"{i['instance']}: {i['state']} (pid {i['pid']})") + "\n")

@@ -9,6 +9,7 @@ import time
 import typer
 
 from gdos.cli.common import JSON_OPTION, console, human_duration, print_json, request
+from gdos.safe_text import safe_cell, safe_line, safe_text
 
 app = typer.Typer(help="List, inspect and cancel tasks.", no_args_is_help=True)
 
@@ -33,10 +34,10 @@ def list_tasks(
         table.add_row(
             str(t["id"]),
             when,
-            t["user"] or "-",
-            t["status"],
+            safe_cell(t["user"] or "-"),
+            safe_cell(t["status"]),
             f"{t['succeeded']}/{t['hosts']}",
-            shlex.join(t["argv"]),
+            safe_cell(shlex.join(t["argv"])),
         )
     console().print(table)
 
@@ -49,6 +50,7 @@ def show(task_id: int = typer.Argument(..., help="Task id."), json: bool = JSON_
         print_json(task)
         return
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(task["created"]))
+    tty = sys.stdout.isatty()
     out = [
         f"task {task['id']}  {task['status']}  by {task['user']}  at {when}",
         f"command: {shlex.join(task['argv'])}",
@@ -56,8 +58,11 @@ def show(task_id: int = typer.Argument(..., help="Task id."), json: bool = JSON_
     for h in task["hosts"]:
         duration = (h["ended"] - h["started"]) if h["ended"] and h["started"] else None
         out.append(
-            f"\n== {h['node']}: {h['status']}  exit {h['exit_code']}  "
-            f"{human_duration(duration)}  {h['reason'] or ''}".rstrip()
+            "\n== "
+            + safe_text(
+                f"{h['node']}: {h['status']}  exit {h['exit_code']}  "
+                f"{human_duration(duration)}  {h['reason'] or ''}".rstrip()
+            )
         )
         for stream in ("stdout", "stderr"):
             text = (
@@ -65,6 +70,8 @@ def show(task_id: int = typer.Argument(..., help="Task id."), json: bool = JSON_
                 if isinstance(h[stream], bytes)
                 else str(h[stream])
             )
+            if text and tty:  # a node's ESC sequences are shown, not run
+                text = "\n".join(safe_line(line) for line in text.split("\n"))
             if text:
                 note = " (truncated at 1 MiB)" if h[f"{stream}_truncated"] else ""
                 out.append(f"-- {stream}{note}\n{text.rstrip()}")

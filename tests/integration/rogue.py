@@ -37,10 +37,10 @@ class RogueNode:
     def __exit__(self, *exc: object) -> None:
         self.ctx.destroy(linger=0)
 
-    def enroll(self, facts: dict[str, Any] | None = None) -> None:
+    def enroll(self, facts: dict[str, Any] | None = None, version: str = "rogue") -> None:
         """Say hello with a join proof and wait for the welcome."""
         join = {"token": self.token.token_id, "proof": tokens.proof(self.token.secret, self.public)}
-        body = {"name": self.name, "version": "rogue", "facts": facts or {}, "join": join}
+        body = {"name": self.name, "version": version, "facts": facts or {}, "join": join}
         self.send_raw("hello", body)
         reply = self.recv()
         assert reply is not None and reply["k"] == "welcome", reply
