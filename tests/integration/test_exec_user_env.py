@@ -37,3 +37,15 @@ def test_user_command_gets_a_login_environment_not_the_agents(fleet: Fleet) -> N
     # without --user the agent's own environment is kept, as before
     own = fleet.gdos("exec", "n1", "--", "env")
     assert "GDOS_HOME=" in own.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--user needs the agent to run as root")
+def test_user_shell_gets_a_login_environment_too(fleet: Fleet) -> None:
+    fleet.start_agent("n1", join=fleet.token())
+    fleet.wait_online("n1")
+    result = fleet.gdos("shell", "n1", "--user", "nobody", "--", "env")
+    assert result.returncode == 0, result.stdout + result.stderr
+    env = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert env["USER"] == "nobody" and env["PATH"] == "/usr/local/bin:/usr/bin:/bin"
+    assert "GDOS_SESSION" in env and "TERM" in env
+    assert not {k for k in env if k.startswith("GDOS_HOME") or k == "PYTHONUNBUFFERED"}
