@@ -7,6 +7,7 @@ login-like environment plus only what the operator passed.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 
@@ -49,3 +50,15 @@ def test_user_shell_gets_a_login_environment_too(fleet: Fleet) -> None:
     assert env["USER"] == "nobody" and env["PATH"] == "/usr/local/bin:/usr/bin:/bin"
     assert "GDOS_SESSION" in env and "TERM" in env
     assert not {k for k in env if k.startswith("GDOS_HOME") or k == "PYTHONUNBUFFERED"}
+
+
+def test_a_huge_failure_reason_still_comes_back_as_a_result(fleet: Fleet) -> None:
+    """The agent keeps its answers within the schema the daemon enforces."""
+    fleet.start_agent("n1", join=fleet.token())
+    fleet.wait_online("n1")
+    result = fleet.gdos("exec", "n1", "--json", "--", "/no/such/" + "x" * 20_000)
+    task = json.loads(result.stdout)
+    host = task["hosts"][0]
+    assert host["status"] == "failed", host
+    assert "/no/such/xxx" in host["reason"]
+    assert len(host["reason"]) <= 4096
