@@ -103,3 +103,28 @@ def test_the_largest_log_batch_of_empty_lines_fits() -> None:
     for batch in batches:
         body = {"stream": 1, "seq": 1, "lines": batch, "stamps": [None] * len(batch)}
         assert decode(encode("log.data", body)).body["lines"] == batch
+
+
+def test_every_field_of_every_agent_kind_has_a_full_schema() -> None:
+    """Nothing a node sends is checked by type alone: each field is a Spec with its
+    ranges and sizes, and a value of another type is refused at decode."""
+    from gdos.daemon.mesh import AGENT_KINDS
+    from gdos.protocol import KINDS, SPECS
+    from gdos.schema import SchemaError, Spec
+
+    candidates: list[Any] = [{"a": 1}, "s", 1.5, b"b", [1], True, 2**64 - 1]
+    for kind in sorted(AGENT_KINDS):
+        required, optional = KINDS[kind]
+        for name, declared in {**required, **optional}.items():
+            assert isinstance(declared, Spec), f"{kind}.{name} is checked by type only"
+            spec = SPECS[kind]
+            wrong = []
+            for value in candidates:
+                try:
+                    declared.check(value, name)
+                except SchemaError:
+                    wrong.append(value)
+            assert wrong, f"{kind}.{name} accepts anything"
+            for value in wrong:
+                body = {n: s.example() for n, s in spec.required.items()} | {name: value}
+                assert name in refusal(kind, body), (kind, name, value)
