@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.procs import KILL_GRACE, SpawnRefused, kill_group, resolve_account
+from agent.procs import KILL_GRACE, SpawnRefused, kill_group, login_env, resolve_account
 from gdos.flow import CreditWindow
 from gdos.protocol import CHUNK_BYTES, OUTPUT_CAP_BYTES
 
@@ -138,13 +138,15 @@ class ExecRun:
         argv = [str(a) for a in self.request["argv"]]
         if self.request.get("shell"):
             argv = ["/bin/sh", "-c", " ".join(argv)]
-        env = {**os.environ, **(self.request.get("env") or {})}
+        extra = dict(self.request.get("env") or {})
+        env = {**os.environ, **extra}
         cwd = self.request.get("cwd") or None
         kwargs: dict[str, Any] = {}
         if self.request.get("user"):
             account = resolve_account(self.request["user"])
             kwargs = account.spawn_kwargs
-            env.update(HOME=account.home, USER=account.name, LOGNAME=account.name)
+            uid = int(kwargs.get("user", os.geteuid()))
+            env = login_env(account, uid, extra)
             cwd = cwd or (account.home if os.path.isdir(account.home) else "/")
         if cwd and not os.path.isdir(cwd):
             raise SpawnRefused(f"working directory {cwd} does not exist on this node", None)

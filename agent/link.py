@@ -45,6 +45,10 @@ SILENCE_FACTOR = 3.0
 MIN_SILENCE = 10.0
 
 
+# Within the exec.result schema (gdos/node_data.py ERROR_TEXT), with room to spare.
+MAX_REASON = 4096
+
+
 @dataclass
 class LinkConfig:
     name: str
@@ -281,7 +285,12 @@ class Link:
     def _send(self, kind: str, body: dict[str, Any]) -> None:
         if self.socket is None:
             return
-        future: Any = self.socket.send(protocol.encode(kind, body), flags=zmq.DONTWAIT, copy=False)
+        try:
+            data = protocol.encode(kind, body)
+        except ProtocolError as exc:  # a value outside the schema: the daemon would refuse it
+            log.error("not sending %s: %s", kind, exc)
+            return
+        future: Any = self.socket.send(data, flags=zmq.DONTWAIT, copy=False)
         if future.done() and future.exception() is not None:
             log.debug("could not send %s now", kind)
 
@@ -380,6 +389,9 @@ class Link:
         self._finish(run.task_id, result)
 
     def _finish(self, task_id: int, result: dict[str, Any]) -> None:
+        reason = result.get("reason")
+        if isinstance(reason, str) and len(reason) > MAX_REASON:  # e.g. a huge argv[0]
+            result["reason"] = reason[: MAX_REASON - 1] + "…"
         self.unacked[task_id] = result
         self._send("exec.result", result)
 

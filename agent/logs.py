@@ -84,32 +84,62 @@ class LogAccess:
         self.check(path, Path(os.path.realpath(inst.home)))
         return path
 
+    def _also(self, extra_root: Path | None) -> list[Path]:
+        """Folders readable besides the roots: instance folders (and one instance's home)."""
+        return [Path(os.path.realpath(self.supervisor.root)), *([extra_root] if extra_root else [])]
+
     def check(self, path: Path, extra_root: Path | None = None) -> None:
-        """Refuse a path outside the allowed folders, and a missing or special file."""
-        instances = [Path(os.path.realpath(self.supervisor.root))]
-        real = check_log_location(
-            path, self.roots, instances + ([extra_root] if extra_root else [])
-        )
+        """Refuse a path outside the allowed folders, and a missing or special file.
+
+        This gives the operator a clear answer up front; the read itself is
+        guarded again by ``opener``, which checks the file it really opened.
+        """
+        real = check_log_location(path, self.roots, self._also(extra_root))
         if not real.exists():
             raise GdosError(ErrorCode.LOG_NOT_FOUND, f"no file {path} on this node.")
         if not real.is_file():
             raise GdosError(ErrorCode.INVALID_ARGUMENT, f"{path} is not a regular file.")
 
     def opener(self, path: Path, extra_root: Path | None = None) -> Callable[[Path], int]:
-        """An open() for the reader that re-checks every file it opens (rotations too)."""
+        """An open() for the reader that checks every file it opens (rotations too).
+
+        The name is resolved exactly once: the file is opened as an O_PATH
+        handle (no read, no side effect even on a device or FIFO), the path
+        the kernel actually reached is read back from /proc/self/fd and
+        checked against the roots, and only then is that same handle reopened
+        for reading. A symlink swapped in anywhere along the path between the
+        check and the read can no longer redirect it.
+        """
 
         def open_checked(item: Path) -> int:
             try:
-                self.check(item, extra_root)
+                return self._open_verified(item, extra_root)
             except GdosError as exc:
                 raise PermissionError(errno.EACCES, exc.message) from None
-            fd = os.open(os.path.realpath(item), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            if not _regular(fd):
-                os.close(fd)
-                raise PermissionError(errno.EACCES, f"{item} is not a regular file")
-            return fd
 
         return open_checked
+
+    def _open_verified(self, item: Path, extra_root: Path | None) -> int:
+        _check_name(item)
+        handle = os.open(item, os.O_PATH | os.O_CLOEXEC)
+        try:
+            real = Path(os.readlink(f"/proc/self/fd/{handle}"))
+            _check_inside(item, real, self.roots, self._also(extra_root))
+            if not _regular(handle):
+                raise GdosError(ErrorCode.INVALID_ARGUMENT, f"{item} is not a regular file.")
+            # Reopening the handle through /proc reaches the same inode, by no name.
+            return os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            os.close(handle)
+
+
+def _check_name(path: Path) -> None:
+    text = str(path)
+    if not path.is_absolute() or "\0" in text or ".." in path.parts:
+        raise GdosError(
+            ErrorCode.PATH_NOT_ALLOWED,
+            f"{text!r} is not allowed: give an absolute path without '..'.",
+        )
 
 
 def check_log_location(
@@ -119,16 +149,19 @@ def check_log_location(
     followed) must lie inside one of the ``--log-root`` folders (or ``also``,
     instance folders); returns the resolved path, PATH_NOT_ALLOWED otherwise.
 
-    ``gdos logs`` applies it at every open and ``gdos adopt --log`` at adoption,
-    so an adoption can never name a log that reading would refuse.
+    ``gdos logs`` applies it before reading and ``gdos adopt --log`` at
+    adoption, so an adoption can never name a log that reading would refuse;
+    the read itself checks the file it really opened with the same rule.
     """
-    text = str(path)
-    if not path.is_absolute() or "\0" in text or ".." in path.parts:
-        raise GdosError(
-            ErrorCode.PATH_NOT_ALLOWED,
-            f"{text!r} is not allowed: give an absolute path without '..'.",
-        )
+    _check_name(path)
     real = Path(os.path.realpath(path))
+    _check_inside(path, real, roots, also)
+    return real
+
+
+def _check_inside(
+    path: Path, real: Path, roots: list[Path], also: list[Path] | tuple[Path, ...]
+) -> None:
     if not any(real == root or root in real.parents for root in [*roots, *also]):
         shown = f"{path} (resolves to {real})" if real != path else str(path)
         folders = ", ".join(str(r) for r in roots) or "none"
@@ -138,7 +171,6 @@ def check_log_location(
             f"({folders}, and instance folders); start the agent with "
             "--log-root DIR to allow another folder.",
         )
-    return real
 
 
 def _regular(fd: int) -> bool:

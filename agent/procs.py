@@ -79,6 +79,31 @@ def login_shell(account: Account) -> str:
     return shell if shell and os.access(shell, os.X_OK) else "/bin/sh"
 
 
+ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+USER_PATH = "/usr/local/bin:/usr/bin:/bin"
+# Carried over from the agent: the locale and zone, never its secrets or GDOS_*.
+LOGIN_KEEP = ("LANG", "LC_ALL", "TZ")
+
+
+def login_env(account: Account, uid: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A clean, login-like environment for a program run as another account.
+
+    Like ``su -`` or ``sudo -i``: the account's HOME, USER, LOGNAME, SHELL and
+    a standard PATH (root's for uid 0), the locale, and then what the operator
+    passed explicitly. The agent's own environment (GDOS_HOME, its PATH,
+    anything a service manager gave it) is not inherited.
+    """
+    env = {key: os.environ[key] for key in LOGIN_KEEP if key in os.environ}
+    env |= {
+        "HOME": account.home,
+        "USER": account.name,
+        "LOGNAME": account.name,
+        "SHELL": login_shell(account),
+        "PATH": ROOT_PATH if uid == 0 else USER_PATH,
+    }
+    return env | (extra or {})
+
+
 def signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

@@ -17,7 +17,7 @@ import termios
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.procs import Account, SpawnRefused, login_shell, resolve_account
+from agent.procs import Account, SpawnRefused, login_env, login_shell, resolve_account
 from gdos.errors import ErrorCode
 
 __all__ = ["Account", "SpawnRefused", "Spawned", "login_shell", "resolve_account", "spawn"]
@@ -67,16 +67,19 @@ async def spawn(request: dict[str, Any]) -> Spawned:
         raise SpawnRefused(
             f"working directory {cwd} does not exist on this node", ErrorCode.INVALID_ARGUMENT
         )
-    env = {
-        **os.environ,
-        "HOME": account.home,
-        "USER": account.name,
-        "LOGNAME": account.name,
-        "SHELL": shell,
-        "PATH": os.environ.get("PATH") or DEFAULT_PATH,
-        "TERM": request.get("term") or "xterm",
-        "GDOS_SESSION": str(request["session"]),
-    }
+    session = {"TERM": request.get("term") or "xterm", "GDOS_SESSION": str(request["session"])}
+    if request.get("user"):  # another account: its clean login environment, not the agent's
+        env = login_env(account, int(account.spawn_kwargs.get("user", os.geteuid())), session)
+    else:
+        env = {
+            **os.environ,
+            "HOME": account.home,
+            "USER": account.name,
+            "LOGNAME": account.name,
+            "SHELL": shell,
+            "PATH": os.environ.get("PATH") or DEFAULT_PATH,
+            **session,
+        }
     argv = [str(a) for a in request.get("argv") or []]
     program = argv[0] if argv else shell
     args = argv or ["-" + os.path.basename(shell)]  # a login shell, as sshd starts it

@@ -10,8 +10,10 @@ Hard links cannot be represented in a zip (there is no link-to-entry field),
 so there is nothing to refuse; fifos, devices and sockets can be (unix mode
 bits in ``external_attr``) and are refused.
 
-Declared sizes in a zip can lie, so extraction counts the bytes it really
-writes and stops when an entry's content does not match its header.
+Declared sizes in a zip can lie, so inspection (at push) decompresses every
+entry once, in constant memory, checking its size and CRC-32; extraction
+counts the bytes it really writes as well and stops when an entry's content
+does not match its header.
 """
 
 from __future__ import annotations
@@ -322,7 +324,31 @@ def _inspect(archive: zipfile.ZipFile, limits: Limits) -> tuple[dict[str, _Entry
     _check_parents(entries)
     _read_symlinks(archive, entries)
     manifest = _load_manifest(archive, entries, limits)
+    for entry in entries.values():
+        if entry.kind == "file":
+            _check_content(archive, entry)
     return entries, PackageInfo(manifest, len(infos), total)
+
+
+def _check_content(archive: zipfile.ZipFile, entry: _Entry) -> None:
+    """Decompress one entry, discarding the bytes, to prove its declared size and CRC.
+
+    Declared sizes can lie (1,000 bytes declared for 300 MiB). zipfile reads
+    at most the declared size and then checks the CRC-32, so a lie is caught
+    after at most that many bytes, in COPY_BUFFER steps: constant memory, and
+    the package is refused at push instead of being stored.
+    """
+    declared, count = entry.info.file_size, 0
+    try:
+        with archive.open(entry.info) as source:
+            while chunk := source.read(COPY_BUFFER):
+                count += len(chunk)
+                if count > declared:  # zipfile stops at the declared size; never trust it
+                    raise _mismatch(entry, "is larger than declared")
+    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as exc:
+        raise _mismatch(entry, f"cannot be read ({exc})") from None
+    if count != declared:
+        raise _mismatch(entry, f"has {count} bytes, not the declared {declared}")
 
 
 def inspect_zip(

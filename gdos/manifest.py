@@ -203,6 +203,31 @@ def _package_path(value: Any, path: str, out: list[FieldProblem]) -> Any:
     return value
 
 
+# Absolute log_paths must lie here: the agents' default --log-root. Anything
+# else is a relative path inside the instance's package folder.
+LOG_PATH_ROOTS = ("/var/log",)
+
+
+def _log_path(value: Any, path: str, out: list[FieldProblem]) -> Any:
+    """A log file an agent will serve: inside the package, or under a log root."""
+    found = len(out)
+    _text(max_len=4096, nonempty=True)(value, path, out)
+    if len(out) > found:
+        return value
+    if not value.startswith("/"):
+        return _package_path(value, path, out)
+    rule = f"a relative path like 'logs/app.log', or an absolute one under {LOG_PATH_ROOTS[0]}"
+    parts = value.split("/")
+    if ".." in parts or "." in parts or "" in parts[1:]:
+        out.append(
+            FieldProblem(path, f"must be a plain absolute path, no '..' (got {_show(value)})", rule)
+        )
+    elif not any(value.startswith(root + "/") for root in LOG_PATH_ROOTS):
+        roots = ", ".join(LOG_PATH_ROOTS)
+        out.append(FieldProblem(path, f"must be under {roots} (got {_show(value)})", rule))
+    return value
+
+
 def _string_list(value: Any, path: str, out: list[FieldProblem]) -> Any:
     if not isinstance(value, list):
         out.append(FieldProblem(path, f"must be a list of strings (got {_show(value)})"))
@@ -354,7 +379,7 @@ _FIELDS: dict[str, tuple[Any, Check]] = {
     "env": ({}, _string_map(_ENV_KEY, _text(max_len=1 << 16))),
     "stop_entrypoint": (None, _optional(_package_path)),
     "stop_args": ([], _string_list),
-    "log_paths": ({}, _string_map(_LOG_LABEL, _text(max_len=4096, nonempty=True))),
+    "log_paths": ({}, _string_map(_LOG_LABEL, _log_path)),
     "pid_strategy": ("spawn", _choice(PID_STRATEGIES)),
     "process_name": (None, _optional(_text(max_len=255, nonempty=True))),
     "match_timeout": (10, _seconds(600)),

@@ -17,6 +17,7 @@ from gdos.errors import ErrorCode, GdosError
 APP = "gdos"
 # sun_path is 108 bytes on Linux including the terminating NUL.
 MAX_UNIX_SOCKET_PATH = 107
+ROOT_RUNTIME_DIR = Path("/run/gdos")
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,41 @@ def resolve() -> Paths:
         return Paths(state_dir=root / "state", runtime_dir=root / "run", log_dir=root / "log")
     import platformdirs
 
+    state_dir = Path(platformdirs.user_state_dir(APP))
     return Paths(
-        state_dir=Path(platformdirs.user_state_dir(APP)),
-        runtime_dir=Path(platformdirs.user_runtime_dir(APP)),
+        state_dir=state_dir,
+        runtime_dir=runtime_dir(state_dir),
         log_dir=Path(platformdirs.user_log_dir(APP)),
     )
+
+
+def runtime_dir(state_dir: Path) -> Path:
+    """Where the control socket and pid file go, never a folder others can plant.
+
+    ``$XDG_RUNTIME_DIR/gdos`` when that is a real folder of ours, mode 0700;
+    else ``/run/gdos`` for root (sudo, cron and systemd often leave the
+    variable unset) and ``/run/user/UID/gdos`` or ``STATE_DIR/run`` for others.
+    Never platformdirs' ``/tmp/runtime-UID`` fallback: any local user can
+    create that first and break (or hijack) every root command.
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and _owned_private(Path(xdg)):
+        return Path(xdg) / APP
+    uid = os.geteuid()
+    if uid == 0:
+        return ROOT_RUNTIME_DIR
+    per_user = Path(f"/run/user/{uid}")
+    return per_user / APP if _owned_private(per_user) else state_dir / "run"
+
+
+def _owned_private(path: Path) -> bool:
+    """A real folder (not a symlink) of this user that nobody else may enter."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    mode = stat.S_IMODE(info.st_mode)
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not mode & 0o077
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -77,10 +108,24 @@ def ensure_private_dir(path: Path) -> None:
 
     The control socket and the keys live in such folders; a folder another
     user can write to would let them replace the socket or read a secret key.
+    A folder that cannot be used raises GdosError(unsafe_path) saying why.
     """
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    info = path.stat()
-    if info.st_uid != os.getuid():
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = path.lstat()
+    except OSError as exc:
+        raise GdosError(
+            ErrorCode.UNSAFE_PATH,
+            f"cannot use folder {path}: {exc.strerror or exc} ({exc.filename or path}); "
+            "set GDOS_HOME to a folder you own.",
+        ) from None
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise GdosError(
+            ErrorCode.UNSAFE_PATH,
+            f"{path} is a symlink or not a folder; remove it, or set GDOS_HOME to a folder "
+            "you own.",
+        )
+    if info.st_uid != os.geteuid():
         raise GdosError(
             ErrorCode.UNSAFE_PATH,
             f"{path} belongs to another user; set GDOS_HOME to a folder you own.",

@@ -24,7 +24,22 @@ from typing import Any
 
 import msgpack
 
+from gdos import node_data as nd
 from gdos.errors import ErrorCode, GdosError
+from gdos.schema import (
+    PLAIN,
+    Bin,
+    Bool,
+    Int,
+    ListOf,
+    Opt,
+    Record,
+    SchemaError,
+    Spec,
+    Str,
+    check_fields,
+    legacy,
+)
 
 VERSION = 1
 MAX_FRAME_BYTES = 4 * 1024 * 1024
@@ -44,7 +59,7 @@ PACKAGE_CHUNK_BYTES = 256 * 1024
 PACKAGE_CREDIT = 32
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 
-Schema = dict[str, tuple[type, ...]]
+Schema = dict[str, tuple[type, ...] | Spec]
 
 NUM = (int, float)
 STR = (str,)
@@ -57,29 +72,49 @@ OPT_STR = (str, type(None))
 OPT_NUM = (int, float, type(None))
 OPT_INT = (int, type(None))
 
-# kind -> (required fields, optional fields). Unknown extra fields are
-# ignored so a newer peer may add fields without breaking an older one.
+# What a node may send, bounded (gdos/node_data.py has the nested records).
+SEQ = Int(0, 2**63 - 1)
+ID = Int(0, 2**63 - 1)
+CREDIT = Int(0, 2**31 - 1)
+OUT_STREAM = Str(16, frozenset({"stdout", "stderr"}))
+EXEC_RESULT = Record(
+    required={"task": ID, "status": nd.EXEC_STATUS, "started": nd.TIME, "ended": nd.TIME},
+    optional={
+        # A signal death is negative; anything beyond 32 bits is not an exit status.
+        "exit_code": Opt(Int(-(2**31), 2**31 - 1)),
+        "stdout": Bin(OUTPUT_CAP_BYTES),
+        "stderr": Bin(OUTPUT_CAP_BYTES),
+        "stdout_truncated": Bool(),
+        "stderr_truncated": Bool(),
+        "reason": Opt(nd.ERROR_TEXT),
+    },
+)
+LOG_LINE = Bin(64 * 1024)
+# agent/logreader.py batches count 8 bytes per line within 60 KiB: room for more.
+LOG_BATCH_LINES = 16_384
+
+# kind -> (required fields, optional fields). A field is declared by a Spec
+# (gdos/schema.py: types, ranges, sizes, nested fields) or, for control kinds
+# that only the local operator sends, by a tuple of types (ints still within
+# 64 bits, floats finite). Unknown extra fields are allowed, bounded, so a
+# newer peer may add fields without breaking an older one.
 KINDS: dict[str, tuple[Schema, Schema]] = {
     # replies, both links
     "ok": ({}, {}),
-    "error": ({"code": STR, "message": STR}, {}),
+    "error": ({"code": nd.CODE, "message": Str(64 * 1024)}, {}),
     # mesh: agent -> daemon
-    "hello": ({"name": STR, "version": STR, "facts": MAP}, {"join": MAP, "results": LIST}),
-    "heartbeat": ({}, {"uptime": NUM}),
-    "metrics": ({"sample": MAP}, {}),
-    "exec.started": ({"task": INT, "pid": INT}, {}),
-    "exec.output": ({"task": INT, "stream": STR, "seq": INT, "data": BIN}, {}),
-    "exec.result": (
-        {"task": INT, "status": STR, "started": NUM, "ended": NUM},
-        {
-            "exit_code": OPT_INT,
-            "stdout": BIN,
-            "stderr": BIN,
-            "stdout_truncated": BOOL,
-            "stderr_truncated": BOOL,
-            "reason": OPT_STR,
-        },
+    "hello": (
+        {"name": nd.SHORT, "version": nd.SHORT, "facts": nd.FACTS},
+        {"join": nd.JOIN, "results": ListOf(EXEC_RESULT, 64)},
     ),
+    "heartbeat": ({}, {"uptime": nd.DURATION}),
+    "metrics": ({"sample": nd.METRICS_SAMPLE}, {}),
+    "exec.started": ({"task": ID, "pid": nd.PID}, {}),
+    "exec.output": (
+        {"task": ID, "stream": OUT_STREAM, "seq": SEQ, "data": Bin(CHUNK_BYTES)},
+        {},
+    ),
+    "exec.result": (dict(EXEC_RESULT.required), dict(EXEC_RESULT.optional)),
     # mesh: daemon -> agent
     "welcome": ({"config": MAP, "state": STR}, {}),
     "heartbeat.ack": ({"config": MAP, "state": STR}, {}),
@@ -110,28 +145,41 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     "pty.eof": ({"session": INT}, {}),
     "pty.resize": ({"session": INT, "rows": INT, "cols": INT}, {}),
     "pty.close": ({"session": INT}, {"reason": OPT_STR}),
-    "pty.credit": ({"session": INT, "credit": INT}, {}),
-    "pty.opened": ({"session": INT, "pid": INT}, {"shell": OPT_STR}),
-    "pty.output": ({"session": INT, "seq": INT, "data": BIN}, {"stream": STR}),
-    "pty.exit": ({"session": INT}, {"exit_code": OPT_INT, "reason": OPT_STR, "code": OPT_STR}),
+    "pty.credit": ({"session": ID, "credit": CREDIT}, {}),
+    "pty.opened": ({"session": ID, "pid": nd.PID}, {"shell": Opt(nd.PATH)}),
+    "pty.output": ({"session": ID, "seq": SEQ, "data": Bin(CHUNK_BYTES)}, {"stream": OUT_STREAM}),
+    "pty.exit": (
+        {"session": ID},
+        {
+            "exit_code": Opt(Int(-(2**31), 2**31 - 1)),
+            "reason": Opt(nd.ERROR_TEXT),
+            "code": Opt(nd.CODE),
+        },
+    ),
     # services, mesh. The daemon sends an operation (op id) and the agent answers
     # svc.done once it settled; svc.state reports every instance state change and
     # svc.report the whole list after each welcome, so the daemon converges.
     "svc.deploy": ({"op": INT, "spec": MAP}, {}),
     "svc.action": ({"op": INT, "instance": STR, "action": STR}, {}),
     "svc.adopt": ({"op": INT, "spec": MAP}, {"replace": BOOL}),
-    "svc.done": ({"op": INT, "ok": BOOL}, {"state": MAP, "code": OPT_STR, "message": OPT_STR}),
-    "svc.state": ({"state": MAP}, {"seq": INT}),
-    "svc.report": ({"instances": LIST}, {"ops": LIST, "seq": INT}),
+    "svc.done": (
+        {"op": ID, "ok": Bool()},
+        {"state": nd.INSTANCE_STATE, "code": Opt(nd.CODE), "message": Opt(nd.ERROR_TEXT)},
+    ),
+    "svc.state": ({"state": nd.INSTANCE_STATE}, {"seq": ID}),
+    "svc.report": (
+        {"instances": ListOf(nd.INSTANCE_STATE, nd.MAX_INSTANCES)},
+        {"ops": ListOf(ID, nd.MAX_INSTANCES), "seq": ID},
+    ),
     # store, then acknowledge (daemon -> agent): an answer is dropped once acked;
     # svc.state.ack says every state and report up to seq is stored.
     "svc.done.ack": ({"op": INT}, {}),
     "svc.state.ack": ({"seq": INT}, {}),
     # package bytes, mesh: the agent asks from an offset (resuming after a
     # reconnect) and grants credit; the daemon sends chunks within it.
-    "pkg.fetch": ({"fetch": INT, "sha256": STR, "offset": INT, "credit": INT}, {}),
-    "pkg.credit": ({"fetch": INT, "credit": INT}, {}),
-    "pkg.cancel": ({"fetch": INT}, {}),
+    "pkg.fetch": ({"fetch": ID, "sha256": nd.SHORT, "offset": nd.BYTES, "credit": CREDIT}, {}),
+    "pkg.credit": ({"fetch": ID, "credit": CREDIT}, {}),
+    "pkg.cancel": ({"fetch": ID}, {}),
     "pkg.chunk": ({"fetch": INT, "offset": INT, "data": BIN}, {}),
     "pkg.error": ({"fetch": INT, "code": STR, "message": STR}, {}),
     # logs, mesh (agent/logs.py, gdos/daemon/logs.py): the daemon opens a stream
@@ -151,8 +199,11 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     ),
     "log.credit": ({"stream": INT, "credit": INT}, {}),
     "log.close": ({"stream": INT}, {}),
-    "log.data": ({"stream": INT, "seq": INT, "lines": LIST}, {"ts": NUM, "stamps": LIST}),
-    "log.end": ({"stream": INT}, {"code": OPT_STR, "message": OPT_STR}),
+    "log.data": (
+        {"stream": ID, "seq": SEQ, "lines": ListOf(LOG_LINE, LOG_BATCH_LINES)},
+        {"ts": nd.TIME, "stamps": ListOf(Opt(nd.TIME), LOG_BATCH_LINES)},
+    ),
+    "log.end": ({"stream": ID}, {"code": Opt(nd.CODE), "message": Opt(nd.ERROR_TEXT)}),
     # control: client -> daemon
     "ping": ({}, {}),
     "node.list": ({}, {}),
@@ -403,23 +454,32 @@ def _optional_int(frame: dict[str, Any], key: str, kind: str) -> int | None:
     raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind}: {key!r} must be an integer.")
 
 
+def _fields(fields: Schema) -> dict[str, Spec]:
+    return {name: f if isinstance(f, Spec) else legacy(f) for name, f in fields.items()}
+
+
+def _derive(required: Schema, optional: Schema) -> KindSpec:
+    """A kind declared with any Spec is node-facing: its unknown fields are bounded too."""
+    strict = any(isinstance(f, Spec) for f in (*required.values(), *optional.values()))
+    return KindSpec(_fields(required), _fields(optional), PLAIN if strict else None)
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    """The checked form of one KINDS entry: every field as a Spec."""
+
+    required: dict[str, Spec]
+    optional: dict[str, Spec]
+    extra: Spec | None
+
+
+# Derived once from KINDS (tests build bodies from these with Spec.example()).
+SPECS: dict[str, KindSpec] = {kind: _derive(*fields) for kind, fields in KINDS.items()}
+
+
 def _check_body(kind: str, body: dict[str, Any]) -> None:
-    required, optional = KINDS[kind]
-    for name, types in required.items():
-        if name not in body:
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind}: missing field {name!r}.")
-        _check_type(kind, name, body[name], types)
-    for name, types in optional.items():
-        if name in body:
-            _check_type(kind, name, body[name], types)
-
-
-def _check_type(kind: str, name: str, value: Any, types: tuple[type, ...]) -> None:
-    # bool is an int subclass; an int field must not accept True.
-    ok = False if isinstance(value, bool) and bool not in types else isinstance(value, types)
-    if not ok:
-        wanted = " or ".join(t.__name__ for t in types)
-        raise ProtocolError(
-            ErrorCode.BAD_MESSAGE,
-            f"{kind}: field {name!r} must be {wanted}, not {type(value).__name__}.",
-        )
+    spec = SPECS[kind]
+    try:
+        check_fields(body, spec.required, spec.optional, extra=spec.extra)
+    except SchemaError as exc:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind}: field {exc}.") from None

@@ -6,10 +6,27 @@ duration reads the same in both, and an instance state has the same colour.
 
 from __future__ import annotations
 
+import math
+from typing import Any
 
-def human_bytes(value: float | None) -> str:
+
+def number(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is not a real number.
+
+    Figures come from nodes; rows an older daemon stored unchecked may hold
+    anything, and a view must render them rather than crash.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    result = float(value)
+    return result if math.isfinite(result) else None
+
+
+def human_bytes(value: Any) -> str:
     if value is None:
         return "-"
+    if (value := number(value)) is None:
+        return "?"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(value) < 1024 or unit == "TiB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
@@ -17,11 +34,13 @@ def human_bytes(value: float | None) -> str:
     return f"{value:.1f} TiB"
 
 
-def human_duration(seconds: float | None, fine_below: float = 10.0) -> str:
+def human_duration(seconds: Any, fine_below: float = 10.0) -> str:
     """'1.25s', '42s', '15m', '3.5h', '2.0d'; hundredths only below ``fine_below``."""
     if seconds is None:
         return "-"
-    seconds = max(0.0, float(seconds))
+    if (seconds := number(seconds)) is None:
+        return "?"
+    seconds = max(0.0, seconds)
     if seconds < fine_below:
         return f"{seconds:.2f}s"
     if seconds < 120:
@@ -33,8 +52,11 @@ def human_duration(seconds: float | None, fine_below: float = 10.0) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
-def percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}%"
+def percent(value: Any) -> str:
+    if value is None:
+        return "-"
+    figure = number(value)
+    return "?" if figure is None else f"{figure:.0f}%"
 
 
 # Instance states, coloured the same by `gdos status` and the dashboard (Rich styles).

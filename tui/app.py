@@ -40,6 +40,7 @@ from textual.widgets import ContentSwitcher, Input, Static
 from gdos.client import Client
 from gdos.errors import GdosError
 from gdos.paths import resolve as resolve_paths
+from gdos.safe_text import safe_text
 from tui.commands import DashboardCommands, PaletteCommand
 from tui.footer import KeysFooter
 from tui.header import header_text, short_path
@@ -273,6 +274,7 @@ class GdosApp(App[None]):
 
     # -- messages, modes, views ----------------------------------------------------
     def show_message(self, text: str) -> None:
+        text = safe_text(text)  # often carries a node's error sentence
         self.dashboard.query_one("#message", Static).update(text)
         if text:
             self.notify(text, severity="warning", markup=False)

@@ -27,6 +27,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, Label, RichLog
 
 from gdos.errors import GdosError
+from gdos.safe_text import safe_line, safe_text
 from tui.commands import PaletteCommand
 
 if TYPE_CHECKING:
@@ -86,12 +87,13 @@ class SourceLabels:
             label = f"{s['node']:<{width}}"
             if s.get("instance"):
                 label += f" {s['instance']:<{inst_width}}"
-            self.prefixes[_key(s)] = (f"{label} | ", PREFIX_STYLES[index % len(PREFIX_STYLES)])
+            style = PREFIX_STYLES[index % len(PREFIX_STYLES)]
+            self.prefixes[_key(s)] = (f"{safe_text(label)} | ", style)
 
     def line(self, event: dict[str, Any], raw: bytes, pattern: re.Pattern[str] | None) -> Text:
         prefix, style = self.prefixes.get(_key(event), ("", ""))
         text = Text(prefix, style=style)
-        body = Text(raw.decode("utf-8", "replace").rstrip("\r"))
+        body = Text(safe_line(raw.rstrip(b"\r")))
         if pattern is not None:
             body.highlight_regex(pattern, MATCH_STYLE)
         return text + body

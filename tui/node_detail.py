@@ -21,6 +21,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, Sparkline, Static
 
 from gdos.daemon.metrics import Metric, find_metric
+from gdos.safe_text import safe_text
 from gdos.units import human_bytes, human_duration
 
 if TYPE_CHECKING:
@@ -35,16 +36,19 @@ Series = dict[str, list[float]]  # metric name -> values, oldest first
 
 def fact_lines(node: dict[str, Any]) -> str:
     """The pane's static facts: ``node.show``'s view and the agent's facts, a few lines."""
-    facts = node.get("facts") or {}
+    facts = node.get("facts")
+    facts = facts if isinstance(facts, dict) else {}
     status = "online" if node.get("online") else "offline"
     cores, threads = facts.get("cpu_cores"), facts.get("cpu_threads")
-    cpu = facts.get("cpu_model") or "-"
+    cpu = str(facts.get("cpu_model") or "-")
     if cores or threads:
         cpu += f" ({cores or '?'} cores, {threads or '?'} threads)"
     os_name = facts.get("distro") or facts.get("os") or "-"
     kernel = " ".join(str(facts[k]) for k in ("kernel", "arch") if facts.get(k))
+    # Node text, shown in a Static: each line made safe (controls visible).
     return "\n".join(
-        [
+        safe_text(line)
+        for line in [
             f"status   {status}, {node.get('state') or '-'}"
             f"      uptime {human_duration(node.get('uptime'), fine_below=0.0)}"
             f"      agent {node.get('agent_version') or '-'}",

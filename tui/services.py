@@ -31,6 +31,7 @@ from textual.widgets import DataTable, Label
 from gdos.client import Client
 from gdos.errors import GdosError
 from gdos.names import instance_key
+from gdos.safe_text import safe_text
 from tui.commands import PaletteCommand
 from tui.details import instance_detail
 from tui.forms import ConfirmScreen, DeployForm
@@ -354,7 +355,9 @@ class ServicesView(Vertical):
         progress.update(run.line())
         await asyncio.gather(*(self._follow_one(client, body, run) for body in bodies))
         ok, sentence = run.outcome()
-        progress.update(sentence.splitlines()[0])
+        # Failure messages come from nodes: each line made safe (controls shown).
+        sentence = "\n".join(safe_text(line) for line in sentence.splitlines())
+        progress.update(sentence.splitlines()[0] if sentence else "")
         self.app.notify(sentence, severity="information" if ok else "error", markup=False)
 
     async def _follow_one(self, client: Client, body: dict[str, Any], run: Run) -> None:

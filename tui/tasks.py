@@ -21,6 +21,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, RichLog
 
 from gdos.errors import GdosError
+from gdos.safe_text import safe_cell, safe_line
 from gdos.units import human_duration
 from tui.commands import PaletteCommand
 from tui.forms import ConfirmScreen, EnterSubmits
@@ -208,10 +209,10 @@ class TasksView(Vertical):
                 cells = [
                     key,
                     when(task.get("created")),
-                    task.get("user") or "-",
+                    safe_cell(task.get("user") or "-"),
                     status_text(task["status"]),
                     f"{task['succeeded']}/{task['hosts']}",
-                    shlex.join(task["argv"]),
+                    safe_cell(shlex.join(task["argv"])),
                 ]
                 if key not in table.rows:
                     table.add_row(*cells, key=key)
@@ -285,17 +286,17 @@ class TasksView(Vertical):
 
     def show_output(self, log: RichLog, lines: list[tuple[str, str]]) -> None:
         for text, stream in lines:
-            log.write(Text(text, style="red" if stream == "stderr" else ""))
+            log.write(Text(safe_line(text), style="red" if stream == "stderr" else ""))
 
     def show_host(self, host: dict[str, Any]) -> None:
         table = self.query_one("#hosts-table", DataTable)
         code = host.get("exit_code")
         cells = [
-            host["node"],
+            safe_cell(host["node"]),
             status_text(host["status"]),
             "-" if code is None else str(code),
             human_duration(host.get("duration"), fine_below=0.0),
-            Text(host.get("reason") or ""),
+            safe_cell(host.get("reason") or ""),
         ]
         name = host["node"]
         if name not in table.rows:

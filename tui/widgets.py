@@ -16,7 +16,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from gdos.units import STATE_STYLE, human_bytes, human_duration, percent
+from gdos.safe_text import safe_line, safe_text
+from gdos.units import STATE_STYLE, human_bytes, human_duration, number, percent
 
 Cell = tuple[str, str]  # (text, style): compared to decide whether a cell changed
 
@@ -52,16 +53,18 @@ def sync_row(
     """Add the row ``key`` or update only its cells that changed; True when added.
 
     Every live table goes through this, so a 1,000-row refresh touches only
-    what moved and row keys (hence selection and scroll) stay stable.
+    what moved and row keys (hence selection and scroll) stay stable; and
+    every cell is node text made safe here (Text: never markup; controls shown).
     """
     old = rows.get(key)
     rows[key] = cells
     if old is None:
-        table.add_row(*(Text(t, style=s) for t, s in cells), key=key)
+        table.add_row(*(Text(safe_text(t), style=s) for t, s in cells), key=key)
         return True
     for (_, column), new, prev in zip(columns, cells, old, strict=True):
         if new != prev:
-            table.update_cell(key, column, Text(new[0], style=new[1]), update_width=update_width)
+            cell = Text(safe_text(new[0]), style=new[1])
+            table.update_cell(key, column, cell, update_width=update_width)
     return False
 
 
@@ -77,7 +80,7 @@ def health_style(value: float | None) -> str:
 
 
 def percent_cell(value: float | None) -> Cell:
-    return (percent(value), health_style(value))
+    return (percent(value), health_style(number(value)))
 
 
 def node_cells(view: dict[str, Any]) -> list[Cell]:
@@ -91,7 +94,7 @@ def node_cells(view: dict[str, Any]) -> list[Cell]:
         (shown, "" if state == "normal" else "yellow"),
         percent_cell(view.get("cpu_percent")),
         percent_cell(view.get("mem_percent")),
-        ("-" if load is None else f"{load:.2f}", ""),
+        ("-" if number(load) is None else f"{number(load):.2f}", ""),
         percent_cell(view.get("disk_percent")),
         (human_duration(view.get("uptime"), fine_below=0.0), ""),
         (view.get("agent_version") or "-", ""),
@@ -118,10 +121,11 @@ def instance_cells(
     """
     state = view.get("state") or "-"
     label = state + ("" if view.get("node_online", True) else " (node offline)")
-    started = view.get("started")
+    # number()/str(): rows an older daemon stored unchecked may hold any type.
+    started = number(view.get("started"))
     uptime = now - started if state == "running" and started else None
-    restarts = int(view.get("restarts") or 0)
-    error = view.get("error") or ""
+    restarts = view.get("restarts") or 0
+    error = str(view.get("error") or "")
     if len(error) > ERROR_WIDTH:
         error = error[: ERROR_WIDTH - 1] + "…"
     rss = (metrics or {}).get("rss_bytes")
@@ -175,7 +179,9 @@ class TextScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll() as scroll:
             scroll.border_title = self.title_text
-            yield Static(self.body, id="text", markup=False)
+            # Panes show node text (errors, versions, facts): each line made safe here.
+            safe = "\n".join(safe_line(line) for line in self.body.split("\n"))
+            yield Static(safe, id="text", markup=False)
 
 
 HELP = """\

@@ -17,6 +17,7 @@ from gdos.cli.common import (
     request,
 )
 from gdos.errors import ErrorCode, GdosError
+from gdos.safe_text import safe_cell
 
 app = typer.Typer(help="Threshold alerts: rules, and what fired.", no_args_is_help=True)
 rule_app = typer.Typer(help="Add, list and remove alert rules.", no_args_is_help=True)
@@ -136,14 +137,14 @@ def alert_list(
         rows.append(
             [
                 f"[{colour}]{escape(e['rule'])}[/]",
-                escape(e["target"]),
+                safe_cell(e["target"]),
                 f"[{colour}]{e['severity']}[/]",
                 "[bold]firing[/]" if e["active"] else "ended",
                 _when(e["started"]),
                 _when(e["ended"]),
                 human_duration(e["duration"]),
                 "/".join(show(e[k]) for k in ("min", "avg", "max")),
-                escape(e["message"] or ""),
+                safe_cell(e["message"] or ""),
             ]
         )
     print_table(columns, rows)

@@ -24,6 +24,7 @@ from gdos.cli.common import (
     print_json,
 )
 from gdos.errors import ErrorCode, ExitCode, GdosError
+from gdos.safe_text import safe_line, safe_text
 
 STATUS_COLOUR = {
     "succeeded": 32,
@@ -183,11 +184,24 @@ class _Printer:
         self._write(key, lines)
 
     def _write(self, key: tuple[str, str], lines: list[bytes]) -> None:
+        """On a terminal each line is made safe (a node's ESC sequences are shown,
+        not run); piped, the bytes go out exactly as the node sent them."""
         out = sys.stderr if key[1] == "stderr" else sys.stdout
         prefix = self.prefix(key[0])
-        for line in lines:
-            out.write(f"{prefix} {line.decode('utf-8', 'replace')}\n")
+        if self.tty:
+            for line in lines:
+                out.write(f"{prefix} {safe_line(line)}\n")
+            out.flush()
+            return
+        raw = prefix.encode() + b" "
+        data = b"".join(raw + line + b"\n" for line in lines)
+        binary = getattr(out, "buffer", None)
         out.flush()
+        if binary is None:  # a text-only stream (tests): as close as text allows
+            out.write(data.decode("utf-8", "replace"))
+        else:
+            binary.write(data)
+        (binary or out).flush()
 
     def host(self, event: dict[str, Any]) -> None:
         node = event["node"]
@@ -196,7 +210,7 @@ class _Printer:
             if rest and not self.quiet:
                 self._write((node, stream), [rest])
         if event["status"] == "unreachable" and not self.quiet:
-            sys.stderr.write(f"{self.prefix(node)} unreachable: {event['reason']}\n")
+            sys.stderr.write(f"{self.prefix(node)} unreachable: {safe_text(event['reason'])}\n")
 
     def flush_all(self) -> None:
         for key, rest in list(self.partial.items()):
@@ -221,7 +235,7 @@ def _summary(task: dict[str, Any]) -> None:
         code = "-" if h["exit_code"] is None else str(h["exit_code"])
         lines.append(
             f"{h['node']:<{width}}  {shown}  {code:>4}  "
-            f"{human_duration(duration):>8}  {h['reason'] or ''}".rstrip()
+            f"{human_duration(duration):>8}  {safe_text(h['reason'] or '')}".rstrip()
         )
     counts: dict[str, int] = {}
     for h in hosts:

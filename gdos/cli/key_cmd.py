@@ -17,6 +17,7 @@ from gdos.cli.common import (
 )
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import natural_key
+from gdos.safe_text import safe_cell, safe_text
 
 app = typer.Typer(help="Accept, reject and delete agent keys.", no_args_is_help=True)
 
@@ -54,11 +55,11 @@ def list_keys(json: bool = JSON_OPTION) -> None:
     for k in sorted(keys, key=lambda k: (order.get(k["status"], 3), natural_key(k["name"]))):
         mark = "!" if k.get("name_held") else ""
         table.add_row(
-            k["name"],
+            safe_cell(k["name"]),
             f"[{STYLE.get(k['status'], 'white')}]{k['status']}{mark}[/]",
             k["fingerprint"],
             k.get("via") or "-",
-            k.get("address") or "-",
+            safe_cell(k.get("address") or "-"),
             ago(k.get("created")),
         )
     console().print(table)
@@ -74,7 +75,7 @@ def _report(verb: str, keys: list[dict], json: bool) -> None:
         print_json(keys)
         return
     for k in keys:
-        sys.stdout.write(f"{verb} key {k['fingerprint']} of {k['name']}\n")
+        sys.stdout.write(safe_text(f"{verb} key {k['fingerprint']} of {k['name']}") + "\n")
     if not keys:
         sys.stdout.write("no pending keys\n")
 

@@ -25,6 +25,7 @@ from gdos.cli.common import (
     run,
 )
 from gdos.errors import ErrorCode, ExitCode, GdosError
+from gdos.safe_text import safe_line, safe_text
 
 
 def register(app: typer.Typer) -> None:
@@ -139,7 +140,10 @@ class _Printer:
             self._json(event)
             return
         prefix = self.prefixes.get(_key(event), b"")
-        if prefix:
+        if self.tty:  # a node's ESC sequences are shown, not run; piped stays byte-faithful
+            lines = [safe_line(line).encode() for line in event["lines"]]
+            data = b"".join(prefix + line + b"\n" for line in lines)
+        elif prefix:
             data = b"".join(prefix + line + b"\n" for line in event["lines"])
         else:
             data = b"\n".join(event["lines"]) + b"\n"
@@ -169,7 +173,7 @@ class _Printer:
             return
         where = event["node"] + (f" {event['instance']}" if event.get("instance") else "")
         error = GdosError(event["code"], f"{where}: {event['message']}")
-        sys.stderr.write(f"{error}\n")
+        sys.stderr.write(f"{safe_text(error)}\n")
         sys.stderr.flush()
         if self.exit_code == ExitCode.OK:
             self.exit_code = error.exit_code

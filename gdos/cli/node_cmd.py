@@ -18,6 +18,8 @@ from gdos.cli.common import (
     print_json,
     request,
 )
+from gdos.safe_text import safe_cell, safe_markup
+from gdos.units import number
 
 app = typer.Typer(help="List and inspect nodes; set their maintenance state.", no_args_is_help=True)
 NAME = typer.Argument(..., help="Node name.", autocompletion=complete_node_names)
@@ -47,21 +49,21 @@ def list_nodes(json: bool = JSON_OPTION) -> None:
     rows = []
     for n in nodes:
         status = "[green]online[/]" if n["online"] else "[red]offline[/]"
-        state = n["state"] if n["state"] == "normal" else f"[yellow]{n['state']}[/]"
+        state = safe_markup(n["state"])
+        state = state if n["state"] == "normal" else f"[yellow]{state}[/]"
         if n.get("state_reason"):
-            state += f" ({escape(n['state_reason'])})"
-        load = "-" if n["load1"] is None else f"{n['load1']:.2f}"
+            state += f" ({safe_markup(n['state_reason'])})"
         rows.append(
             [
-                n["name"],
+                safe_cell(n["name"]),
                 status,
                 state,
                 percent(n["cpu_percent"]),
                 percent(n["mem_percent"]),
-                load,
+                _fixed(n["load1"]),
                 percent(n["disk_percent"]),
                 human_duration(n["uptime"]),
-                n["agent_version"] or "-",
+                safe_cell(n["agent_version"] or "-"),
                 ago(n["last_seen"]),
             ]
         )
@@ -79,40 +81,55 @@ def show(name: str = NAME, json: bool = JSON_OPTION) -> None:
     _render_node(node)
 
 
+def _fixed(value: Any) -> str:
+    figure = number(value)
+    return "-" if value is None else "?" if figure is None else f"{figure:.2f}"
+
+
+def _records(value: Any) -> list[dict[str, Any]]:
+    """The maps of a fact list; a row an older daemon stored unchecked may hold anything."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 def _render_node(node: dict[str, Any]) -> None:
-    f, m = node.get("facts", {}), node.get("metrics", {})
+    """Every node-supplied value goes through safe_markup: this text is Rich markup."""
+    f, m = node.get("facts") or {}, node.get("metrics") or {}
+    f = f if isinstance(f, dict) else {}
+    s = safe_markup
+    online = "[green]online[/]" if node["online"] else "[red]offline[/]"
     lines = [
-        f"[bold]{node['name']}[/]  {'[green]online[/]' if node['online'] else '[red]offline[/]'}"
-        f"  state {node['state']}  agent {node['agent_version'] or '-'}",
+        f"[bold]{s(node['name'])}[/]  {online}"
+        f"  state {s(node['state'])}  agent {s(node['agent_version'] or '-')}",
         *_state_line(node),
-        f"os        {f.get('distro', '-')}  kernel {f.get('kernel', '-')}"
-        f"  arch {f.get('arch', '-')}",
-        f"cpu       {f.get('cpu_model') or '-'}  {f.get('cpu_cores', '-')} cores / "
-        f"{f.get('cpu_threads', '-')} threads  max {f.get('cpu_max_mhz') or '-'} MHz",
+        f"os        {s(f.get('distro', '-'))}  kernel {s(f.get('kernel', '-'))}"
+        f"  arch {s(f.get('arch', '-'))}",
+        f"cpu       {s(f.get('cpu_model') or '-')}  {s(f.get('cpu_cores', '-'))} cores / "
+        f"{s(f.get('cpu_threads', '-'))} threads  max {s(f.get('cpu_max_mhz') or '-')} MHz",
         f"memory    {human_bytes(f.get('memory_total'))}  swap {human_bytes(f.get('swap_total'))}",
-        f"address   {node.get('address') or '-'}  key {node.get('key') or '-'}",
+        f"address   {s(node.get('address') or '-')}  key {s(node.get('key') or '-')}",
         f"last seen {ago(node.get('last_seen'))}  first seen {ago(node.get('first_seen'))}",
     ]
-    for d in f.get("disks", []):
+    for d in _records(f.get("disks")):
         lines.append(
-            f"disk      {d['mount']}  {d['device']}  {d['fstype']}  {human_bytes(d['total'])}"
+            f"disk      {s(d.get('mount'))}  {s(d.get('device'))}  {s(d.get('fstype'))}"
+            f"  {human_bytes(d.get('total'))}"
         )
-    for nic in f.get("nics", []):
-        addrs = ", ".join(nic.get("ipv4", []) + nic.get("ipv6", []))
+    for nic in _records(f.get("nics")):
+        addrs = [*_texts(nic.get("ipv4")), *_texts(nic.get("ipv6"))]
         lines.append(
-            f"nic       {nic['name']}  {nic.get('mac') or '-'}  {addrs or '-'}"
-            f"  {nic.get('speed_mbps') or '-'} Mb/s"
+            f"nic       {s(nic.get('name'))}  {s(nic.get('mac') or '-')}"
+            f"  {s(', '.join(addrs) or '-')}  {s(nic.get('speed_mbps') or '-')} Mb/s"
         )
-    for g in f.get("gpus", []):
+    for g in _records(f.get("gpus")):
         lines.append(
-            f"gpu       {g.get('name')}  {human_bytes(g.get('memory_total'))}  "
-            f"driver {g.get('driver')}  cc {g.get('compute_capability')}"
+            f"gpu       {s(g.get('name'))}  {human_bytes(g.get('memory_total'))}  "
+            f"driver {s(g.get('driver'))}  cc {s(g.get('compute_capability'))}"
         )
     if m:
+        loads = " ".join(_fixed(m.get(k, 0)) for k in ("load1", "load5", "load15"))
         lines.append(
             f"load      cpu {percent(m.get('cpu_percent'))}  mem {percent(m.get('mem_percent'))}"
-            f"  load {m.get('load1', 0):.2f} {m.get('load5', 0):.2f} {m.get('load15', 0):.2f}"
-            f"  procs {m.get('procs', '-')}  up {human_duration(m.get('uptime'))}"
+            f"  load {loads}  procs {s(m.get('procs', '-'))}  up {human_duration(m.get('uptime'))}"
         )
         lines.append(
             f"io        disk r {human_bytes(m.get('disk_read_bps'))}/s "
@@ -122,20 +139,17 @@ def _render_node(node: dict[str, Any]) -> None:
     console().print("\n".join(lines), highlight=False)
 
 
-def escape(text: str) -> str:
-    """Operator text shown through rich markup, printed as typed."""
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
-
-
 def _state_line(node: dict[str, Any]) -> list[str]:
     """``drained 5m ago: reason`` for a node out of normal service."""
     if node["state"] == "normal":
         return []
     since = f" since {ago(node['state_since'])}" if node.get("state_since") else ""
-    why = f": {escape(node['state_reason'])}" if node.get("state_reason") else ""
-    return [f"{node['state']:<9} {since.strip()}{why}"]
+    why = f": {safe_markup(node['state_reason'])}" if node.get("state_reason") else ""
+    return [f"{safe_markup(node['state']):<9} {since.strip()}{why}"]
+
+
+def _texts(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 @app.command()

@@ -27,6 +27,7 @@ from gdos.cli.common import (
 )
 from gdos.errors import ErrorCode, ExitCode, GdosError
 from gdos.names import instance_key
+from gdos.safe_text import safe_cell, safe_text
 from gdos.units import STATE_STYLE
 
 SETTLED = ("running", "stopped", "error", "failed")  # states an operation ends in
@@ -149,10 +150,12 @@ async def _follow(
 
 
 def _line(before: str, state: str, after: str) -> Any:
-    """Text with the state coloured; never markup, since errors may hold brackets."""
+    """Text with the state coloured; never markup, and node text made safe."""
     from rich.text import Text
 
-    return Text.assemble(before, (state, STATE_STYLE.get(state, "")), after)
+    return Text.assemble(
+        safe_text(before), (safe_text(state), STATE_STYLE.get(state, "")), safe_text(after)
+    )
 
 
 def _print_outcome(outcome: dict[str, Any]) -> None:
@@ -160,11 +163,12 @@ def _print_outcome(outcome: dict[str, Any]) -> None:
     for r in outcome.get("results", []):
         if r["ok"]:
             state = (r.get("state") or {}).get("state", "done")
-            out.write(f"{r['instance']}: {state}\n")
+            out.write(safe_text(f"{r['instance']}: {state}") + "\n")
         else:
-            out.write(f"{r['instance']}: FAILED error[{r.get('code')}]: {r.get('message')}\n")
+            failure = f"{r['instance']}: FAILED error[{r.get('code')}]: {r.get('message')}"
+            out.write(safe_text(failure) + "\n")
     if not outcome.get("ok") and outcome.get("message"):
-        out.write(f"error[{outcome.get('code')}]: {outcome['message']}\n")
+        out.write(safe_text(f"error[{outcome.get('code')}]: {outcome['message']}") + "\n")
     total = len(outcome.get("results", []))
     bad = sum(1 for r in outcome.get("results", []) if not r["ok"])
     verdict = "ok" if outcome.get("ok") else f"{bad} of {total} failed"
@@ -213,13 +217,13 @@ def print_status(instances: list[dict[str, Any]]) -> None:
         state = _line("", i["state"], "" if i["node_online"] else " (node offline)")
         rows.append(
             [
-                i["instance"],
+                safe_cell(i["instance"]),
                 state,
-                str(i["pid"] or "-"),
+                safe_cell(i["pid"] or "-"),
                 human_duration(i["uptime"]) if i["uptime"] else "-",
-                str(i["restarts"]),
-                i["version"] or "-",
-                _line("", "", i["error"] or ""),
+                safe_cell(i["restarts"]),
+                safe_cell(i["version"] or "-"),
+                safe_cell(i["error"] or ""),
             ]
         )
     print_table(columns, rows)
@@ -279,7 +283,8 @@ def _print_event(e: dict[str, Any], as_json: bool) -> None:
     else:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
         note = f"  {e['error']}" if e["error"] else ""
-        sys.stdout.write(f"{when}  {e['system']}/{e['module']}@{e['node']}  {e['state']}{note}\n")
+        line = f"{when}  {e['system']}/{e['module']}@{e['node']}  {e['state']}{note}"
+        sys.stdout.write(safe_text(line) + "\n")
     sys.stdout.flush()
 
 
@@ -329,4 +334,4 @@ def adopt(
         print_json(reply)
         return
     i = reply["instance"]
-    sys.stdout.write(f"{i['instance']}: {i['state']} (pid {i['pid']})\n")
+    sys.stdout.write(safe_text(f"{i['instance']}: {i['state']} (pid {i['pid']})") + "\n")

@@ -10,6 +10,7 @@ import typer
 
 from gdos.cli.common import JSON_OPTION, human_duration, print_json, request
 from gdos.names import natural_key
+from gdos.safe_text import safe_cell, safe_line, safe_text
 
 app = typer.Typer(help="List, inspect and cancel tasks.", no_args_is_help=True)
 
@@ -41,19 +42,13 @@ def list_tasks(
             [
                 str(t["id"]),
                 when,
-                t["user"] or "-",
-                t["status"],
+                safe_cell(t["user"] or "-"),
+                safe_cell(t["status"]),
                 f"{t['succeeded']}/{t['hosts']}",
-                escape(shlex.join(t["argv"])),
+                safe_cell(shlex.join(t["argv"])),
             ]
         )
     print_table(columns, rows)
-
-
-def escape(text: str) -> str:
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
 
 
 @app.command()
@@ -64,6 +59,7 @@ def show(task_id: int = typer.Argument(..., help="Task id."), json: bool = JSON_
         print_json(task)
         return
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(task["created"]))
+    tty = sys.stdout.isatty()
     out = [
         f"task {task['id']}  {task['status']}  by {task['user']}  at {when}",
         f"command: {shlex.join(task['argv'])}",
@@ -71,8 +67,11 @@ def show(task_id: int = typer.Argument(..., help="Task id."), json: bool = JSON_
     for h in sorted(task["hosts"], key=lambda h: natural_key(h["node"])):
         duration = (h["ended"] - h["started"]) if h["ended"] and h["started"] else None
         out.append(
-            f"\n== {h['node']}: {h['status']}  exit {h['exit_code']}  "
-            f"{human_duration(duration)}  {h['reason'] or ''}".rstrip()
+            "\n== "
+            + safe_text(
+                f"{h['node']}: {h['status']}  exit {h['exit_code']}  "
+                f"{human_duration(duration)}  {h['reason'] or ''}".rstrip()
+            )
         )
         for stream in ("stdout", "stderr"):
             text = (
@@ -80,6 +79,8 @@ def show(task_id: int = typer.Argument(..., help="Task id."), json: bool = JSON_
                 if isinstance(h[stream], bytes)
                 else str(h[stream])
             )
+            if text and tty:  # a node's ESC sequences are shown, not run
+                text = "\n".join(safe_line(line) for line in text.split("\n"))
             if text:
                 note = " (truncated at 1 MiB)" if h[f"{stream}_truncated"] else ""
                 out.append(f"-- {stream}{note}\n{text.rstrip()}")

@@ -16,6 +16,7 @@ import typer
 from gdos.cli.common import JSON_OPTION, fail, parse_duration, print_json, run
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import natural_key
+from gdos.safe_text import safe_cell
 
 Row = dict[str, Any]
 
@@ -80,7 +81,8 @@ def render(rows: list[Row], instances: bool, title: str) -> Any:
     for m in metrics:
         table.add_column(m.name.upper(), justify="right", no_wrap=True)
     for row in rows:
-        cells = [row["instance"], row["node"]] if instances else [row["node"], _status(row)]
+        node = safe_cell(row["node"])
+        cells = [safe_cell(row["instance"]), node] if instances else [node, _status(row)]
         cells += [m.format(row.get(m.name)) for m in metrics]
         table.add_row(*cells, style=None if instances or row["online"] else "dim")
     return table

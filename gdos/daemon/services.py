@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from gdos import units
 from gdos.daemon import module_defs
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.instance_reports import InstanceReports
@@ -212,13 +213,16 @@ class Services:
 
     def view(self, row: dict[str, Any]) -> dict[str, Any]:
         node = self.registry.nodes.get(row["node"])
-        running = row["state"] == "running" and row.get("started")
+        # number(): rows an older daemon stored unchecked may hold any type.
+        started = units.number(row.get("started"))
         return {
             "instance": instance_name(row),
             **{k: row.get(k) for k in ("system", "module", "node", "kind", "package", "state")},
             **{k: row.get(k) for k in ("pid", "started", "restarts", "version", "error")},
             "previous_version": row.get("previous_version"),
-            "uptime": time.time() - row["started"] if running else None,
+            "uptime": time.time() - started
+            if started is not None and row["state"] == "running"
+            else None,
             "node_online": bool(node and node.online),
             "updated": row.get("updated"),
         }

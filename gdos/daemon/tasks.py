@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ TASK_OUTPUT_BUDGET_CHUNKS = 256  # in-flight output chunks per task, split over 
 MAX_HOST_CREDIT = 16
 MIN_HOST_CREDIT = 2
 DEFAULT_TIMEOUT = 300.0
+MAX_TIMEOUT = 7 * 86400.0
 
 Event = dict[str, Any]
 Ack = Callable[[], None] | None
@@ -144,9 +146,7 @@ class ExecTasks:
         argv = body["argv"]
         if not argv or not all(isinstance(a, str) for a in argv):
             raise GdosError(ErrorCode.INVALID_ARGUMENT, "give a command to run after '--'.")
-        timeout = float(body.get("timeout") or DEFAULT_TIMEOUT)
-        if timeout <= 0:
-            raise GdosError(ErrorCode.INVALID_ARGUMENT, "--timeout must be more than 0 seconds.")
+        timeout = exec_timeout(body.get("timeout"))
         env = body.get("env") or {}
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise GdosError(ErrorCode.INVALID_ARGUMENT, "--env values must be K=V strings.")
@@ -442,3 +442,23 @@ def _seen_ago(node: LiveNode) -> str:
     if node.last_seen is None:
         return " (never seen by this daemon)"
     return f" (last seen {time.time() - node.last_seen:.0f}s ago)"
+
+
+def exec_timeout(value: Any) -> float:
+    """The per-host time limit of an exec request, checked here on the daemon side.
+
+    Omitted means DEFAULT_TIMEOUT. Zero is refused rather than read as "the
+    default" (an operator who typed 0 meant something, and would be surprised
+    by 300 s); so are negative, non-finite and absurdly long limits, whoever
+    sent them over the control socket.
+    """
+    if value is None:
+        return DEFAULT_TIMEOUT
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT:
+        raise GdosError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"--timeout {value!r} is not usable: give more than 0 and at most "
+            f"{MAX_TIMEOUT:.0f} seconds, or leave it out for {DEFAULT_TIMEOUT:.0f} s.",
+        )
+    return float(value)

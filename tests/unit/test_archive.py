@@ -370,7 +370,7 @@ def test_lying_declared_size_stops_extraction(tmp_path: Path, lie: int) -> None:
         tmp_path / "p.zip", [("data.bin", content, REG | 0o644)], compression=zipfile.ZIP_STORED
     )
     patch_header(path, "data.bin", size=len(content) + lie)
-    assert inspect_zip(path).manifest.name == "web"  # the headers alone look fine
+    assert "'data.bin'" in refused(path, ErrorCode.ARCHIVE_UNSAFE).message  # at push already
     parent = tmp_path / "pkgs"
     parent.mkdir()
     with pytest.raises(GdosError) as caught:
@@ -378,6 +378,17 @@ def test_lying_declared_size_stops_extraction(tmp_path: Path, lie: int) -> None:
     assert caught.value.code == ErrorCode.ARCHIVE_UNSAFE
     assert "'data.bin'" in caught.value.message and "declared" in caught.value.message
     assert list(parent.iterdir()) == []
+
+
+def test_an_entry_much_larger_than_declared_is_refused_at_push(tmp_path: Path) -> None:
+    """Issue 11: 1,000 bytes declared for a big entry was stored, refused only later."""
+    path = write_zip(tmp_path / "p.zip", [("big.bin", bytes(48 * 1024 * 1024), REG | 0o644)])
+    patch_header(path, "big.bin", size=1000)
+    # the declared sizes alone pass every limit (1,000 bytes is under the ratio floor)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.getinfo("big.bin").file_size == 1000
+    error = refused(path, ErrorCode.ARCHIVE_UNSAFE)
+    assert "'big.bin'" in error.message and "declared" in error.message
 
 
 def test_lying_size_of_deflated_entry(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -324,3 +325,70 @@ def test_paths_outside_the_roots_are_refused(access: LogAccess, tmp_path: Path) 
 def test_missing_files_and_folders_are_refused_clearly(access: LogAccess, tmp_path: Path) -> None:
     assert refused(access, str(tmp_path / "logs" / "nope.log")).code == ErrorCode.LOG_NOT_FOUND
     assert refused(access, str(tmp_path / "logs")).code == ErrorCode.INVALID_ARGUMENT
+
+
+def test_a_symlink_swapped_in_while_opening_is_never_read(
+    access: LogAccess, tmp_path: Path
+) -> None:
+    """Issue 11 item 10: the file checked must be the file read.
+
+    A swapper thread flips ``logs/app.log`` (and, to race the folders too,
+    ``logs/sub``) between a real entry and a symlink to a secret outside the
+    roots, while the opener is called in a bounded loop. Whatever it opens
+    must be a file inside the roots; a refusal is fine, a secret never.
+    """
+    import threading
+
+    logs, outside = tmp_path / "logs", tmp_path / "outside"
+    (logs / "real-sub").mkdir()
+    (logs / "real-sub" / "app.log").write_bytes(b"ok\n")
+    outside.mkdir()
+    (outside / "app.log").write_bytes(b"SECRET\n")
+    (logs / "evil.log").symlink_to(tmp_path / "secret")
+    (logs / "evil-sub").symlink_to(outside)
+    (logs / "sub").symlink_to(logs / "real-sub")
+    (logs / "good.log").write_bytes(b"ok\n")
+    (logs / "app.log").unlink()
+    os.link(logs / "good.log", logs / "app.log")
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            for name, good, evil in (("app.log", "good.log", "evil.log"), ("sub", "real", "evil")):
+                tmp = logs / f".{name}.swap"
+                with contextlib.suppress(FileNotFoundError, FileExistsError):
+                    if name == "sub":
+                        os.symlink(logs / "real-sub" if good == "real" else outside, tmp)
+                    else:
+                        os.link(logs / good, tmp)
+                    os.replace(tmp, logs / name)
+                with contextlib.suppress(FileNotFoundError, FileExistsError):
+                    if name == "sub":
+                        os.symlink(outside, tmp)
+                    else:
+                        os.symlink(logs / evil, tmp)
+                    os.replace(tmp, logs / name)
+
+    opener = access.opener(logs / "app.log")
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    read, leaks, refused_count = 0, 0, 0
+    try:
+        for attempt in range(3000):
+            item = logs / ("app.log" if attempt % 2 else "sub/app.log")
+            try:
+                fd = opener(item)
+            except (PermissionError, FileNotFoundError):
+                refused_count += 1
+                continue
+            try:
+                data = os.pread(fd, 64, 0)
+            finally:
+                os.close(fd)
+            read += 1
+            leaks += data != b"ok\n"
+    finally:
+        stop.set()
+        swapper.join(10)
+    assert leaks == 0, f"{leaks} secrets read in {read} opens"
+    assert read > 0 and refused_count > 0  # both sides of the race were hit

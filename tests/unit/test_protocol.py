@@ -14,33 +14,17 @@ import pytest
 
 from gdos import protocol
 from gdos.errors import ErrorCode, ExitCode
-from gdos.protocol import KINDS, MAX_FRAME_BYTES, Message, ProtocolError, decode, encode
+from gdos.protocol import KINDS, MAX_FRAME_BYTES, SPECS, Message, ProtocolError, decode, encode
 from gdos.transport import frame_bytes, read_message
-
-SAMPLE: dict[type, Any] = {
-    int: 7,
-    float: 1.5,
-    str: "x",
-    bool: True,
-    bytes: b"\x00\xff\x80binary",
-    dict: {"nested": [1, "two", b"\x03"]},
-    list: ["a", 1, b"\x04"],
-    type(None): None,
-}
-
-
-def sample(types: tuple[type, ...]) -> Any:
-    return SAMPLE[types[0]]
 
 
 def minimal_body(kind: str) -> dict[str, Any]:
-    required, _ = KINDS[kind]
-    return {name: sample(types) for name, types in required.items()}
+    return {name: spec.example() for name, spec in SPECS[kind].required.items()}
 
 
 def full_body(kind: str) -> dict[str, Any]:
-    required, optional = KINDS[kind]
-    return {name: sample(types) for name, types in {**required, **optional}.items()}
+    fields = {**SPECS[kind].required, **SPECS[kind].optional}
+    return {name: spec.example() for name, spec in fields.items()}
 
 
 def pack(frame: Any) -> bytes:
@@ -236,9 +220,9 @@ def test_an_oversized_frame_is_refused_before_unpacking() -> None:
 
 
 def test_an_oversized_frame_is_refused_when_encoding() -> None:
-    body = {"task": 1, "stream": "stdout", "seq": 0, "data": b"x" * MAX_FRAME_BYTES}
+    body = {"upload": 1, "offset": 0, "data": b"x" * MAX_FRAME_BYTES}
     with pytest.raises(ProtocolError) as info:
-        encode("exec.output", body)
+        encode("package.chunk", body)
     assert info.value.code == ErrorCode.FRAME_TOO_LARGE
 
 
