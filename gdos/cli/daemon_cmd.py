@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -43,6 +44,17 @@ BACKUP_EVERY = typer.Option(
     None, "--backup-every", help="Back up the state database this often (e.g. 6h); off by default."
 )
 BACKUP_KEEP = typer.Option(10, "--backup-keep", help="Scheduled backups kept (newest).")
+LOG_FILE = typer.Option(
+    None, "--log-file", help="Write the log to this file, rotated (start uses the log dir)."
+)
+LOG_MAX_MB = typer.Option(50, "--log-max-mb", help="Rotate the log file at this size, MiB.")
+LOG_KEEP = typer.Option(5, "--log-keep", help="Rotated log files kept.")
+MAX_HANDSHAKES = typer.Option(
+    64, "--max-handshakes", help="Mesh connections allowed in their handshake at once."
+)
+MAX_CONNECTIONS = typer.Option(
+    0, "--max-connections", help="Mesh connections open at once; 0: from the fd limit."
+)
 
 
 def _observe(
@@ -100,6 +112,15 @@ def _daemon_config(options: dict[str, Any]) -> Any:
         )
     if options["max_package_mb"] < 1:
         fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--max-package-mb must be at least 1."))
+    if options["log_max_mb"] < 1 or options["log_keep"] < 1 or options["max_handshakes"] < 1:
+        fail(
+            GdosError(
+                ErrorCode.INVALID_ARGUMENT,
+                "--log-max-mb, --log-keep and --max-handshakes must be at least 1.",
+            )
+        )
+    if options["max_connections"] < 0:
+        fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--max-connections must be 0 or more."))
     store = {
         "backend": options["package_store"],
         **{k: options[k] for k in options if k.startswith("s3_")},
@@ -121,6 +142,10 @@ def _daemon_config(options: dict[str, Any]) -> Any:
         package_store=store,
         max_package_bytes=options["max_package_mb"] * 1024 * 1024,
         prometheus=_prometheus(options["prometheus"]),
+        max_handshakes=options["max_handshakes"],
+        max_connections=options["max_connections"],
+        log_max_bytes=options["log_max_mb"] * 1024 * 1024,
+        log_keep=options["log_keep"],
         **observe,  # type: ignore[arg-type]
     )
 
@@ -147,6 +172,11 @@ def run(
     alert_webhook: str | None = ALERT_WEBHOOK,
     backup_every: str | None = BACKUP_EVERY,
     backup_keep: int = BACKUP_KEEP,
+    log_file: Path | None = LOG_FILE,
+    log_max_mb: int = LOG_MAX_MB,
+    log_keep: int = LOG_KEEP,
+    max_handshakes: int = MAX_HANDSHAKES,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> None:
     """Run the daemon in the foreground (logs to stderr).
 
@@ -158,7 +188,7 @@ def run(
 
     config = _daemon_config(dict(locals()))
     try:
-        run_foreground(config, paths.resolve(), log_level)
+        run_foreground(config, paths.resolve(), log_level, log_file)
     except GdosError as error:
         fail(error)
     except OSError as error:

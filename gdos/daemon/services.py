@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gdos.daemon.catalog import Catalog
+from gdos.daemon.guard import check_instance_room, check_report_size
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.errors import ErrorCode, GdosError
@@ -211,9 +212,11 @@ class Services:
 
     # -- agent reports (mesh) ----------------------------------------------------------
     def on_state(self, node: LiveNode, msg: Message) -> None:
+        check_instance_room(self.catalog, node.name, msg.body["state"])
         self._apply(node.name, msg.body["state"])
 
     def on_report(self, node: LiveNode, msg: Message) -> None:
+        check_report_size(self.catalog, node.name, msg.body["instances"])
         reported = set()
         for state in msg.body["instances"]:
             if isinstance(state, dict) and self._apply(node.name, state) is not None:
