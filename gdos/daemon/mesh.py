@@ -11,6 +11,7 @@ Connection caps, quotas and log throttling live in gdos/daemon/guard.py.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,7 @@ HelloHook = Callable[[LiveNode, Message], None]
 SNDHWM = 2_000
 RCVHWM = 1_000
 HANDSHAKE_IVL_MS = 10_000
+YIELD_AFTER = 0.005  # seconds of back-to-back frames before other tasks get a turn
 AGENT_KINDS = frozenset(
     {"hello", "heartbeat", "metrics", "exec.started", "exec.output", "exec.result", "error"}
     | {"pty.opened", "pty.output", "pty.exit", "pty.credit"}
@@ -106,7 +108,14 @@ class Mesh:
         return endpoint
 
     async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        since_yield = loop.time()
         while True:
+            # A receive that finds a frame waiting does not yield; under a flood
+            # the loop would never run the control socket or the sweeper.
+            if loop.time() - since_yield > YIELD_AFTER:
+                await asyncio.sleep(0)
+                since_yield = loop.time()
             frames = await self.socket.recv_multipart(copy=False)
             self.counters["frames_in"] += 1
             try:

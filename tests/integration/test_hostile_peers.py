@@ -141,13 +141,13 @@ def test_unaccepted_key_flood_is_dropped_before_decoding(real: Fleet) -> None:
     fleet = real
     pid = daemon_pid(fleet)
     before, log_before = rss_bytes(pid), log_bytes(fleet)
-    big = b"\x00" * MB
+    big = b"\x00" * (MB // 4)  # far over the 64 KiB an unaccepted key may send
     peak = [before]
 
     def flood(stop: threading.Event) -> None:
         peer = RawPeer(fleet.mesh, fleet.daemon_key(), "intruder")
         try:
-            for _ in range(600):  # 600 MiB from a key nobody accepted
+            for _ in range(2_000):  # 500 MiB from a key nobody accepted
                 if stop.is_set():
                     break
                 while not peer.send_raw(big) and not stop.is_set():
@@ -158,7 +158,7 @@ def test_unaccepted_key_flood_is_dropped_before_decoding(real: Fleet) -> None:
 
     with during(flood):
         exec_answers(fleet)
-        wait_for(lambda: counters(fleet)["dropped"] >= 100, 60, "frames dropped")
+        wait_for(lambda: counters(fleet)["dropped"] >= 20, 90, "frames dropped")
     assert peak[0] - before < 64 * MB, (peak[0] - before) / MB
     assert counters(fleet)["bad_frames"] == 0  # dropped undecoded, not refused
     assert "intruder" not in fleet.nodes()
