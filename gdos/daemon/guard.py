@@ -30,7 +30,7 @@ import logging
 import os
 import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,14 +162,48 @@ class RepeatFilter(logging.Filter):
 
 @dataclass
 class ConnectionCounts:
+    """Mesh connections as the monitor reported them.
+
+    ``handshaking`` is accepted minus ended handshakes, never more than the
+    connections accepted within the handshake timeout that are still open
+    (none older can be in its handshake), so a missed event cannot drift
+    into refusing everyone.
+    """
+
+    window: float
     accepted: int = 0
     handshakes_done: int = 0  # succeeded or failed
     refused: int = 0
-    open_fds: set[int] = field(default_factory=set)
+    open_fds: dict[int, float] = field(default_factory=dict)  # fd -> accepted at
+    recent: deque[tuple[float, int]] = field(default_factory=deque)  # within the window
+    young: int = 0  # open connections among ``recent``
+    horizon: float = 0.0  # connections accepted before this left ``recent``
 
     @property
     def handshaking(self) -> int:
-        return max(0, self.accepted - self.handshakes_done)
+        self._age()
+        return max(0, min(self.accepted - self.handshakes_done, self.young))
+
+    def opened(self, fd: int) -> None:
+        if fd in self.open_fds:  # its disconnect was missed; the fd is reused
+            self.closed(fd)
+        at = time.monotonic()
+        self.accepted += 1
+        self.open_fds[fd] = at
+        self.recent.append((at, fd))
+        self.young += 1
+
+    def closed(self, fd: int) -> None:
+        at = self.open_fds.pop(fd, None)
+        if at is not None and at >= self.horizon:
+            self.young -= 1
+
+    def _age(self) -> None:
+        self.horizon = time.monotonic() - self.window
+        while self.recent and self.recent[0][0] < self.horizon:
+            at, fd = self.recent.popleft()
+            if self.open_fds.get(fd) == at:
+                self.young -= 1
 
 
 HANDSHAKE_ENDS = (
@@ -184,10 +218,14 @@ class ConnectionGuard:
     """Caps connections in their handshake and in all, from the socket's monitor."""
 
     def __init__(
-        self, mesh_socket: zmq.asyncio.Socket, max_handshakes: int, max_connections: int
+        self,
+        mesh_socket: zmq.asyncio.Socket,
+        max_handshakes: int,
+        max_connections: int,
+        handshake_timeout: float,
     ) -> None:
         self.max_handshakes, self.max_connections = max_handshakes, max_connections
-        self.counts = ConnectionCounts()
+        self.counts = ConnectionCounts(window=handshake_timeout + 1.0)
         self.port = 0
         self.throttle = Throttle()
         self.monitor = mesh_socket.get_monitor_socket(
@@ -205,14 +243,13 @@ class ConnectionGuard:
     def on_event(self, event: Mapping[str, Any]) -> None:
         kind, value, counts = event["event"], int(event["value"]), self.counts
         if kind == zmq.EVENT_ACCEPTED:
-            counts.accepted += 1
-            counts.open_fds.add(value)
+            counts.opened(value)
             if counts.handshaking > self.max_handshakes:
                 self._refuse(value, f"more than {self.max_handshakes} connections in handshake")
             elif len(counts.open_fds) > self.max_connections:
                 self._refuse(value, f"more than {self.max_connections} connections open")
         elif kind == zmq.EVENT_DISCONNECTED:
-            counts.open_fds.discard(value)
+            counts.closed(value)
         elif kind & HANDSHAKE_ENDS:
             counts.handshakes_done += 1
 

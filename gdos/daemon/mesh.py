@@ -79,7 +79,9 @@ class Mesh:
         self._throttle = Throttle()
         self.socket = ctx.socket(zmq.ROUTER)
         self._configure(keypair)
-        self.guard = ConnectionGuard(self.socket, config.max_handshakes, config.max_connections)
+        self.guard = ConnectionGuard(
+            self.socket, config.max_handshakes, config.max_connections, HANDSHAKE_IVL_MS / 1000
+        )
 
     def _configure(self, keypair: KeyPair | None) -> None:
         s = self.socket

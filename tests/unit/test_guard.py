@@ -68,3 +68,23 @@ def test_a_small_reply_is_one_frame_and_a_notification_is_never_split() -> None:
     with pytest.raises(ProtocolError) as raised:
         encode_reply("stream.data", {"stream": 1, "seq": 1, "event": {"x": "y" * 5_000_000}}, None)
     assert raised.value.code == ErrorCode.FRAME_TOO_LARGE
+
+
+def test_connections_in_handshake_never_outlive_the_handshake_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gdos.daemon import guard
+
+    clock = [100.0]
+    monkeypatch.setattr(guard.time, "monotonic", lambda: clock[0])
+    counts = guard.ConnectionCounts(window=10)
+    for fd in (5, 6, 7):
+        counts.opened(fd)
+    counts.handshakes_done += 1  # one of them finished its handshake
+    assert counts.handshaking == 2
+    counts.closed(6)
+    assert counts.handshaking == 2 and len(counts.open_fds) == 2
+    clock[0] += 11  # a missed handshake event cannot keep them counted
+    assert counts.handshaking == 0
+    counts.opened(7)  # reused without a disconnect event
+    assert counts.handshaking == 1 and counts.young == 1
