@@ -19,6 +19,9 @@ runs ``gdos exec NODE -- true`` again and again. Prints:
 ``--hogs N`` instead opens N raw connections that each send all but the last
 byte of a maximum-size CURVE HELLO (issue 11's pre-auth memory attack) and
 prints the daemon's RSS before, with them open, and after they closed.
+``--report N`` times how long the daemon's loop is busy with one svc.report
+of N instances (the heartbeat sent right after it is answered after it),
+beside a report of one instance.
 
 Asserts nothing. Everything started here is killed on the way out, also on
 Ctrl-C or failure.
@@ -244,6 +247,39 @@ def hogs(owned: Owned, count: int, settle: float, extra: list[str]) -> None:
     print(f"mesh counters        {json.dumps(counters)}")
 
 
+def report_stall(owned: Owned, entries: int) -> None:
+    daemon = Daemon.start(owned)
+    peer = RawPeer(daemon.mesh, daemon.ping()["public_key"], "fuzz-reporter")
+    peer.hello(join_token=daemon.token())
+    if peer.wait_for("welcome") is None:
+        raise RuntimeError("the reporting peer was not welcomed")
+
+    def stall(count: int, offset: int) -> float:
+        rows = [
+            {"instance": f"s/m{offset + i}", "state": "running", "pid": i} for i in range(count)
+        ]
+        began = time.perf_counter()
+        peer.send("svc.report", {"instances": rows})
+        peer.send("heartbeat", {})
+        if peer.wait_for("heartbeat.ack", 600) is None:
+            raise RuntimeError("no heartbeat.ack")
+        return time.perf_counter() - began
+
+    one = statistics.median(stall(1, 0) for _ in range(5))
+    full = stall(entries, 0)
+    again = stall(entries, 0)
+    peer.send(
+        "svc.report", {"instances": [{"instance": "s/x", "state": "running"}] * (entries + 1)}
+    )
+    refused = peer.wait_for("error", 60)
+    peer.close()
+    print(
+        f"svc.report stall     1 instance {1000 * one:.0f} ms; {entries:,} new instances "
+        f"{1000 * full:.0f} ms; the same {entries:,} again {1000 * again:.0f} ms"
+    )
+    print(f"over the limit       {refused.body['code'] if refused else 'NOT REFUSED'}")
+
+
 def _counters(daemon: Daemon) -> dict[str, int]:
     return dict(daemon.ping()["mesh_counters"])
 
@@ -262,10 +298,13 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=1_000_000, help="frames in all")
     parser.add_argument("--settle", type=float, default=15.0, help="seconds before the last RSS")
     parser.add_argument("--hogs", type=int, default=0, help="run the handshake attack instead")
+    parser.add_argument("--report", type=int, default=0, help="time one report of N instead")
     parser.add_argument(
         "--daemon-arg", action="append", default=[], help="extra 'daemon run' option (repeat)"
     )
     args = parser.parse_args()
+    if args.report:
+        return run_owned(lambda owned: report_stall(owned, args.report))
     if args.hogs:
         return run_owned(lambda owned: hogs(owned, args.hogs, args.settle, args.daemon_arg))
     return run_owned(lambda owned: fuzz(owned, args.frames, args.settle))

@@ -48,7 +48,7 @@ UPLOAD_CHUNK_BYTES = 1024 * 1024
 # this much per connection, even during the handshake, so it is kept tight.
 MESH_FRAME_BYTES = 2 * OUTPUT_CAP_BYTES + 64 * 1024
 HELLO_MAX_BYTES = 64 * 1024  # all an unaccepted key may send, before any decoding
-REPORT_MAX_ENTRIES = 1000  # instances in one svc.report, and instances per node
+REPORT_MAX_ENTRIES = 500  # instances in one svc.report, and instances per node
 # A control reply larger than one frame travels as reply.part frames of this
 # size (gdos/daemon/control.py), up to MAX_REPLY_BYTES in all.
 REPLY_PART_BYTES = 1024 * 1024

@@ -50,7 +50,7 @@ LOG_FILE = typer.Option(
 LOG_MAX_MB = typer.Option(50, "--log-max-mb", help="Rotate the log file at this size, MiB.")
 LOG_KEEP = typer.Option(5, "--log-keep", help="Rotated log files kept.")
 MAX_HANDSHAKES = typer.Option(
-    64, "--max-handshakes", help="Mesh connections allowed in their handshake at once."
+    32, "--max-handshakes", help="Mesh connections allowed in their handshake at once."
 )
 MAX_CONNECTIONS = typer.Option(
     0, "--max-connections", help="Mesh connections open at once; 0: from the fd limit."

@@ -29,7 +29,7 @@ class DaemonConfig:
     backup_every: float = 0.0  # seconds between scheduled backups; 0 = none
     backup_keep: int = 10  # scheduled retention: newest gdos-*.db kept
     # mesh connection caps (gdos/daemon/guard.py); 0 connections = from the fd limit
-    max_handshakes: int = 64
+    max_handshakes: int = 32
     max_connections: int = 0
     log_max_bytes: int = 50 * 1024**2  # daemon log file rotation (gdos/daemon/logfile.py)
     log_keep: int = 5
