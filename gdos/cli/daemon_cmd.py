@@ -52,6 +52,7 @@ LOG_KEEP = typer.Option(5, "--log-keep", help="Rotated log files kept.")
 MAX_HANDSHAKES = typer.Option(
     32, "--max-handshakes", help="Mesh connections allowed in their handshake at once."
 )
+PEER_QUOTA = typer.Option(64.0, "--peer-quota-mb", help="MiB/s one node may send; more is dropped.")
 MAX_CONNECTIONS = typer.Option(
     0, "--max-connections", help="Mesh connections open at once; 0: from the fd limit."
 )
@@ -119,6 +120,8 @@ def _daemon_config(options: dict[str, Any]) -> Any:
                 "--log-max-mb, --log-keep and --max-handshakes must be at least 1.",
             )
         )
+    if not options["peer_quota_mb"] >= 1:
+        fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--peer-quota-mb must be at least 1."))
     if options["max_connections"] < 0:
         fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--max-connections must be 0 or more."))
     store = {
@@ -144,6 +147,7 @@ def _daemon_config(options: dict[str, Any]) -> Any:
         prometheus=_prometheus(options["prometheus"]),
         max_handshakes=options["max_handshakes"],
         max_connections=options["max_connections"],
+        peer_quota_mb=options["peer_quota_mb"],
         log_max_bytes=options["log_max_mb"] * 1024 * 1024,
         log_keep=options["log_keep"],
         **observe,  # type: ignore[arg-type]
@@ -177,6 +181,7 @@ def run(
     log_keep: int = LOG_KEEP,
     max_handshakes: int = MAX_HANDSHAKES,
     max_connections: int = MAX_CONNECTIONS,
+    peer_quota_mb: float = PEER_QUOTA,
 ) -> None:
     """Run the daemon in the foreground (logs to stderr).
 

@@ -31,6 +31,7 @@ class DaemonConfig:
     # mesh connection caps (gdos/daemon/guard.py); 0 connections = from the fd limit
     max_handshakes: int = 32
     max_connections: int = 0
+    peer_quota_mb: float = 64.0  # MiB/s one agent may send (guard.accepted_quota)
     log_max_bytes: int = 50 * 1024**2  # daemon log file rotation (gdos/daemon/logfile.py)
     log_keep: int = 5
 

@@ -59,9 +59,15 @@ class QuotaLimits:
     byte_burst: float
 
 
-# An accepted agent: above what exec output, logs and metrics need, below what
-# one peer would need to take the whole receive loop.
-ACCEPTED_QUOTA = QuotaLimits(2_000, 20_000, 16 * 1024**2, 128 * 1024**2)
+def accepted_quota(mib_per_s: float) -> QuotaLimits:
+    """An accepted agent's budget: ``--peer-quota-mb`` MiB/s (bursts of 8 s of it)
+    and 2,000 frames/s (bursts of 20,000): above what exec output, logs and
+    metrics need. Over it, frames are dropped, which stalls that node's
+    flow-controlled streams (exec output) rather than anyone else."""
+    rate = mib_per_s * 1024**2
+    return QuotaLimits(2_000, 20_000, rate, 8 * rate)
+
+
 # A pending key may say a small hello, a few times.
 PENDING_QUOTA = QuotaLimits(1, 8, 64 * 1024, 256 * 1024)
 
@@ -137,6 +143,11 @@ class Throttle:
         return 0 if last is None else last[1]
 
 
+# Loggers whose lines a remote peer can trigger at will: their repeated INFO
+# lines (a pending key redialling, a node flapping) are held back too.
+PEER_LOGGERS = frozenset({"gdosd.auth", "gdosd.mesh", "gdosd.guard"})
+
+
 class RepeatFilter(logging.Filter):
     """Lets one record per logger, text and interval through; counts the rest.
 
@@ -150,7 +161,7 @@ class RepeatFilter(logging.Filter):
         self.throttle = Throttle(interval)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
+        if record.levelno < logging.WARNING and record.name not in PEER_LOGGERS:
             return True
         held = self.throttle.check((record.name, record.getMessage()))
         if held is None:

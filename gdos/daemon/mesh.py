@@ -23,11 +23,11 @@ from gdos import protocol
 from gdos.daemon.auth import PENDING_PREFIX, ZAP_DOMAIN, KeyRing
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.guard import (
-    ACCEPTED_QUOTA,
     PENDING_QUOTA,
     ConnectionGuard,
     Quotas,
     Throttle,
+    accepted_quota,
 )
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.errors import ErrorCode
@@ -76,6 +76,7 @@ class Mesh:
             "over_quota": 0,
         }
         self.quotas = Quotas()
+        self._accepted_quota = accepted_quota(config.peer_quota_mb)
         self._throttle = Throttle()
         self.socket = ctx.socket(zmq.ROUTER)
         self._configure(keypair)
@@ -172,7 +173,7 @@ class Mesh:
             self._drop(rid, "oversized frame from a key that is not accepted")
             return False
         identity = user_id if user_id is not None else protocol.routing_name(rid)
-        limits = PENDING_QUOTA if pending else ACCEPTED_QUOTA
+        limits = PENDING_QUOTA if pending else self._accepted_quota
         if not self.quotas.allow(identity, size, limits):
             self.counters["over_quota"] += 1
             self._drop(rid, "frames over the peer's quota")

@@ -50,6 +50,11 @@ def test_repeat_filter_lets_one_warning_per_text_through() -> None:
     assert flt.filter(record("another"))
     assert flt.filter(record("info lines are never held", logging.INFO))
     assert flt.filter(record("info lines are never held", logging.INFO))
+    refused = logging.LogRecord(
+        "gdosd.auth", logging.INFO, __file__, 1, "refused a key from %s", ("10.0.0.9",), None
+    )
+    assert flt.filter(refused)
+    assert not flt.filter(refused)  # a peer can repeat it at will: held back
 
 
 def test_a_reply_larger_than_a_frame_is_split_and_joined() -> None:
