@@ -22,6 +22,7 @@ from gdos import protocol
 from gdos.errors import ErrorCode, GdosError
 from gdos.flow import CreditGranter
 from gdos.protocol import Message, ProtocolError
+from gdos.replies import PartJoiner
 from gdos.transport import frame_bytes, read_message
 
 _END = object()
@@ -45,6 +46,7 @@ class Client:
         self._replies: dict[int, asyncio.Future[Message]] = {}
         self._streams: dict[int, asyncio.Queue[Any]] = {}
         self._listeners: dict[str, list[Callable[[Message], None]]] = {}
+        self._parts = PartJoiner()  # replies larger than one frame (gdos/replies.py)
         self._reader_task = asyncio.create_task(self._read_loop())
         self.closed = False
 
@@ -179,6 +181,14 @@ class Client:
             queue.put_nowait(lost)
 
     def _route(self, msg: Message) -> None:
+        if msg.kind == "reply.part" and msg.re is not None:
+            try:
+                whole = self._parts.add(msg)
+            except ProtocolError as exc:
+                whole = Message("error", exc.to_body(), re=msg.re)
+            if whole is None:
+                return
+            msg = whole
         if msg.kind in ("stream.data", "stream.end"):
             queue = self._streams.get(msg.body["stream"])
             if queue is not None:

@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_KIND = "unknown_kind"
     BAD_MESSAGE = "bad_message"
     FLOW_VIOLATION = "flow_violation"
+    LIMIT_EXCEEDED = "limit_exceeded"
     # daemon and local setup
     DAEMON_UNAVAILABLE = "daemon_unavailable"
     DAEMON_RUNNING = "daemon_running"

@@ -58,6 +58,16 @@ SHELL_INPUT_CREDIT = 32
 PACKAGE_CHUNK_BYTES = 256 * 1024
 PACKAGE_CREDIT = 32
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+# Mesh receive limits (gdos/daemon/guard.py). The largest legitimate agent
+# frame is an exec.result carrying both captured outputs; libzmq buffers up to
+# this much per connection, even during the handshake, so it is kept tight.
+MESH_FRAME_BYTES = 2 * OUTPUT_CAP_BYTES + 64 * 1024
+HELLO_MAX_BYTES = 64 * 1024  # all an unaccepted key may send, before any decoding
+REPORT_MAX_ENTRIES = 500  # instances in one svc.report, and instances per node
+# A control reply larger than one frame travels as reply.part frames of this
+# size (gdos/daemon/control.py), up to MAX_REPLY_BYTES in all.
+REPLY_PART_BYTES = 1024 * 1024
+MAX_REPLY_BYTES = 256 * 1024 * 1024
 
 Schema = dict[str, tuple[type, ...] | Spec]
 
@@ -102,6 +112,7 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     # replies, both links
     "ok": ({}, {}),
     "error": ({"code": nd.CODE, "message": Str(64 * 1024)}, {}),
+    "reply.part": ({"data": BIN, "more": BOOL}, {}),
     # mesh: agent -> daemon
     "hello": (
         {"name": nd.SHORT, "version": nd.SHORT, "facts": nd.FACTS},
@@ -389,10 +400,16 @@ class Message:
 
 
 def encode(
-    kind: str, body: dict[str, Any] | None = None, *, id: int | None = None, re: int | None = None
+    kind: str,
+    body: dict[str, Any] | None = None,
+    *,
+    id: int | None = None,
+    re: int | None = None,
+    limit: int = MAX_FRAME_BYTES,
 ) -> bytes:
     """Pack one frame. Refuses (ProtocolError) a frame the peer would refuse:
-    an unknown kind, a body that does not fit the kind's schema, or one too large."""
+    an unknown kind, a body that does not fit the kind's schema, or one larger
+    than ``limit`` (a reply split into reply.part frames has a larger one)."""
     if kind not in KINDS:
         raise ProtocolError(ErrorCode.UNKNOWN_KIND, f"unknown message kind {kind!r}.")
     _check_body(kind, body or {})
@@ -402,10 +419,10 @@ def encode(
     if re is not None:
         frame["re"] = re
     data: bytes = msgpack.packb(frame, use_bin_type=True)
-    if len(data) > MAX_FRAME_BYTES:
+    if len(data) > limit:
         raise ProtocolError(
             ErrorCode.FRAME_TOO_LARGE,
-            f"{kind} frame of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit.",
+            f"{kind} frame of {len(data)} bytes exceeds the {limit}-byte limit.",
         )
     return data
 
@@ -415,12 +432,12 @@ def error_frame(code: ErrorCode | str, message: str, *, re: int | None = None) -
     return encode("error", {"code": str(code), "message": message}, re=re)
 
 
-def decode(data: bytes) -> Message:
+def decode(data: bytes, limit: int = MAX_FRAME_BYTES) -> Message:
     """Unpack and validate one frame; raises ProtocolError with a stable code."""
-    if len(data) > MAX_FRAME_BYTES:
+    if len(data) > limit:
         raise ProtocolError(
             ErrorCode.FRAME_TOO_LARGE,
-            f"frame of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit.",
+            f"frame of {len(data)} bytes exceeds the {limit}-byte limit.",
         )
     try:
         frame = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -52,6 +53,18 @@ BACKUP_EVERY = typer.Option(
     None, "--backup-every", help="Back up the state database this often (e.g. 6h); off by default."
 )
 BACKUP_KEEP = typer.Option(10, "--backup-keep", help="Scheduled backups kept (newest).")
+LOG_FILE = typer.Option(
+    None, "--log-file", help="Write the log to this file, rotated (start uses the log dir)."
+)
+LOG_MAX_MB = typer.Option(50, "--log-max-mb", help="Rotate the log file at this size, MiB.")
+LOG_KEEP = typer.Option(5, "--log-keep", help="Rotated log files kept.")
+MAX_HANDSHAKES = typer.Option(
+    32, "--max-handshakes", help="Mesh connections allowed in their handshake at once."
+)
+PEER_QUOTA = typer.Option(64.0, "--peer-quota-mb", help="MiB/s one node may send; more is dropped.")
+MAX_CONNECTIONS = typer.Option(
+    0, "--max-connections", help="Mesh connections open at once; 0: from the fd limit."
+)
 
 
 def _observe(
@@ -129,6 +142,17 @@ def _daemon_config(options: dict[str, Any]) -> Any:
         _insecure(options["mesh"], options["trust_network"])
     if options["max_package_mb"] < 1:
         fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--max-package-mb must be at least 1."))
+    if options["log_max_mb"] < 1 or options["log_keep"] < 1 or options["max_handshakes"] < 1:
+        fail(
+            GdosError(
+                ErrorCode.INVALID_ARGUMENT,
+                "--log-max-mb, --log-keep and --max-handshakes must be at least 1.",
+            )
+        )
+    if not options["peer_quota_mb"] >= 1:
+        fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--peer-quota-mb must be at least 1."))
+    if options["max_connections"] < 0:
+        fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--max-connections must be 0 or more."))
     store = {
         "backend": options["package_store"],
         **{k: options[k] for k in options if k.startswith("s3_")},
@@ -153,6 +177,11 @@ def _daemon_config(options: dict[str, Any]) -> Any:
         package_store=store,
         max_package_bytes=options["max_package_mb"] * 1024 * 1024,
         prometheus=_prometheus(options["prometheus"]),
+        max_handshakes=options["max_handshakes"],
+        max_connections=options["max_connections"],
+        peer_quota_mb=options["peer_quota_mb"],
+        log_max_bytes=options["log_max_mb"] * 1024 * 1024,
+        log_keep=options["log_keep"],
         **observe,  # type: ignore[arg-type]
     )
 
@@ -182,6 +211,12 @@ def run(
     alert_webhook: str | None = ALERT_WEBHOOK,
     backup_every: str | None = BACKUP_EVERY,
     backup_keep: int = BACKUP_KEEP,
+    log_file: Path | None = LOG_FILE,
+    log_max_mb: int = LOG_MAX_MB,
+    log_keep: int = LOG_KEEP,
+    max_handshakes: int = MAX_HANDSHAKES,
+    max_connections: int = MAX_CONNECTIONS,
+    peer_quota_mb: float = PEER_QUOTA,
 ) -> None:
     """Run the daemon in the foreground (logs to stderr).
 
@@ -193,7 +228,7 @@ def run(
 
     config = _daemon_config(dict(locals()))
     try:
-        run_foreground(config, paths.resolve(), log_level)
+        run_foreground(config, paths.resolve(), log_level, log_file)
     except GdosError as error:
         fail(error)
     except OSError as error:

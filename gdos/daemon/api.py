@@ -70,6 +70,7 @@ class Api:
             "nodes": len(d.registry.nodes),
             "online": sum(1 for n in d.registry.nodes.values() if n.online),
             "user": conn.user,
+            "mesh_counters": d.mesh.stats(),
         }
 
     # -- nodes --------------------------------------------------------------

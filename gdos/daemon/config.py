@@ -31,6 +31,12 @@ class DaemonConfig:
     alert_webhook: str | None = None  # POSTed every alert event
     backup_every: float = 0.0  # seconds between scheduled backups; 0 = none
     backup_keep: int = 10  # scheduled retention: newest gdos-*.db kept
+    # mesh connection caps (gdos/daemon/guard.py); 0 connections = from the fd limit
+    max_handshakes: int = 32
+    max_connections: int = 0
+    peer_quota_mb: float = 64.0  # MiB/s one agent may send (guard.accepted_quota)
+    log_max_bytes: int = 50 * 1024**2  # daemon log file rotation (gdos/daemon/logfile.py)
+    log_keep: int = 5
 
     def package_store_options(self, root: Path) -> dict[str, Any]:
         """Options for ``blobs.open_store``: the local folder is also the S3 cache."""

@@ -22,6 +22,7 @@ from gdos.errors import ErrorCode, GdosError
 from gdos.flow import CreditWindow
 from gdos.paths import check_socket_path, ensure_private_dir
 from gdos.protocol import Message, ProtocolError
+from gdos.replies import encode_reply
 from gdos.transport import frame_bytes, read_message
 
 log = logging.getLogger("gdosd.control")
@@ -67,8 +68,14 @@ class ControlConnection:
         if self.closed:
             return False
         try:
-            self.writer.write(frame_bytes(protocol.encode(kind, body, re=re)))
-            await self.writer.drain()
+            frames = encode_reply(kind, body, re)
+        except ProtocolError as exc:  # larger than even a split reply may be
+            log.warning("cannot send a %s reply: %s", kind, exc)
+            frames = [protocol.encode("error", exc.to_body(), re=re)]
+        try:
+            for frame in frames:
+                self.writer.write(frame_bytes(frame))
+                await self.writer.drain()
             return True
         except (ConnectionError, RuntimeError):
             self.closed = True

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import subprocess
@@ -38,9 +37,18 @@ def read_pid(paths: Paths) -> int | None:
     return pid
 
 
-def run_foreground(config: object, paths: Paths, log_level: str = "INFO") -> None:
+def run_foreground(
+    config: object, paths: Paths, log_level: str = "INFO", log_file: Path | None = None
+) -> None:
     """Run the daemon in this process until SIGTERM or SIGINT."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr, format=LOG_FORMAT)
+    from gdos.daemon import logfile
+
+    logfile.setup(
+        log_level,
+        log_file,
+        getattr(config, "log_max_bytes", 50 * 1024**2),
+        getattr(config, "log_keep", 5),
+    )
     ensure_private_dir(paths.runtime_dir)
     existing = read_pid(paths)
     if existing is not None and existing != os.getpid():
@@ -69,7 +77,11 @@ def start_background(run_args: list[str], paths: Paths, wait: float = 15.0) -> i
     ensure_private_dir(paths.log_dir)
     log = open(paths.daemon_log, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gdos.cli.main", "daemon", "run", *run_args],
+        [
+            sys.executable,
+            *("-m", "gdos.cli.main", "daemon", "run", *run_args),
+            *([] if "--log-file" in run_args else ["--log-file", str(paths.daemon_log)]),
+        ],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,

@@ -1,14 +1,17 @@
 """The mesh: one ROUTER socket that every agent's DEALER dials.
 
 Each frame is ``[routing id, protocol frame]``. Frames are checked in order:
-size (ZMQ_MAXMSGSIZE drops oversized ones before they reach us), decode,
-the sender's authenticated key, then the kind's handler. A bad frame gets an
-``error`` reply with a stable code and is logged once per peer and code;
-nothing a peer sends can stop the loop.
+size (ZMQ_MAXMSGSIZE drops oversized ones before they reach us), the
+sender's quota and authenticated key (an unaccepted key may send only a
+small hello; anything else is dropped undecoded), decode, then the kind's
+handler. A bad frame gets an ``error`` reply with a stable code and is logged
+once per peer, code and interval; nothing a peer sends can stop the loop.
+Connection caps, quotas and log throttling live in gdos/daemon/guard.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +22,13 @@ import zmq.asyncio
 from gdos import protocol
 from gdos.daemon.auth import PENDING_PREFIX, TOO_MANY, ZAP_DOMAIN, KeyRing
 from gdos.daemon.config import DaemonConfig
+from gdos.daemon.guard import (
+    PENDING_QUOTA,
+    ConnectionGuard,
+    Quotas,
+    Throttle,
+    accepted_quota,
+)
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.errors import ErrorCode
 from gdos.keys import KeyPair, fingerprint
@@ -30,8 +40,12 @@ log = logging.getLogger("gdosd.mesh")
 Handler = Callable[[LiveNode, Message], None]
 HelloHook = Callable[[LiveNode, Message], None]
 
-SNDHWM = 10_000
-RCVHWM = 100_000
+# Frames queued per connection: each direction has credit-based flow control,
+# so these only bound what a misbehaving peer can make libzmq hold.
+SNDHWM = 2_000
+RCVHWM = 1_000
+HANDSHAKE_IVL_MS = 10_000
+YIELD_AFTER = 0.005  # seconds of back-to-back frames before other tasks get a turn
 AGENT_KINDS = frozenset(
     {"hello", "heartbeat", "metrics", "exec.started", "exec.output", "exec.result", "error"}
     | {"pty.opened", "pty.output", "pty.exit", "pty.credit"}
@@ -54,18 +68,30 @@ class Mesh:
         self.config, self.ring, self.registry = config, ring, registry
         self.handlers: dict[str, Handler] = {}
         self.on_hello: list[HelloHook] = []
-        self.counters = {"frames_in": 0, "frames_out": 0, "bad_frames": 0, "dropped": 0}
-        self._logged: set[tuple[bytes, str]] = set()
+        self.counters = {
+            "frames_in": 0,
+            "frames_out": 0,
+            "bad_frames": 0,
+            "dropped": 0,
+            "over_quota": 0,
+        }
+        self.quotas = Quotas()
+        self._accepted_quota = accepted_quota(config.peer_quota_mb)
+        self._throttle = Throttle()
         self.socket = ctx.socket(zmq.ROUTER)
         self._configure(keypair)
+        self.guard = ConnectionGuard(
+            self.socket, config.max_handshakes, config.max_connections, HANDSHAKE_IVL_MS / 1000
+        )
 
     def _configure(self, keypair: KeyPair | None) -> None:
         s = self.socket
         s.linger = 0
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        s.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES + 4096)
+        s.setsockopt(zmq.MAXMSGSIZE, protocol.MESH_FRAME_BYTES)
         s.setsockopt(zmq.SNDHWM, SNDHWM)
         s.setsockopt(zmq.RCVHWM, RCVHWM)
+        s.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
         s.setsockopt(zmq.HEARTBEAT_IVL, 10_000)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 30_000)
         s.setsockopt(zmq.BACKLOG, 1024)
@@ -75,28 +101,50 @@ class Mesh:
             s.curve_publickey = keypair.public
             s.zap_domain = ZAP_DOMAIN.encode()
 
-    def bind(self) -> str:
+    def bind(self, max_connections: int | None = None) -> str:
+        """Bind the mesh; ``max_connections`` caps open connections (fds)."""
+        if max_connections is not None:
+            self.guard.max_connections = max_connections
         self.socket.bind(self.config.mesh_bind)
-        return str(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+        endpoint = str(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+        self.guard.port = int(endpoint.rsplit(":", 1)[1])
+        return endpoint
 
     async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        since_yield = loop.time()
         while True:
+            # A receive that finds a frame waiting does not yield; under a flood
+            # the loop would never run the control socket or the sweeper.
+            if loop.time() - since_yield > YIELD_AFTER:
+                await asyncio.sleep(0)
+                since_yield = loop.time()
             frames = await self.socket.recv_multipart(copy=False)
             self.counters["frames_in"] += 1
             try:
                 self._receive(frames)
-            except Exception:  # a handler bug must not stop the mesh
-                log.exception("handling a mesh frame failed")
+            except Exception as exc:  # a handler bug must not stop the mesh
+                held = self._throttle.check(("exception", type(exc).__name__))
+                if held is not None:
+                    log.exception("handling a mesh frame failed (%d more held back)", held)
 
     # -- receiving ----------------------------------------------------------
     def _receive(self, frames: list[zmq.Frame]) -> None:
         rid = frames[0].bytes
+        payload = frames[-1]
+        user_id = None if self.config.insecure else str(payload.get("User-Id"))
+        if user_id is not None and user_id.startswith(PENDING_PREFIX):
+            # A connection that enrolled (token or accept) keeps its handshake
+            # User-Id for life; once its key is accepted it is a normal session.
+            key = user_id[len(PENDING_PREFIX) :]
+            user_id = key if key in self.ring.accepted else user_id
+        if not self._admit(rid, user_id, sum(len(f) for f in frames[1:])):
+            return
         if len(frames) != 2:
             self._refuse(rid, ProtocolError(ErrorCode.BAD_FRAME, "expected exactly one frame."))
             return
-        payload = frames[1]
         try:
-            msg = protocol.decode(payload.bytes)
+            msg = protocol.decode(payload.bytes, protocol.MESH_FRAME_BYTES)
         except ProtocolError as exc:
             self._refuse(rid, exc)
             return
@@ -107,18 +155,30 @@ class Mesh:
                 msg.id,
             )
             return
-        user_id = None if self.config.insecure else str(payload.get("User-Id"))
-        if user_id is not None and user_id.startswith(PENDING_PREFIX):
-            # A connection that enrolled (token or accept) keeps its handshake
-            # User-Id for life; once its key is accepted it is a normal session.
-            key = user_id[len(PENDING_PREFIX) :]
-            user_id = key if key in self.ring.accepted else user_id
         if user_id is not None and user_id.startswith(PENDING_PREFIX):
             self._provisional(rid, user_id[len(PENDING_PREFIX) :], msg, payload)
         elif msg.kind == "hello":
             self._hello(rid, user_id, msg, payload)
         else:
             self._session_message(rid, user_id, msg)
+
+    def _admit(self, rid: bytes, user_id: str | None, size: int) -> bool:
+        """Quota and size checks before anything is decoded: False drops the frame.
+
+        An unaccepted key may only say a small hello; everyone has a byte and
+        frame budget, so one peer's flood costs others nothing.
+        """
+        pending = user_id is not None and user_id.startswith(PENDING_PREFIX)
+        if pending and size > protocol.HELLO_MAX_BYTES:
+            self._drop(rid, "oversized frame from a key that is not accepted")
+            return False
+        identity = user_id if user_id is not None else protocol.routing_name(rid)
+        limits = PENDING_QUOTA if pending else self._accepted_quota
+        if not self.quotas.allow(identity, size, limits):
+            self.counters["over_quota"] += 1
+            self._drop(rid, "frames over the peer's quota")
+            return False
+        return True
 
     def _session_message(self, rid: bytes, user_id: str | None, msg: Message) -> None:
         node = self.registry.session(rid)
@@ -132,7 +192,10 @@ class Mesh:
         self.registry.touch(node)
         handler = self.handlers.get(msg.kind)
         if handler is not None:
-            handler(node, msg)
+            try:
+                handler(node, msg)
+            except ProtocolError as exc:  # a handler's own limit or check
+                self._refuse(rid, exc, msg.id)
 
     def _hello(self, rid: bytes, user_id: str | None, msg: Message, payload: zmq.Frame) -> None:
         name = msg.body["name"]
@@ -190,20 +253,26 @@ class Mesh:
 
     def _refuse(self, rid: bytes, exc: ProtocolError, re: int | None = None) -> None:
         self.counters["bad_frames"] += 1
-        marker = (rid, str(exc.code))
-        if marker not in self._logged:
-            if len(self._logged) > 10_000:
-                self._logged.clear()
-            self._logged.add(marker)
-            log.warning("refused frame from %r: %s", rid[:64], exc)
+        held = self._throttle.check((protocol.routing_name(rid), str(exc.code)))
+        if held is not None:
+            log.warning("refused frame from %r: %s (%d more held back)", rid[:64], exc, held)
         self.send_rid(rid, "error", exc.to_body(), re=re)
 
     def _drop(self, rid: bytes, why: str) -> None:
         self.counters["dropped"] += 1
-        marker = (rid, why)
-        if marker not in self._logged:
-            self._logged.add(marker)
-            log.warning("dropped %s (routing id %r)", why, rid[:64])
+        held = self._throttle.check((protocol.routing_name(rid), why))
+        if held is not None:
+            log.warning("dropped %s (routing id %r; %d more held back)", why, rid[:64], held)
+
+    def stats(self) -> dict[str, int]:
+        """Frame counters and connection figures, for ``gdos daemon status --json``."""
+        counts = self.guard.counts
+        return {
+            **self.counters,
+            "connections_open": len(counts.open_fds),
+            "connections_handshaking": counts.handshaking,
+            "connections_refused": counts.refused,
+        }
 
     # -- sending ------------------------------------------------------------
     def send(self, node: LiveNode, kind: str, body: dict[str, Any]) -> bool:
@@ -224,6 +293,7 @@ class Mesh:
         return True
 
     def close(self) -> None:
+        self.guard.close()
         self.socket.close(linger=0)
 
 

@@ -9,7 +9,9 @@ refused.
 
 Agents fetch by sha256 from an offset (so a fetch resumes after a
 reconnect) and grant credit per chunk: the daemon never has more than the
-agent's window in flight, whatever the package size.
+agent's window in flight, whatever the package size. A node may have
+``MAX_FETCHES_PER_NODE`` fetches at once; the blob is open only while chunks
+are sent, and a fetch without credit for ``FETCH_IDLE_TIMEOUT`` is closed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from gdos.protocol import Message
 log = logging.getLogger("gdosd.packages")
 
 UPLOAD_IDLE_TIMEOUT = 600.0
+MAX_FETCHES_PER_NODE = 8
+FETCH_IDLE_TIMEOUT = 60.0
 SHA256_HEX = frozenset("0123456789abcdef")
 
 
@@ -209,6 +213,11 @@ class Packages:
         ):
             self._refuse(node, body["fetch"], ErrorCode.PACKAGE_UNKNOWN, "no such package")
             return
+        if sum(1 for k in self.fetches if k[0] == node.name) >= MAX_FETCHES_PER_NODE:
+            self.mesh.counters["bad_frames"] += 1
+            message = f"more than {MAX_FETCHES_PER_NODE} package fetches at once from one node"
+            self._refuse(node, body["fetch"], ErrorCode.LIMIT_EXCEEDED, message)
+            return
         fetch = Fetch(node, body["fetch"], max(0, body["credit"]))
         self.fetches[key] = fetch
         fetch.task = asyncio.create_task(self._serve(fetch, sha256, body["offset"]))
@@ -242,22 +251,14 @@ class Packages:
         key = (fetch.node.name, fetch.id)
         try:
             path = await asyncio.to_thread(self.blobs.local_path, sha256)
-            with path.open("rb") as source:
-                size = os.fstat(source.fileno()).st_size
-                if not 0 <= offset <= size:
-                    raise GdosError(ErrorCode.INVALID_ARGUMENT, f"offset {offset} is past the end")
-                source.seek(offset)
-                while offset < size:
-                    while fetch.credit <= 0:
-                        fetch.wakeup.clear()
-                        await fetch.wakeup.wait()
-                    data = source.read(protocol.PACKAGE_CHUNK_BYTES)
-                    body = {"fetch": fetch.id, "offset": offset, "data": data}
-                    if not self.mesh.send(fetch.node, "pkg.chunk", body):
-                        return  # disconnected or its queue is full: the agent asks again
-                    fetch.credit -= 1
-                    offset += len(data)
-                    await asyncio.sleep(0)  # let other fetches and the mesh run
+            size = path.stat().st_size
+            if not 0 <= offset <= size:
+                raise GdosError(ErrorCode.INVALID_ARGUMENT, f"offset {offset} is past the end")
+            while offset < size:
+                await self._await_credit(fetch)
+                offset = await self._send_window(fetch, path, offset, size)
+                if offset < 0:
+                    return  # disconnected or its queue is full: the agent asks again
         except GdosError as exc:
             self._refuse(fetch.node, fetch.id, exc.code, exc.message)
         except OSError as exc:
@@ -265,6 +266,37 @@ class Packages:
         finally:
             if self.fetches.get(key) is fetch:
                 del self.fetches[key]
+
+    @staticmethod
+    async def _await_credit(fetch: Fetch) -> None:
+        """Wait for the agent's credit; a fetch idle this long holds nothing more."""
+        while fetch.credit <= 0:
+            fetch.wakeup.clear()
+            try:
+                await asyncio.wait_for(fetch.wakeup.wait(), FETCH_IDLE_TIMEOUT)
+            except TimeoutError:
+                raise GdosError(
+                    ErrorCode.IDLE_TIMEOUT,
+                    f"no credit for {FETCH_IDLE_TIMEOUT:g}s; fetch again from the offset reached",
+                ) from None
+
+    async def _send_window(self, fetch: Fetch, path: Path, offset: int, size: int) -> int:
+        """Send chunks while credit lasts, with the blob open only meanwhile.
+
+        Returns the next offset, or -1 when the node cannot take more now."""
+        with path.open("rb") as source:
+            source.seek(offset)
+            while offset < size and fetch.credit > 0:
+                data = source.read(protocol.PACKAGE_CHUNK_BYTES)
+                if not data:
+                    raise GdosError(ErrorCode.STORAGE_FAILED, "the stored package shrank")
+                body = {"fetch": fetch.id, "offset": offset, "data": data}
+                if not self.mesh.send(fetch.node, "pkg.chunk", body):
+                    return -1
+                fetch.credit -= 1
+                offset += len(data)
+                await asyncio.sleep(0)  # let other fetches and the mesh run
+        return offset
 
     def _refuse(self, node: LiveNode, fetch_id: int, code: str, message: str) -> None:
         self.mesh.send(

@@ -118,6 +118,7 @@ class SnapshotCollector:
             ("frames_out", "mesh frames sent"),
             ("bad_frames", "mesh frames refused as malformed"),
             ("dropped", "mesh frames dropped (peer gone or queue full)"),
+            ("over_quota", "mesh frames dropped over a peer's byte or frame quota"),
         ):
             name = f"gdos_mesh_{key}" if key.startswith("frames") else f"gdos_mesh_{key}_frames"
             yield CounterMetricFamily(name, help_text, value=s.mesh.get(key, 0))

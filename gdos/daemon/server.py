@@ -27,6 +27,7 @@ from gdos.daemon.blobs import open_store
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.control import ControlServer
+from gdos.daemon.guard import return_freed_memory, trim_heap
 from gdos.daemon.logs import LogRelay
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.metrics import MetricRings
@@ -49,6 +50,9 @@ from gdos.protocol import Message
 log = logging.getLogger("gdosd")
 
 SWEEP_INTERVAL = 0.5
+# descriptors kept for everything but mesh connections: the store, package
+# blobs, control clients, log and recording files
+FD_RESERVE = 256
 
 
 class Daemon:
@@ -119,14 +123,18 @@ class Daemon:
         self.metrics.record(node.name, node.metrics)
 
     async def run(self) -> None:
-        raise_fd_limit()
+        fd_limit = raise_fd_limit()
+        return_freed_memory()
+        asyncio.get_running_loop().set_exception_handler(_quiet_exceptions)
         if self.config.prometheus:
             from gdos.daemon.prometheus import start_exporter
 
             self.prometheus = await start_exporter(self, self.config.prometheus)
         if self.config.insecure:  # also when not started through the CLI
             insecure.check(self.config.mesh_bind, self.config.trust_network)
-        self.mesh_endpoint = self.mesh.bind()
+        self.mesh_endpoint = self.mesh.bind(
+            self.config.max_connections or max(64, fd_limit - FD_RESERVE)
+        )
         self.observe.start()  # audits the handlers registered above; starts alerts
         await self.control.start()
         resumed = self.tasks.resume()
@@ -148,6 +156,7 @@ class Daemon:
         workers = [
             asyncio.create_task(self.mesh.serve(), name="mesh"),
             asyncio.create_task(self._sweeper(), name="sweeper"),
+            asyncio.create_task(self.mesh.guard.serve(), name="mesh-guard"),
         ]
         if self.zap is not None:
             workers.append(asyncio.create_task(self.zap.serve(), name="zap"))
@@ -178,6 +187,7 @@ class Daemon:
                 if time.monotonic() - last_flush >= self.config.flush_interval:
                     self.registry.flush()
                     last_flush = time.monotonic()
+                    trim_heap()
             except Exception:
                 log.exception("periodic sweep failed")
 
@@ -203,3 +213,10 @@ class Daemon:
         self.store.close()
         log.info("gdosd stopped")
         self.observe.after_shutdown()  # re-exec when a backup restore is staged
+
+
+def _quiet_exceptions(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's errors (e.g. accept() out of descriptors, repeated many times a
+    second) go through the daemon's throttled log instead of a traceback each."""
+    error = context.get("exception")
+    log.warning("%s", context.get("message", "event loop error"), exc_info=error)

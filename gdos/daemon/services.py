@@ -33,6 +33,7 @@ from typing import Any
 from gdos import units
 from gdos.daemon import module_defs
 from gdos.daemon.catalog import Catalog
+from gdos.daemon.guard import check_instance_room, check_report_size
 from gdos.daemon.instance_reports import InstanceReports
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.opids import OpIds
@@ -234,9 +235,11 @@ class Services:
         return self.reports.reported
 
     def on_state(self, node: LiveNode, msg: Message) -> None:
+        check_instance_room(self.catalog, node.name, msg.body["state"])
         self.reports.on_state(node, msg.body)
 
     def on_report(self, node: LiveNode, msg: Message) -> None:
+        check_report_size(self.catalog, node.name, msg.body["instances"])
         if "ops" in msg.body:
             self._fail_lost_ops(node, set(msg.body["ops"]))
         self.reports.on_report(node, msg.body)
