@@ -70,6 +70,9 @@ class Api:
             "nodes": len(d.registry.nodes),
             "online": sum(1 for n in d.registry.nodes.values() if n.online),
             "user": conn.user,
+            # a write the disk refused, until one works again (gdos/daemon/storage.py)
+            "storage_error": str(d.tasks.storage_problem) if d.tasks.storage_problem else None,
+            "unsaved_rows": d.tasks.unsaved,
         }
 
     # -- nodes --------------------------------------------------------------
