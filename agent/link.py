@@ -42,6 +42,7 @@ HELLO_TIMEOUT = 5.0  # to connect and finish the handshake; then to wait for a w
 HELLO_TIMEOUT_MAX = 30.0  # a busy daemon (thousands enrolling) is asked again, not redialled
 SILENCE_FACTOR = 3.0
 MIN_SILENCE = 10.0
+BYE_LINGER_MS = 1000  # at most this long at exit to get the goodbye out
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Link:
         for run in list(self.runs.values()):
             await run.cancel()
         await self.services.close()  # services keep running without the agent
+        # The closed DEALER keeps its own linger: term waits up to BYE_LINGER_MS for the bye.
         self.ctx.destroy(linger=0)
 
     def stop(self) -> None:
@@ -152,7 +154,8 @@ class Link:
             if monitor is not None:
                 sock.disable_monitor()
                 monitor.close(linger=0)
-            sock.close(linger=0)
+            # Stopping: linger so the goodbye leaves before the context ends.
+            sock.close(linger=BYE_LINGER_MS if self._stop.is_set() else 0)
             self.socket = None
 
     async def _converse(self, sock: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket) -> bool:
@@ -163,6 +166,7 @@ class Link:
         next_hb = next_metrics = 0.0
         recv = asyncio.ensure_future(sock.recv())
         event = asyncio.ensure_future(monitor.recv_multipart())
+        stopping = asyncio.ensure_future(self._stop.wait())
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -194,7 +198,7 @@ class Link:
                     else min(next_hb, next_metrics)
                 )
                 done, _ = await asyncio.wait(
-                    {recv, event},
+                    {recv, event, stopping},
                     timeout=max(0.05, wake - now),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
@@ -217,8 +221,10 @@ class Link:
                     elif result == "close":
                         return welcomed
         finally:
-            for future in (recv, event):
+            for future in (recv, event, stopping):
                 future.cancel()
+        if welcomed:  # stopping: say goodbye so the daemon shows us offline now
+            self._send("bye", {"reason": "the agent is stopping"})
         return welcomed
 
     def _link_event(self, frames: list[bytes]) -> str:

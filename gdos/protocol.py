@@ -66,6 +66,7 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
     # mesh: agent -> daemon
     "hello": ({"name": STR, "version": STR, "facts": MAP}, {"join": MAP, "results": LIST}),
     "heartbeat": ({}, {"uptime": NUM}),
+    "bye": ({}, {"reason": STR}),  # the agent is stopping: offline now, not after silence
     "metrics": ({"sample": MAP}, {}),
     "exec.started": ({"task": INT, "pid": INT}, {}),
     "exec.output": ({"task": INT, "stream": STR, "seq": INT, "data": BIN}, {}),

@@ -83,7 +83,7 @@ def _prometheus(address: str | None) -> str | None:
 
 def _daemon_config(options: dict[str, Any]) -> Any:
     """Every option of ``daemon run`` checked and turned into a DaemonConfig."""
-    from gdos.daemon.config import DaemonConfig
+    from gdos.daemon.config import DaemonConfig, check_mesh_address
     from gdos.errors import ErrorCode
 
     heartbeat, metrics, offline = (
@@ -98,6 +98,10 @@ def _daemon_config(options: dict[str, Any]) -> Any:
                 "intervals must be positive and --offline-after longer than --heartbeat.",
             )
         )
+    try:
+        mesh = check_mesh_address(options["mesh"])
+    except GdosError as error:
+        fail(error)
     if options["max_package_mb"] < 1:
         fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--max-package-mb must be at least 1."))
     store = {
@@ -111,7 +115,7 @@ def _daemon_config(options: dict[str, Any]) -> Any:
         options["backup_keep"],
     )
     return DaemonConfig(
-        mesh_bind=options["mesh"],
+        mesh_bind=mesh,
         advertise=options["advertise"],
         heartbeat_interval=heartbeat,
         metrics_interval=metrics,
@@ -205,15 +209,18 @@ def _given_options(ctx: Any) -> list[str]:
 
 @app.command()
 def stop() -> None:
-    """Stop the background daemon."""
+    """Stop the daemon of this GDOS_HOME; returns once its process has exited."""
     from gdos import paths
     from gdos.daemon.lifecycle import stop_background
 
     try:
-        pid = stop_background(paths.resolve())
+        stopped = stop_background(paths.resolve())
     except GdosError as error:
         fail(error)
-    sys.stdout.write(f"gdosd stopped (pid {pid})\n")
+    if stopped.killed:
+        sys.stdout.write(f"gdosd (pid {stopped.pid}) did not exit in time; killed with SIGKILL\n")
+    else:
+        sys.stdout.write(f"gdosd stopped (pid {stopped.pid})\n")
 
 
 @app.command()
@@ -231,3 +238,8 @@ def status(json: bool = JSON_OPTION) -> None:
         f"public key: {info['public_key'] or '-'}\n"
         f"nodes:      {info['online']} online of {info['nodes']}\n"
     )
+    if info.get("storage_error"):
+        sys.stdout.write(
+            f"storage:    FAILING, {info.get('unsaved_rows', 0)} task rows waiting: "
+            f"{info['storage_error']}\n"
+        )

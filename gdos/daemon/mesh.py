@@ -9,6 +9,7 @@ nothing a peer sends can stop the loop.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,8 @@ from gdos import protocol
 from gdos.daemon.auth import PENDING_PREFIX, ZAP_DOMAIN, KeyRing
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.registry import LiveNode, NodeRegistry
-from gdos.errors import ErrorCode
+from gdos.daemon.storage import storage_failure
+from gdos.errors import ErrorCode, GdosError
 from gdos.keys import KeyPair, fingerprint
 from gdos.names import NAME_PATTERN
 from gdos.protocol import Message, ProtocolError
@@ -33,7 +35,7 @@ HelloHook = Callable[[LiveNode, Message], None]
 SNDHWM = 10_000
 RCVHWM = 100_000
 AGENT_KINDS = frozenset(
-    {"hello", "heartbeat", "metrics", "exec.started", "exec.output", "exec.result", "error"}
+    {"hello", "heartbeat", "bye", "metrics", "exec.started", "exec.output", "exec.result", "error"}
     | {"pty.opened", "pty.output", "pty.exit", "pty.credit"}
     | {"svc.done", "svc.state", "svc.report", "pkg.fetch", "pkg.credit", "pkg.cancel"}
     | {"log.data", "log.end"}
@@ -56,6 +58,7 @@ class Mesh:
         self.on_hello: list[HelloHook] = []
         self.counters = {"frames_in": 0, "frames_out": 0, "bad_frames": 0, "dropped": 0}
         self._logged: set[tuple[bytes, str]] = set()
+        self.fds: dict[int, bytes] = {}  # socket fd -> routing id of its session (departures.py)
         self.socket = ctx.socket(zmq.ROUTER)
         self._configure(keypair)
 
@@ -76,7 +79,21 @@ class Mesh:
             s.zap_domain = ZAP_DOMAIN.encode()
 
     def bind(self) -> str:
-        self.socket.bind(self.config.mesh_bind)
+        """Bind the ROUTER; a busy port or an unusable address is a one-line GdosError."""
+        address = self.config.mesh_bind
+        try:
+            self.socket.bind(address)
+        except zmq.ZMQError as exc:
+            port = address.rpartition(":")[2]
+            if exc.errno == errno.EADDRINUSE:
+                raise GdosError(
+                    ErrorCode.ADDRESS_IN_USE,
+                    f"port {port} is already in use ({address}); stop what listens there "
+                    "or give another --mesh.",
+                ) from None
+            raise GdosError(
+                ErrorCode.INVALID_ARGUMENT, f"cannot listen on --mesh {address}: {exc}."
+            ) from None
         return str(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
 
     async def serve(self) -> None:
@@ -85,8 +102,8 @@ class Mesh:
             self.counters["frames_in"] += 1
             try:
                 self._receive(frames)
-            except Exception:  # a handler bug must not stop the mesh
-                log.exception("handling a mesh frame failed")
+            except Exception as exc:  # a handler bug must not stop the mesh
+                self._failed(frames[0].bytes, exc)
 
     # -- receiving ----------------------------------------------------------
     def _receive(self, frames: list[zmq.Frame]) -> None:
@@ -119,6 +136,15 @@ class Mesh:
             self._hello(rid, user_id, msg, payload)
         else:
             self._session_message(rid, user_id, msg)
+
+    def _failed(self, rid: bytes, exc: Exception) -> None:
+        """A full disk is answered (the peer asks again later); a bug is logged."""
+        failure = storage_failure(exc, self.registry.store.path)
+        if failure is None:
+            log.error("handling a mesh frame failed", exc_info=exc)
+            return
+        log.error("mesh frame from %r: %s", rid[:64], failure)
+        self.send_rid(rid, "error", failure.to_body())
 
     def _session_message(self, rid: bytes, user_id: str | None, msg: Message) -> None:
         node = self.registry.session(rid)
@@ -157,6 +183,7 @@ class Mesh:
         node = self.registry.register(
             name, rid, user_id, msg.body["version"], msg.body["facts"], address
         )
+        self.fds[_source_fd(payload)] = rid
         self.send(node, "welcome", {"config": self.config.agent_config(), "state": node.state})
         log.info("node %s online from %s (agent %s)", name, address, msg.body["version"])
         for hook in self.on_hello:
@@ -230,3 +257,11 @@ def _peer_address(frame: zmq.Frame) -> str:
         return str(frame.get("Peer-Address"))
     except Exception:
         return ""
+
+
+def _source_fd(frame: zmq.Frame) -> int:
+    """The descriptor of the TCP connection the frame came in on (ZMQ_SRCFD)."""
+    try:
+        return int(frame.get(zmq.SRCFD))
+    except Exception:
+        return -1

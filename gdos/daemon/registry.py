@@ -141,6 +141,12 @@ class NodeRegistry:
             self.by_routing_id.pop(node.routing_id, None)
         node.routing_id, node.online = None, False
 
+    def mark_offline(self, node: LiveNode) -> None:
+        """The node's connection is gone (goodbye, closed socket): offline now."""
+        self.disconnect(node)
+        for callback in self.on_offline:
+            callback(node)
+
     def sweep(self, now: float | None = None) -> list[LiveNode]:
         """Mark nodes silent for longer than ``offline_after`` offline."""
         now = now or time.time()

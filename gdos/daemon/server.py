@@ -27,6 +27,7 @@ from gdos.daemon.blobs import open_store
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.control import ControlServer
+from gdos.daemon.departures import Departures
 from gdos.daemon.logs import LogRelay
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.metrics import MetricRings
@@ -67,6 +68,7 @@ class Daemon:
         self.zap = None if config.insecure else ZapHandler(self.ctx, self.ring)
         self.mesh = Mesh(self.ctx, config, self.keypair, self.ring, self.registry)
         self.mesh.handlers.update({"heartbeat": self._on_heartbeat, "metrics": self._on_metrics})
+        self.departures = Departures(self.mesh, self.registry)  # goodbye, closed connections
         self.tasks = ExecTasks(config, self.store, self.registry, self.mesh)
         self.shells = Shells(config, self.store, self.registry, self.mesh, paths.sessions_dir)
         self.catalog = Catalog(self.store)
@@ -99,7 +101,7 @@ class Daemon:
         self.api.handlers.update(MetricsApi(self).handlers())
         self.observe = Observe(self, restored)  # audit, alerts, backups
         self.api.handlers.update(self.observe.handlers())
-        self.control = ControlServer(paths.control_socket, self.api)
+        self.control = ControlServer(paths.control_socket, self.api, paths.db)
         self.mesh_endpoint = ""
         self._stop = asyncio.Event()
 
@@ -114,11 +116,15 @@ class Daemon:
 
     async def run(self) -> None:
         raise_fd_limit()
+        try:
+            self.mesh_endpoint = self.mesh.bind()
+        except Exception:
+            self._release()  # nothing started yet: let go of sockets and the store
+            raise
         if self.config.prometheus:
             from gdos.daemon.prometheus import start_exporter
 
             self.prometheus = await start_exporter(self, self.config.prometheus)
-        self.mesh_endpoint = self.mesh.bind()
         self.observe.start()  # audits the handlers registered above; starts alerts
         await self.control.start()
         resumed = self.tasks.resume()
@@ -140,6 +146,7 @@ class Daemon:
         workers = [
             asyncio.create_task(self.mesh.serve(), name="mesh"),
             asyncio.create_task(self._sweeper(), name="sweeper"),
+            asyncio.create_task(self.departures.serve(), name="departures"),
         ]
         if self.zap is not None:
             workers.append(asyncio.create_task(self.zap.serve(), name="zap"))
@@ -152,6 +159,13 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _release(self) -> None:
+        self.mesh.close()
+        if self.zap is not None:
+            self.zap.close()
+        self.ctx.term()
+        self.store.close()
 
     async def _sweeper(self) -> None:
         last_flush = time.monotonic()
@@ -188,10 +202,6 @@ class Daemon:
             await self.prometheus.close()
         self.tasks.close()
         self.registry.flush()
-        self.mesh.close()
-        if self.zap is not None:
-            self.zap.close()
-        self.ctx.term()
-        self.store.close()
+        self._release()
         log.info("gdosd stopped")
         self.observe.after_shutdown()  # re-exec when a backup restore is staged

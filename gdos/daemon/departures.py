@@ -1,0 +1,93 @@
+"""Agents that leave: offline at once, not after ``--offline-after`` of silence.
+
+Two ways a connection ends visibly:
+
+- the agent says ``bye`` when it stops (SIGTERM): the node is offline now;
+- the TCP connection closes (process killed, host reset): the mesh socket's
+  monitor reports EVENT_DISCONNECTED with the connection's descriptor, which
+  the mesh mapped to the session's routing id at hello (ZMQ_SRCFD).
+
+ZeroMQ's ROUTER_NOTIFY would say this directly but is a draft option that
+the bundled libzmq does not build. A descriptor can be reused by a new
+connection before its disconnect event is read, so an event only marks the
+node offline once a send to its routing id fails with EHOSTUNREACH (the
+ROUTER has no such peer any more); otherwise the silence sweep decides, as
+it does for a connection that hangs without closing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from gdos import protocol
+from gdos.daemon.mesh import Mesh
+from gdos.daemon.registry import LiveNode, NodeRegistry
+from gdos.protocol import Message
+
+log = logging.getLogger("gdosd.departures")
+
+MONITOR_ADDRESS = "inproc://gdosd-mesh-monitor"
+PROBE_DELAYS = (0.0, 0.2, 1.0)  # a closing pipe may still take a send for a moment
+
+
+class Departures:
+    """Marks nodes offline on goodbye and on a closed connection."""
+
+    def __init__(self, mesh: Mesh, registry: NodeRegistry) -> None:
+        self.mesh, self.registry = mesh, registry
+        self.monitor: zmq.asyncio.Socket | None = None
+        mesh.handlers["bye"] = self.on_bye
+
+    def on_bye(self, node: LiveNode, msg: Message) -> None:
+        reason = msg.body.get("reason") or "the agent stopped"
+        log.info("node %s offline (said goodbye: %s)", node.name, reason)
+        self.registry.mark_offline(node)
+
+    async def serve(self) -> None:
+        """Read the mesh socket's disconnect events until cancelled."""
+        self.monitor = self.mesh.socket.get_monitor_socket(
+            addr=MONITOR_ADDRESS, events=zmq.EVENT_DISCONNECTED
+        )
+        try:
+            while True:
+                event = parse_monitor_message(await self.monitor.recv_multipart())
+                rid = self.mesh.fds.pop(int(event["value"]), None)
+                if rid is not None:
+                    await self._probe(rid)
+        finally:
+            with contextlib.suppress(zmq.ZMQError):
+                self.mesh.socket.disable_monitor()
+            self.monitor.close(linger=0)
+
+    async def _probe(self, rid: bytes) -> None:
+        for delay in PROBE_DELAYS:
+            await asyncio.sleep(delay)
+            node = self.registry.session(rid)
+            if node is None or not node.online or node.routing_id != rid:
+                return  # already offline, or its session moved to a new connection
+            if not self._reachable(node):
+                log.info("node %s offline (connection closed)", node.name)
+                self.registry.mark_offline(node)
+                return
+
+    def _reachable(self, node: LiveNode) -> bool:
+        """Whether the ROUTER still has a peer for the node's routing id.
+
+        The probe is a harmless heartbeat.ack; only EHOSTUNREACH means gone
+        (EAGAIN is a full queue: that peer is there).
+        """
+        assert node.routing_id is not None
+        body: dict[str, Any] = {"config": self.mesh.config.agent_config(), "state": node.state}
+        data = protocol.encode("heartbeat.ack", body)
+        future: Any = self.mesh.socket.send_multipart(
+            [node.routing_id, data], flags=zmq.DONTWAIT, copy=False
+        )
+        error = future.exception() if future.done() else None
+        return not (isinstance(error, zmq.ZMQError) and error.errno == zmq.EHOSTUNREACH)
