@@ -345,8 +345,13 @@ class ExecTasks:
     ) -> None:
         """A result for a host already given up on: keep it, nothing is lost."""
         hosts = {h["node"]: h for h in self.store.task_hosts(task_id)}
-        if name not in hosts or hosts[name]["status"] == status == "succeeded":
-            self._ack(name, task_id)  # unknown here, or stored already: nothing to keep
+        known = hosts.get(name)
+        if (
+            known is None
+            or known["status"] == status == "succeeded"
+            or (known["status"] == status and known["ended"] == row["ended"])
+        ):
+            self._ack(name, task_id)  # unknown here, or this very result is stored: resent
             return
         note = "result arrived after the deadline" + (f": {reason}" if reason else "")
 
