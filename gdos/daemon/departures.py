@@ -43,6 +43,7 @@ class Departures:
     def __init__(self, mesh: Mesh, registry: NodeRegistry) -> None:
         self.mesh, self.registry = mesh, registry
         self.monitor: zmq.asyncio.Socket | None = None
+        self._probes: set[asyncio.Task[None]] = set()
         mesh.handlers["bye"] = self.on_bye
 
     def on_bye(self, node: LiveNode, msg: Message) -> None:
@@ -59,9 +60,13 @@ class Departures:
             while True:
                 event = parse_monitor_message(await self.monitor.recv_multipart())
                 rid = self.mesh.fds.pop(int(event["value"]), None)
-                if rid is not None:
-                    await self._probe(rid)
+                if rid is not None:  # probed aside: one slow probe never delays the next event
+                    probe = asyncio.create_task(self._probe(rid))
+                    self._probes.add(probe)
+                    probe.add_done_callback(self._probes.discard)
         finally:
+            for probe in self._probes:
+                probe.cancel()
             with contextlib.suppress(zmq.ZMQError):
                 self.mesh.socket.disable_monitor()
             self.monitor.close(linger=0)
