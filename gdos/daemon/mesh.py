@@ -143,7 +143,9 @@ class Mesh:
         if failure is None:
             log.error("handling a mesh frame failed", exc_info=exc)
             return
-        log.error("mesh frame from %r: %s", rid[:64], failure)
+        if (rid, str(failure.code)) not in self._logged:  # once per peer, like refusals
+            self._logged.add((rid, str(failure.code)))
+            log.error("mesh frame from %r: %s", rid[:64], failure)
         self.send_rid(rid, "error", failure.to_body())
 
     def _session_message(self, rid: bytes, user_id: str | None, msg: Message) -> None:
