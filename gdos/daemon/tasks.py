@@ -361,6 +361,9 @@ class ExecTasks:
 
         def stored() -> None:
             log.info("late result for task %d from %s stored (%s)", task_id, name, status)
+            if task_id not in self.live:  # its status was decided without this result
+                with contextlib.suppress(Exception):
+                    self.store.finish_task(task_id, self._task_status(task_id, canceled=False))
             self._ack(name, task_id)
 
         full = {"task_id": task_id, "node": name, "status": status, "reason": note, **row}
@@ -418,14 +421,24 @@ class ExecTasks:
         return bool(node and node.online)
 
     def resume(self) -> int:
-        """After a restart: watch again every host that had not finished."""
+        """After a restart: watch again every host that had not finished.
+
+        Agents keep unacknowledged results and resend them once they are
+        back, so no host is given up on before its agents had
+        ``offline_after`` seconds to reconnect, even if its deadline passed
+        while the daemon was down.
+        """
         by_task: dict[int, list[dict[str, Any]]] = {}
         for row in self.store.open_hosts():
             by_task.setdefault(row["task_id"], []).append(row)
+        reconnect_by = time.time() + self.config.offline_after
         for task_id, rows in by_task.items():
             hosts = {
                 r["node"]: HostRun(
-                    node=r["node"], status=r["status"], deadline=r["deadline"], started=r["started"]
+                    node=r["node"],
+                    status=r["status"],
+                    deadline=None if r["deadline"] is None else max(r["deadline"], reconnect_by),
+                    started=r["started"],
                 )
                 for r in rows
             }

@@ -14,8 +14,10 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,3 +176,36 @@ def test_full_disk_mid_task_loses_no_result(full_disk_fleet: Fleet) -> None:
     assert {len(h["stdout"]) for h in hosts.values()} == {BIG}
     assert fleet.gdos_json("daemon", "status")["storage_error"] is None
     fleet.wait_online("n3", timeout=90)  # it asks again and enrolls once space returned
+
+
+def test_result_kept_by_the_agent_while_the_deadline_passed_with_the_daemon_down(
+    fleet: Fleet,
+) -> None:
+    agent = fleet.start_agent("n1", join=fleet.token())
+    fleet.wait_online("n1")
+    gate = short_home("gx-")
+    fleet.homes.append(gate)
+    cli = _exec(fleet, "n1", "--shell", "--timeout", "10", "--", _gated(gate, "echo done"))
+    markers = wait_for(lambda: len(m := _started(gate)) == 1 and m, 60, "command started")
+    task_id = fleet.gdos_json("task", "list")[0]["id"]
+    fleet.stop_daemon(signal.SIGKILL)
+    cli.communicate(timeout=30)
+    _release(markers)  # succeeds at once; the agent keeps the result for the daemon
+    # The daemon stays down past the host's deadline (timeout + grace).
+    db = sqlite3.connect(fleet.daemon_home / "state" / "gdos.db")
+    (deadline,) = db.execute(
+        "SELECT deadline FROM task_hosts WHERE task_id = ?", [task_id]
+    ).fetchone()
+    db.close()
+    wait_for(lambda: time.time() > deadline, 120, "the host's deadline passed")
+    agent.send(signal.SIGSTOP)  # back only once the restarted daemon has looked at the task
+    try:
+        fleet.start_daemon("--offline-after", "120")
+        host = fleet.gdos_json("task", "show", str(task_id))["hosts"][0]
+        assert host["status"] == "running"  # not given up while its agent may still reconnect
+    finally:
+        agent.send(signal.SIGCONT)
+    task = _finished_task(fleet, task_id)
+    host = task["hosts"][0]
+    assert (host["status"], host["stdout"], host["reason"]) == ("succeeded", "done\n", None)
+    assert task["status"] == "succeeded"
