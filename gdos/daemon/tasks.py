@@ -545,7 +545,18 @@ class ExecTasks:
             failure = storage_error(self.store.path, f"{type(exc).__name__}: {exc}")
         if self.storage_problem is None or self.storage_problem.message != failure.message:
             log.error("%s failed, kept to try again: %s", what, failure)
+            self._notify_waiting(failure)
         self.storage_problem = failure
+
+    def _notify_waiting(self, failure: GdosError) -> None:
+        """Tell whoever follows a task with unsaved rows why its results wait."""
+        waiting = {w.row["task_id"] for w in self._pending}
+        notice = {"type": "notice", **failure.to_body()}
+        for task_id in waiting:
+            task = self.live.get(task_id)
+            for subscriber in task.subscribers if task else []:
+                if not subscriber.closed:
+                    subscriber.push(notice)
 
     def subscribe(self, task: LiveTask) -> Subscriber:
         subscriber = Subscriber()

@@ -171,6 +171,7 @@ def test_full_disk_mid_task_loses_no_result(full_disk_fleet: Fleet) -> None:
         os.unlink(filler)
     out, err = cli.communicate(timeout=120)
     assert cli.returncode == 0, err
+    assert "waiting: error[storage_failed]: could not write" in err  # told why it waited
     hosts = {h["node"]: h for h in json.loads(out)["hosts"]}
     assert {h["status"] for h in hosts.values()} == {"succeeded"}
     assert {len(h["stdout"]) for h in hosts.values()} == {BIG}
