@@ -43,6 +43,7 @@ HELLO_TIMEOUT_MAX = 30.0  # a busy daemon (thousands enrolling) is asked again, 
 SILENCE_FACTOR = 3.0
 MIN_SILENCE = 10.0
 BYE_LINGER_MS = 1000  # at most this long at exit to get the goodbye out
+END_RUNS_WAIT = 5.0  # at exit, for running commands to be killed and their results sent
 
 
 @dataclass
@@ -223,9 +224,18 @@ class Link:
         finally:
             for future in (recv, event, stopping):
                 future.cancel()
-        if welcomed:  # stopping: say goodbye so the daemon shows us offline now
+        if welcomed:  # stopping: results of the commands we end, then goodbye
+            await self._end_runs()
             self._send("bye", {"reason": "the agent is stopping"})
         return welcomed
+
+    async def _end_runs(self) -> None:
+        """Cancel running commands and wait (bounded) until their results are sent."""
+        for run in list(self.runs.values()):
+            self._spawn(run.cancel())
+        deadline = time.monotonic() + END_RUNS_WAIT
+        while self.runs and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     def _link_event(self, frames: list[bytes]) -> str:
         """'linked' once the handshake is done, 'over' when the connection is lost."""
@@ -370,6 +380,8 @@ class Link:
                 "ended": now,
                 "reason": f"agent error: {exc}",
             }
+        if self._stop.is_set() and result.get("status") == "canceled":
+            result["reason"] = "the agent was stopped while the command ran; process group killed"
         self.runs.pop(run.task_id, None)
         self._finish(run.task_id, result)
 

@@ -6,12 +6,15 @@ marks the node offline within the tests' (much shorter) deadlines.
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Fleet
+from tests.harness import Fleet, short_home, wait_for
 
 PATIENT = ("--offline-after", "120")
 DEADLINE = 30.0  # far below 120 s: only a goodbye or a closed connection gets there
@@ -52,3 +55,26 @@ def test_agent_killed_is_offline_once_its_connection_closes(patient: Fleet) -> N
     patient.start_agent("n1", home=agent.home)
     patient.wait_online("n1")
     assert patient.gdos("exec", "n1", "n2", "--", "true").returncode == 0
+
+
+def test_agent_stopped_mid_exec_ends_the_command_and_reports_it(patient: Fleet) -> None:
+    agent = patient.start_agent("n1", join=patient.token())
+    patient.wait_online("n1")
+    marker = short_home("gx-") / "started"
+    patient.homes.append(marker.parent)
+    command = f"touch {marker}; sleep 300"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "gdos.cli.main", "exec", "n1", "--json", "--shell", "--", command],
+        env=patient.env(patient.daemon_home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(marker.exists, DEADLINE, "command started")
+    agent.send(signal.SIGTERM)
+    out, err = cli.communicate(timeout=DEADLINE)  # not after the 300 s timeout
+    assert cli.returncode == 130, out + err
+    host = json.loads(out)["hosts"][0]
+    assert host["status"] == "canceled"
+    assert host["reason"] == "the agent was stopped while the command ran; process group killed"
+    patient.wait_offline("n1", timeout=DEADLINE)
