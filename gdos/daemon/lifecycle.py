@@ -48,6 +48,13 @@ def running_pid(paths: Paths) -> int | None:
         except BlockingIOError:
             return _pid_in(paths.pid_file)  # a live daemon holds it
         stale = _pid_in(paths.pid_file)
+        if stale is not None and _runs_gdosd(stale):
+            raise GdosError(
+                ErrorCode.DAEMON_RUNNING,
+                f"pid {stale} runs 'gdos daemon run' but does not hold the lock on "
+                f"{paths.pid_file} (started by an older gdos?); stop it with 'kill {stale}', "
+                "then try again.",
+            )
         with contextlib.suppress(FileNotFoundError):
             paths.pid_file.unlink()
         logging.getLogger("gdos").debug("removed stale pid file naming pid %s", stale)
@@ -219,13 +226,24 @@ def _gdosd_process(pid: int) -> psutil.Process:
             ErrorCode.DAEMON_UNAVAILABLE, f"cannot inspect the daemon's pid {pid}: {exc}."
         ) from None
     joined = " ".join(cmdline)
-    if "gdos" not in joined or "daemon" not in cmdline or "run" not in cmdline:
+    if not _looks_like_gdosd(cmdline):
         raise GdosError(
             ErrorCode.UNSAFE_PATH,
             f"the pid file names pid {pid}, which runs {joined[:200]!r}, not gdosd; "
             "not signalling it.",
         )
     return proc
+
+
+def _runs_gdosd(pid: int) -> bool:
+    try:
+        return _looks_like_gdosd(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def _looks_like_gdosd(cmdline: list[str]) -> bool:
+    return "gdos" in " ".join(cmdline) and "daemon" in cmdline and "run" in cmdline
 
 
 def _exited(proc: psutil.Process, wait: float) -> bool:

@@ -104,3 +104,23 @@ def test_busy_mesh_port_is_one_line_address_in_use(home: Path, command: str) -> 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error[address_in_use]: port ")
     assert str(port) in lines[0]
+
+
+def test_an_unlocked_gdosd_named_by_the_pid_file_is_left_to_the_operator(home: Path) -> None:
+    # Looks like 'gdos daemon run' (an older gdos, say) but does not hold the lock.
+    lookalike = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)", "gdos", "daemon", "run"]
+    )
+    try:
+        run_dir = home / "run"
+        run_dir.mkdir(mode=0o700)
+        (run_dir / "gdosd.pid").write_text(str(lookalike.pid))
+        for command in ("stop", "start"):
+            refused = gdos(home, "daemon", command)
+            assert refused.returncode == 1, refused.stderr
+            assert refused.stderr.startswith("error[daemon_running]: pid ")
+            assert f"kill {lookalike.pid}" in refused.stderr
+            assert lookalike.poll() is None
+    finally:
+        lookalike.kill()
+        lookalike.wait()
