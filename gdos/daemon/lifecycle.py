@@ -236,10 +236,17 @@ def _gdosd_process(pid: int) -> psutil.Process:
 
 
 def _runs_gdosd(pid: int) -> bool:
+    """Whether ``pid`` runs ``gdos daemon run`` for this GDOS_HOME (as far as we can see)."""
     try:
-        return _looks_like_gdosd(psutil.Process(pid).cmdline())
+        proc = psutil.Process(pid)
+        if not _looks_like_gdosd(proc.cmdline()):
+            return False
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
+    try:
+        return proc.environ().get("GDOS_HOME") == os.environ.get("GDOS_HOME")
+    except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+        return True  # cannot tell: better refuse than start a second daemon
 
 
 def _looks_like_gdosd(cmdline: list[str]) -> bool:

@@ -109,7 +109,8 @@ def test_busy_mesh_port_is_one_line_address_in_use(home: Path, command: str) -> 
 def test_an_unlocked_gdosd_named_by_the_pid_file_is_left_to_the_operator(home: Path) -> None:
     # Looks like 'gdos daemon run' (an older gdos, say) but does not hold the lock.
     lookalike = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(300)", "gdos", "daemon", "run"]
+        [sys.executable, "-c", "import time; time.sleep(300)", "gdos", "daemon", "run"],
+        env=_env(home),
     )
     try:
         run_dir = home / "run"
