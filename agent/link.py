@@ -5,7 +5,8 @@ enrolling) and lives while the daemon answers. Heartbeats and metrics go out
 on the intervals the daemon pushes. When the link is lost (disconnect event,
 no answer for too long, refused key) the socket is closed and dialled again
 after an exponential backoff with jitter. Exec results are kept until the
-daemon acknowledges them and sent again after every reconnect.
+daemon acknowledges them (it does once they are stored), sent again after
+every reconnect and every RESEND_AFTER seconds.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ HELLO_TIMEOUT_MAX = 30.0  # a busy daemon (thousands enrolling) is asked again, 
 SILENCE_FACTOR = 3.0
 MIN_SILENCE = 10.0
 BYE_LINGER_MS = 1000  # at most this long at exit to get the goodbye out
+RESEND_AFTER = 30.0  # an unacknowledged result is sent again after this
 END_RUNS_WAIT = 5.0  # at exit, for running commands to be killed and their results sent
 
 
@@ -71,6 +73,7 @@ class Link:
         self.state = "normal"
         self.runs: dict[int, ExecRun] = {}
         self.unacked: dict[int, dict[str, Any]] = {}
+        self.sent_at: dict[int, float] = {}  # task -> when its result was last sent (monotonic)
         self.started = time.time()
         self._last_refusal = ""
         self._stop = asyncio.Event()
@@ -189,6 +192,7 @@ class Link:
                     return True
                 if welcomed and now >= next_hb:
                     self._send("heartbeat", {"uptime": time.time() - self.started})
+                    self._resend_unacked(now)
                     next_hb = now + self.heartbeat_interval
                 if welcomed and now >= next_metrics:
                     self._send("metrics", {"sample": self._metrics_sample()})
@@ -279,8 +283,7 @@ class Link:
         self._last_refusal = ""
         for run in self.runs.values():
             run.reset_credit()
-        for body in self.unacked.values():
-            self._send("exec.result", body)
+        self._resend_unacked(time.monotonic(), every=0.0)
         self.services.welcomed()
 
     def _metrics_sample(self) -> dict[str, object]:
@@ -387,7 +390,19 @@ class Link:
 
     def _finish(self, task_id: int, result: dict[str, Any]) -> None:
         self.unacked[task_id] = result
+        self.sent_at[task_id] = time.monotonic()
         self._send("exec.result", result)
+
+    def _resend_unacked(self, now: float, every: float = RESEND_AFTER) -> None:
+        """Send again results not acknowledged for ``every`` seconds.
+
+        The daemon acknowledges only what it stored; one that could not
+        store a result (full disk, over its memory budget) gets it again.
+        """
+        for task_id, body in self.unacked.items():
+            if now - self.sent_at.get(task_id, 0.0) >= every:
+                self.sent_at[task_id] = now
+                self._send("exec.result", body)
 
     def _on_exec_cancel(self, msg: Message) -> None:
         run = self.runs.get(msg.body["task"])
@@ -401,6 +416,7 @@ class Link:
 
     def _on_exec_result_ack(self, msg: Message) -> None:
         self.unacked.pop(msg.body["task"], None)
+        self.sent_at.pop(msg.body["task"], None)
 
     # -- remote shell (agent/shells.py) -----------------------------------------
     def _on_pty_open(self, msg: Message) -> None:

@@ -43,6 +43,7 @@ MIN_HOST_CREDIT = 2
 DEFAULT_TIMEOUT = 300.0
 BATCH_DELAY = 0.02  # results written together within this window
 RETRY_DELAY = 1.0  # a batch the disk refused is tried again after this
+MAX_UNSAVED_BYTES = 256 * 1024 * 1024  # output held for the disk; past it agents keep theirs
 
 Event = dict[str, Any]
 Ack = Callable[[], None] | None
@@ -131,6 +132,7 @@ class ExecTasks:
         self.config, self.store, self.registry, self.mesh = config, store, registry, mesh
         self.live: dict[int, LiveTask] = {}
         self._pending: list[PendingWrite] = []
+        self._unsaved_bytes = 0  # output bytes in _pending
         self.storage_problem: GdosError | None = None  # the last refused write, until one works
         self._flush_handle: asyncio.TimerHandle | None = None
         mesh.handlers.update(
@@ -272,6 +274,8 @@ class ExecTasks:
             subscriber.push(event, ack)
 
     def _on_result(self, node: LiveNode, msg: Message) -> None:
+        if self._unsaved_bytes > MAX_UNSAVED_BYTES:
+            return  # not acknowledged: the agent keeps it and sends it again later
         body = msg.body
         task_id, name = body["task"], node.name
         status = body["status"] if body["status"] in FINAL else "failed"
@@ -497,6 +501,7 @@ class ExecTasks:
 
     def _queue(self, write: PendingWrite) -> None:
         self._pending.append(write)
+        self._unsaved_bytes += _output_bytes(write.row)
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(BATCH_DELAY, self.flush)
 
@@ -526,6 +531,7 @@ class ExecTasks:
                 loop = asyncio.get_running_loop()
                 self._flush_handle = loop.call_later(RETRY_DELAY, self.flush)
             return
+        self._unsaved_bytes -= sum(_output_bytes(w.row) for w in batch)
         if self.storage_problem is not None:
             log.info("storage works again; %d task host rows stored", len(batch))
             self.storage_problem = None
@@ -578,6 +584,10 @@ class ExecTasks:
                 "%d task host rows could not be stored; agents resend unacknowledged results",
                 len(self._pending),
             )
+
+
+def _output_bytes(row: dict[str, Any]) -> int:
+    return len(row.get("stdout") or b"") + len(row.get("stderr") or b"")
 
 
 def _seen_ago(node: LiveNode) -> str:
