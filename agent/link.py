@@ -5,7 +5,8 @@ enrolling) and lives while the daemon answers. Heartbeats and metrics go out
 on the intervals the daemon pushes. When the link is lost (disconnect event,
 no answer for too long, refused key) the socket is closed and dialled again
 after an exponential backoff with jitter. Exec results are kept until the
-daemon acknowledges them and sent again after every reconnect.
+daemon acknowledges them (it does once they are stored), sent again after
+every reconnect and every RESEND_AFTER seconds.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ HELLO_TIMEOUT = 5.0  # to connect and finish the handshake; then to wait for a w
 HELLO_TIMEOUT_MAX = 30.0  # a busy daemon (thousands enrolling) is asked again, not redialled
 SILENCE_FACTOR = 3.0
 MIN_SILENCE = 10.0
+BYE_LINGER_MS = 1000  # at most this long at exit to get the goodbye out
+RESEND_AFTER = 30.0  # an unacknowledged result is sent again after this
+END_RUNS_WAIT = 5.0  # at exit, for running commands to be killed and their results sent
 
 
 # Within the exec.result schema (gdos/node_data.py ERROR_TEXT), with room to spare.
@@ -75,6 +79,7 @@ class Link:
         self.state = "normal"
         self.runs: dict[int, ExecRun] = {}
         self.unacked: dict[int, dict[str, Any]] = {}
+        self.sent_at: dict[int, float] = {}  # task -> when its result was last sent (monotonic)
         self.started = time.time()
         self._last_refusal = ""
         self._stop = asyncio.Event()
@@ -111,6 +116,7 @@ class Link:
         for run in list(self.runs.values()):
             await run.cancel()
         await self.services.close()  # services keep running without the agent
+        # The closed DEALER keeps its own linger: term waits up to BYE_LINGER_MS for the bye.
         self.ctx.destroy(linger=0)
 
     def stop(self) -> None:
@@ -159,7 +165,8 @@ class Link:
             if monitor is not None:
                 sock.disable_monitor()
                 monitor.close(linger=0)
-            sock.close(linger=0)
+            # Stopping: linger so the goodbye leaves before the context ends.
+            sock.close(linger=BYE_LINGER_MS if self._stop.is_set() else 0)
             self.socket = None
 
     async def _converse(self, sock: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket) -> bool:
@@ -170,6 +177,7 @@ class Link:
         next_hb = next_metrics = 0.0
         recv = asyncio.ensure_future(sock.recv())
         event = asyncio.ensure_future(monitor.recv_multipart())
+        stopping = asyncio.ensure_future(self._stop.wait())
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -191,6 +199,7 @@ class Link:
                     return True
                 if welcomed and now >= next_hb:
                     self._send("heartbeat", {"uptime": time.time() - self.started})
+                    self._resend_unacked(now)
                     next_hb = now + self.heartbeat_interval
                 if welcomed and now >= next_metrics:
                     self._send("metrics", {"sample": self._metrics_sample()})
@@ -201,7 +210,7 @@ class Link:
                     else min(next_hb, next_metrics)
                 )
                 done, _ = await asyncio.wait(
-                    {recv, event},
+                    {recv, event, stopping},
                     timeout=max(0.05, wake - now),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
@@ -224,9 +233,20 @@ class Link:
                     elif result == "close":
                         return welcomed
         finally:
-            for future in (recv, event):
+            for future in (recv, event, stopping):
                 future.cancel()
+        if welcomed:  # stopping: results of the commands we end, then goodbye
+            await self._end_runs()
+            self._send("bye", {"reason": "the agent is stopping"})
         return welcomed
+
+    async def _end_runs(self) -> None:
+        """Cancel running commands and wait (bounded) until their results are sent."""
+        for run in list(self.runs.values()):
+            self._spawn(run.cancel())
+        deadline = time.monotonic() + END_RUNS_WAIT
+        while self.runs and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     def _link_event(self, frames: list[bytes]) -> str:
         """'linked' once the handshake is done, 'over' when the connection is lost."""
@@ -274,8 +294,7 @@ class Link:
         self._last_refusal = ""
         for run in self.runs.values():
             run.reset_credit()
-        for body in self.unacked.values():
-            self._send("exec.result", body)
+        self._resend_unacked(time.monotonic(), every=0.0)
         self.services.welcomed()
 
     def _metrics_sample(self) -> dict[str, object]:
@@ -385,6 +404,8 @@ class Link:
                 "ended": now,
                 "reason": f"agent error: {exc}",
             }
+        if self._stop.is_set() and result.get("status") == "canceled":
+            result["reason"] = "the agent was stopped while the command ran; process group killed"
         self.runs.pop(run.task_id, None)
         self._finish(run.task_id, result)
 
@@ -393,7 +414,19 @@ class Link:
         if isinstance(reason, str) and len(reason) > MAX_REASON:  # e.g. a huge argv[0]
             result["reason"] = reason[: MAX_REASON - 1] + "…"
         self.unacked[task_id] = result
+        self.sent_at[task_id] = time.monotonic()
         self._send("exec.result", result)
+
+    def _resend_unacked(self, now: float, every: float = RESEND_AFTER) -> None:
+        """Send again results not acknowledged for ``every`` seconds.
+
+        The daemon acknowledges only what it stored; one that could not
+        store a result (full disk, over its memory budget) gets it again.
+        """
+        for task_id, body in self.unacked.items():
+            if now - self.sent_at.get(task_id, 0.0) >= every:
+                self.sent_at[task_id] = now
+                self._send("exec.result", body)
 
     def _on_exec_cancel(self, msg: Message) -> None:
         run = self.runs.get(msg.body["task"])
@@ -407,6 +440,7 @@ class Link:
 
     def _on_exec_result_ack(self, msg: Message) -> None:
         self.unacked.pop(msg.body["task"], None)
+        self.sent_at.pop(msg.body["task"], None)
 
     # -- remote shell (agent/shells.py) -----------------------------------------
     def _on_pty_open(self, msg: Message) -> None:

@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     DAEMON_UNAVAILABLE = "daemon_unavailable"
     DAEMON_RUNNING = "daemon_running"
     UNSAFE_PATH = "unsafe_path"
+    ADDRESS_IN_USE = "address_in_use"
     INTERNAL = "internal"
     # nodes, keys, tokens
     NODE_UNKNOWN = "node_unknown"

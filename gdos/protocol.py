@@ -119,6 +119,7 @@ KINDS: dict[str, tuple[Schema, Schema]] = {
         {"join": nd.JOIN, "results": ListOf(EXEC_RESULT, 64)},
     ),
     "heartbeat": ({}, {"uptime": nd.DURATION}),
+    "bye": ({}, {"reason": Str(1024)}),  # the agent is stopping: offline now, not after silence
     "metrics": ({"sample": nd.METRICS_SAMPLE}, {}),
     "exec.started": ({"task": ID, "pid": nd.PID}, {}),
     "exec.output": (

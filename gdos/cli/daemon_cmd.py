@@ -116,7 +116,7 @@ def _insecure(mesh: str, trusted: bool) -> None:
 
 def _daemon_config(options: dict[str, Any]) -> Any:
     """Every option of ``daemon run`` checked and turned into a DaemonConfig."""
-    from gdos.daemon.config import DaemonConfig
+    from gdos.daemon.config import DaemonConfig, check_mesh_address
     from gdos.errors import ErrorCode
 
     heartbeat, metrics, offline = (
@@ -131,6 +131,10 @@ def _daemon_config(options: dict[str, Any]) -> Any:
                 "intervals must be positive and --offline-after longer than --heartbeat.",
             )
         )
+    try:
+        mesh = check_mesh_address(options["mesh"])
+    except GdosError as error:
+        fail(error)
     if options["max_pending_keys"] < 1 or not options["pending_keys_per_minute"] > 0:
         fail(
             GdosError(
@@ -164,7 +168,7 @@ def _daemon_config(options: dict[str, Any]) -> Any:
         options["backup_keep"],
     )
     return DaemonConfig(
-        mesh_bind=options["mesh"],
+        mesh_bind=mesh,
         advertise=options["advertise"],
         heartbeat_interval=heartbeat,
         metrics_interval=metrics,
@@ -275,15 +279,18 @@ def _given_options(ctx: Any) -> list[str]:
 
 @app.command()
 def stop() -> None:
-    """Stop the background daemon."""
+    """Stop the daemon of this GDOS_HOME; returns once its process has exited."""
     from gdos import paths
     from gdos.daemon.lifecycle import stop_background
 
     try:
-        pid = stop_background(paths.resolve())
+        stopped = stop_background(paths.resolve())
     except GdosError as error:
         fail(error)
-    sys.stdout.write(f"gdosd stopped (pid {pid})\n")
+    if stopped.killed:
+        sys.stdout.write(f"gdosd (pid {stopped.pid}) did not exit in time; killed with SIGKILL\n")
+    else:
+        sys.stdout.write(f"gdosd stopped (pid {stopped.pid})\n")
 
 
 @app.command()
@@ -301,3 +308,8 @@ def status(json: bool = JSON_OPTION) -> None:
         f"public key: {info['public_key'] or '-'}\n"
         f"nodes:      {info['online']} online of {info['nodes']}\n"
     )
+    if info.get("storage_error"):
+        sys.stdout.write(
+            f"storage:    FAILING, {info.get('unsaved_rows', 0)} task rows waiting: "
+            f"{info['storage_error']}\n"
+        )

@@ -145,6 +145,8 @@ async def _follow(client: Any, request: dict[str, Any], as_json: bool) -> int:
             printer.output(event)
         elif event["type"] == "host":
             printer.host(event)
+        elif event["type"] == "notice":  # e.g. storage_failed: results wait, none is lost
+            sys.stderr.write(f"waiting: error[{event['code']}]: {event['message']}\n")
     loop.remove_signal_handler(signal.SIGINT)
     task = (await client.call("task.show", id=task_id))["task"]
     if as_json:

@@ -71,6 +71,9 @@ class Api:
             "online": sum(1 for n in d.registry.nodes.values() if n.online),
             "user": conn.user,
             "mesh_counters": d.mesh.stats(),
+            # a write the disk refused, until one works again (gdos/daemon/storage.py)
+            "storage_error": str(d.tasks.storage_problem) if d.tasks.storage_problem else None,
+            "unsaved_rows": d.tasks.unsaved,
         }
 
     # -- nodes --------------------------------------------------------------

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gdos.daemon.storage import storage_failure
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
 
@@ -200,8 +201,10 @@ class AuditTrail:
             except GdosError as exc:
                 self._record_request(conn, action, body, None, str(exc.code), exc.message)
                 raise
-            except Exception:
-                self._record_request(conn, action, body, None, str(ErrorCode.INTERNAL), None)
+            except Exception as exc:
+                failure = storage_failure(exc, self.store.path)  # the row may not fit either
+                code = failure.code if failure is not None else ErrorCode.INTERNAL
+                self._record_request(conn, action, body, None, str(code), None)
                 raise
             if action.record_ok:
                 self._record_request(conn, action, body, reply, "ok", None)

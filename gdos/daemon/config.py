@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gdos.errors import ErrorCode, GdosError
+
 DEFAULT_MESH = "tcp://0.0.0.0:7420"
+_HOSTNAME = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$")
+
+
+def check_mesh_address(value: str) -> str:
+    """``tcp://HOST:PORT`` (or ``HOST:PORT``) checked before anything binds it."""
+    address = value.strip()
+    rest = address[len("tcp://") :] if address.startswith("tcp://") else address
+    host, sep, port = rest.rpartition(":")
+    ok = bool(sep) and (port == "*" or (port.isdigit() and 0 < int(port) < 65536))
+    if ok and host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            ok = False
+    elif ok:
+        ok = bool(_HOSTNAME.match(host))
+    if not ok or "://" in rest:
+        raise GdosError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"--mesh {value!r} is not an address to listen on; give tcp://HOST:PORT, "
+            "e.g. tcp://0.0.0.0:7420.",
+        )
+    return "tcp://" + rest
 
 
 @dataclass(frozen=True)

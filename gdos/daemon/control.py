@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gdos import protocol
+from gdos.daemon.storage import storage_failure
 from gdos.errors import ErrorCode, GdosError
 from gdos.flow import CreditWindow
 from gdos.paths import check_socket_path, ensure_private_dir
@@ -103,8 +104,9 @@ class ControlConnection:
 class ControlServer:
     """Accepts local clients and dispatches their requests to the API."""
 
-    def __init__(self, path: Path, api: Any) -> None:
+    def __init__(self, path: Path, api: Any, storage_path: Path) -> None:
         self.path, self.api = path, api
+        self.storage_path = storage_path  # named in storage_failed errors from SQLite
         self.server: asyncio.AbstractServer | None = None
         self.connections: set[ControlConnection] = set()
 
@@ -176,7 +178,12 @@ class ControlServer:
         except GdosError as exc:
             await conn.write("error", exc.to_body(), re=msg.id)
             return
-        except Exception:
+        except Exception as exc:
+            failure = storage_failure(exc, self.storage_path)
+            if failure is not None:
+                log.error("control request %s: %s", msg.kind, failure)
+                await conn.write("error", failure.to_body(), re=msg.id)
+                return
             log.exception("control request %s failed", msg.kind)
             await conn.write(
                 "error",

@@ -31,7 +31,7 @@ import os
 import socket
 import time
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,6 +239,8 @@ class ConnectionGuard:
         self.counts = ConnectionCounts(window=handshake_timeout + 1.0)
         self.port = 0
         self.throttle = Throttle()
+        # libzmq allows one monitor per socket: others hear closed connections here.
+        self.on_disconnect: list[Callable[[int], None]] = []
         self.monitor = mesh_socket.get_monitor_socket(
             zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | HANDSHAKE_ENDS
         )
@@ -261,6 +263,8 @@ class ConnectionGuard:
                 self._refuse(value, f"more than {self.max_connections} connections open")
         elif kind == zmq.EVENT_DISCONNECTED:
             counts.closed(value)
+            for listener in self.on_disconnect:
+                listener(value)
         elif kind & HANDSHAKE_ENDS:
             counts.handshakes_done += 1
 

@@ -12,6 +12,7 @@ Connection caps, quotas and log throttling live in gdos/daemon/guard.py.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,8 @@ from gdos.daemon.guard import (
     accepted_quota,
 )
 from gdos.daemon.registry import LiveNode, NodeRegistry
-from gdos.errors import ErrorCode
+from gdos.daemon.storage import storage_failure
+from gdos.errors import ErrorCode, GdosError
 from gdos.keys import KeyPair, fingerprint
 from gdos.names import NAME_PATTERN
 from gdos.protocol import Message, ProtocolError
@@ -47,7 +49,7 @@ RCVHWM = 1_000
 HANDSHAKE_IVL_MS = 10_000
 YIELD_AFTER = 0.005  # seconds of back-to-back frames before other tasks get a turn
 AGENT_KINDS = frozenset(
-    {"hello", "heartbeat", "metrics", "exec.started", "exec.output", "exec.result", "error"}
+    {"hello", "heartbeat", "bye", "metrics", "exec.started", "exec.output", "exec.result", "error"}
     | {"pty.opened", "pty.output", "pty.exit", "pty.credit"}
     | {"svc.done", "svc.state", "svc.report", "pkg.fetch", "pkg.credit", "pkg.cancel"}
     | {"log.data", "log.end"}
@@ -78,6 +80,7 @@ class Mesh:
         self.quotas = Quotas()
         self._accepted_quota = accepted_quota(config.peer_quota_mb)
         self._throttle = Throttle()
+        self.fds: dict[int, bytes] = {}  # socket fd -> routing id of its session (departures.py)
         self.socket = ctx.socket(zmq.ROUTER)
         self._configure(keypair)
         self.guard = ConnectionGuard(
@@ -102,10 +105,26 @@ class Mesh:
             s.zap_domain = ZAP_DOMAIN.encode()
 
     def bind(self, max_connections: int | None = None) -> str:
-        """Bind the mesh; ``max_connections`` caps open connections (fds)."""
+        """Bind the ROUTER; ``max_connections`` caps open connections (fds).
+
+        A busy port or an unusable address is a one-line GdosError.
+        """
         if max_connections is not None:
             self.guard.max_connections = max_connections
-        self.socket.bind(self.config.mesh_bind)
+        address = self.config.mesh_bind
+        try:
+            self.socket.bind(address)
+        except zmq.ZMQError as exc:
+            port = address.rpartition(":")[2]
+            if exc.errno == errno.EADDRINUSE:
+                raise GdosError(
+                    ErrorCode.ADDRESS_IN_USE,
+                    f"port {port} is already in use ({address}); stop what listens there "
+                    "or give another --mesh.",
+                ) from None
+            raise GdosError(
+                ErrorCode.INVALID_ARGUMENT, f"cannot listen on --mesh {address}: {exc}."
+            ) from None
         endpoint = str(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
         self.guard.port = int(endpoint.rsplit(":", 1)[1])
         return endpoint
@@ -124,9 +143,7 @@ class Mesh:
             try:
                 self._receive(frames)
             except Exception as exc:  # a handler bug must not stop the mesh
-                held = self._throttle.check(("exception", type(exc).__name__))
-                if held is not None:
-                    log.exception("handling a mesh frame failed (%d more held back)", held)
+                self._failed(frames[0].bytes, exc)
 
     # -- receiving ----------------------------------------------------------
     def _receive(self, frames: list[zmq.Frame]) -> None:
@@ -180,6 +197,22 @@ class Mesh:
             return False
         return True
 
+    def _failed(self, rid: bytes, exc: Exception) -> None:
+        """A full disk is answered (the peer asks again later); a bug is logged.
+
+        Both are logged once per interval with a count, like refusals.
+        """
+        failure = storage_failure(exc, self.registry.store.path)
+        if failure is None:
+            held = self._throttle.check(("exception", type(exc).__name__))
+            if held is not None:
+                log.error("handling a mesh frame failed (%d more held back)", held, exc_info=exc)
+            return
+        held = self._throttle.check((protocol.routing_name(rid), str(failure.code)))
+        if held is not None:
+            log.error("mesh frame from %r: %s (%d more held back)", rid[:64], failure, held)
+        self.send_rid(rid, "error", failure.to_body())
+
     def _session_message(self, rid: bytes, user_id: str | None, msg: Message) -> None:
         node = self.registry.session(rid)
         if node is None or (user_id is not None and node.key != user_id):
@@ -220,6 +253,7 @@ class Mesh:
         node = self.registry.register(
             name, rid, user_id, msg.body["version"], msg.body["facts"], address
         )
+        self.fds[_source_fd(payload)] = rid
         self.send(node, "welcome", {"config": self.config.agent_config(), "state": node.state})
         log.info("node %s online from %s (agent %s)", name, address, msg.body["version"])
         for hook in self.on_hello:
@@ -302,3 +336,11 @@ def _peer_address(frame: zmq.Frame) -> str:
         return str(frame.get("Peer-Address"))
     except Exception:
         return ""
+
+
+def _source_fd(frame: zmq.Frame) -> int:
+    """The descriptor of the TCP connection the frame came in on (ZMQ_SRCFD)."""
+    try:
+        return int(frame.get(zmq.SRCFD))
+    except Exception:
+        return -1

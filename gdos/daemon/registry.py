@@ -7,14 +7,18 @@ one batched flush of ``last_seen`` per interval, never once per heartbeat.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gdos.daemon.storage import storage_failure
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import natural_key
+
+log = logging.getLogger("gdosd.registry")
 
 STATES = ("normal", "maintenance", "disabled")
 MAX_REASON = 200
@@ -102,8 +106,19 @@ class NodeRegistry:
         facts: dict[str, Any],
         address: str,
     ) -> LiveNode:
-        """A hello: the node is online on this connection from now on."""
-        self.store.save_node_hello(name, key, facts, version, address)
+        """A hello: the node is online on this connection from now on.
+
+        A known node whose facts cannot be saved (full disk) still comes
+        online: its facts are saved at its next hello. A new one cannot (its
+        row is what makes it known), and the storage failure is raised.
+        """
+        try:
+            self.store.save_node_hello(name, key, facts, version, address)
+        except Exception as exc:
+            failure = storage_failure(exc, self.store.path)
+            if failure is None or name not in self.nodes:
+                raise
+            log.warning("node %s online, but its facts were not saved: %s", name, failure)
         node = self.nodes.get(name) or LiveNode(name=name)
         self.nodes[name] = node
         if node.routing_id is not None:
@@ -157,6 +172,12 @@ class NodeRegistry:
         if node.routing_id is not None:
             self.by_routing_id.pop(node.routing_id, None)
         node.routing_id, node.online = None, False
+
+    def mark_offline(self, node: LiveNode) -> None:
+        """The node's connection is gone (goodbye, closed socket): offline now."""
+        self.disconnect(node)
+        for callback in self.on_offline:
+            callback(node)
 
     def sweep(self, now: float | None = None) -> list[LiveNode]:
         """Mark nodes silent for longer than ``offline_after`` offline."""

@@ -27,6 +27,7 @@ from gdos.daemon.blobs import open_store
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.control import ControlServer
+from gdos.daemon.departures import Departures
 from gdos.daemon.guard import return_freed_memory, trim_heap
 from gdos.daemon.logs import LogRelay
 from gdos.daemon.mesh import Mesh
@@ -76,6 +77,7 @@ class Daemon:
         self.zap = None if config.insecure else ZapHandler(self.ctx, self.ring)
         self.mesh = Mesh(self.ctx, config, self.keypair, self.ring, self.registry)
         self.mesh.handlers.update({"heartbeat": self._on_heartbeat, "metrics": self._on_metrics})
+        self.departures = Departures(self.mesh, self.registry)  # goodbye, closed connections
         self.tasks = ExecTasks(config, self.store, self.registry, self.mesh)
         self.shells = Shells(config, self.store, self.registry, self.mesh, paths.sessions_dir)
         self.catalog = Catalog(self.store)
@@ -109,7 +111,7 @@ class Daemon:
         self.api.handlers.update(MetricsApi(self).handlers())
         self.observe = Observe(self, restored)  # audit, alerts, backups
         self.api.handlers.update(self.observe.handlers())
-        self.control = ControlServer(paths.control_socket, self.api)
+        self.control = ControlServer(paths.control_socket, self.api, paths.db)
         self.mesh_endpoint = ""
         self._stop = asyncio.Event()
 
@@ -126,15 +128,19 @@ class Daemon:
         fd_limit = raise_fd_limit()
         return_freed_memory()
         asyncio.get_running_loop().set_exception_handler(_quiet_exceptions)
+        try:
+            if self.config.insecure:  # also when not started through the CLI
+                insecure.check(self.config.mesh_bind, self.config.trust_network)
+            self.mesh_endpoint = self.mesh.bind(
+                self.config.max_connections or max(64, fd_limit - FD_RESERVE)
+            )
+        except Exception:
+            self._release()  # nothing started yet: let go of sockets and the store
+            raise
         if self.config.prometheus:
             from gdos.daemon.prometheus import start_exporter
 
             self.prometheus = await start_exporter(self, self.config.prometheus)
-        if self.config.insecure:  # also when not started through the CLI
-            insecure.check(self.config.mesh_bind, self.config.trust_network)
-        self.mesh_endpoint = self.mesh.bind(
-            self.config.max_connections or max(64, fd_limit - FD_RESERVE)
-        )
         self.observe.start()  # audits the handlers registered above; starts alerts
         await self.control.start()
         resumed = self.tasks.resume()
@@ -170,6 +176,13 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
+    def _release(self) -> None:
+        self.mesh.close()
+        if self.zap is not None:
+            self.zap.close()
+        self.ctx.term()
+        self.store.close()
+
     async def _sweeper(self) -> None:
         last_flush = time.monotonic()
         while True:
@@ -197,6 +210,7 @@ class Daemon:
         for task in workers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self.departures.close()
         self.shells.close_all()
         await self.service_api.close()
         await self.observe.close()
@@ -206,11 +220,7 @@ class Daemon:
             await self.prometheus.close()
         self.tasks.close()
         self.registry.flush()
-        self.mesh.close()
-        if self.zap is not None:
-            self.zap.close()
-        self.ctx.term()
-        self.store.close()
+        self._release()
         log.info("gdosd stopped")
         self.observe.after_shutdown()  # re-exec when a backup restore is staged
 

@@ -307,19 +307,39 @@ class Store:
             )
         return task_id
 
-    def update_hosts(self, rows: list[dict[str, Any]]) -> None:
-        """Write a batch of per-host changes in one transaction."""
+    def update_hosts(self, rows: list[dict[str, Any]]) -> dict[int, str]:
+        """Write a batch of per-host changes in one transaction.
+
+        A row whose values cannot be stored (an out-of-range number from a
+        node, say) is skipped alone, inside a savepoint, and returned as
+        {index: reason}; the rest of the batch is written. A storage failure
+        (full disk) raises and writes nothing, so the caller can retry it all.
+        """
+        refused: dict[int, str] = {}
         if not rows:
-            return
+            return refused
         with self.db.conn:
             self.db.conn.execute("BEGIN")
-            for row in rows:
+            for index, row in enumerate(rows):
                 fields = {k: v for k, v in row.items() if k not in ("task_id", "node")}
                 assignments = ", ".join(f"{k} = ?" for k in fields)
-                self.db.conn.execute(
-                    f"UPDATE task_hosts SET {assignments} WHERE task_id = ? AND node = ?",
-                    [*fields.values(), row["task_id"], row["node"]],
-                )
+                self.db.conn.execute("SAVEPOINT host_row")
+                try:
+                    self.db.conn.execute(
+                        f"UPDATE task_hosts SET {assignments} WHERE task_id = ? AND node = ?",
+                        [*fields.values(), row["task_id"], row["node"]],
+                    )
+                except (
+                    OverflowError,
+                    ValueError,
+                    TypeError,
+                    sqlite3.InterfaceError,
+                    sqlite3.IntegrityError,
+                ) as exc:
+                    self.db.conn.execute("ROLLBACK TO host_row")
+                    refused[index] = f"{type(exc).__name__}: {exc}"
+                self.db.conn.execute("RELEASE host_row")
+        return refused
 
     def finish_task(self, task_id: int, status: str) -> None:
         self._table("tasks").update(task_id, {"status": status, "finished": time.time()})

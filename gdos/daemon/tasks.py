@@ -2,15 +2,22 @@
 
 A task is stored before anything is sent, and every host result is written
 (in small batches) as it arrives, so a restarted daemon resumes watching the
-hosts it had in flight. Live output reaches subscribers (CLI, TUI) through
-bounded streams: the agent gets more output credit only once every
-subscriber has sent the previous chunk on, so a slow terminal slows the
-remote command instead of growing a queue in the daemon.
+hosts it had in flight. A result is acknowledged to its agent only once it is
+stored: when the disk refuses the write the batch is kept and retried, the
+host stays open and the agent keeps the result (and resends it after a
+reconnect), so nothing is lost. A value that cannot be stored fails its own
+host as a protocol error, never the rest of the batch.
+
+Live output reaches subscribers (CLI, TUI) through bounded streams: the
+agent gets more output credit only once every subscriber has sent the
+previous chunk on, so a slow terminal slows the remote command instead of
+growing a queue in the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import logging
 import math
@@ -23,6 +30,7 @@ from gdos import protocol
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode, NodeRegistry
+from gdos.daemon.storage import storage_error, storage_failure
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import natural_key
@@ -36,6 +44,9 @@ MAX_HOST_CREDIT = 16
 MIN_HOST_CREDIT = 2
 DEFAULT_TIMEOUT = 300.0
 MAX_TIMEOUT = 7 * 86400.0
+BATCH_DELAY = 0.02  # results written together within this window
+RETRY_DELAY = 1.0  # a batch the disk refused is tried again after this
+MAX_UNSAVED_BYTES = 256 * 1024 * 1024  # output held for the disk; past it agents keep theirs
 
 Event = dict[str, Any]
 Ack = Callable[[], None] | None
@@ -51,6 +62,7 @@ class HostRun:
     exit_code: int | None = None
     reason: str | None = None
     went_offline: bool = False
+    result_pending: bool = False  # a result from the node is waiting to be stored
     unacked: int = 0  # output chunks not yet passed on by every subscriber
     forwarded: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
 
@@ -64,6 +76,15 @@ class HostRun:
             "duration": duration,
             "reason": self.reason,
         }
+
+
+@dataclass
+class PendingWrite:
+    """One host row waiting to be stored, with what to do once it is (or cannot be)."""
+
+    row: dict[str, Any]
+    stored: Callable[[], None] | None = None
+    refused: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -113,7 +134,9 @@ class ExecTasks:
     ) -> None:
         self.config, self.store, self.registry, self.mesh = config, store, registry, mesh
         self.live: dict[int, LiveTask] = {}
-        self._pending_rows: list[dict[str, Any]] = []
+        self._pending: list[PendingWrite] = []
+        self._unsaved_bytes = 0  # output bytes in _pending
+        self.storage_problem: GdosError | None = None  # the last refused write, until one works
         self._flush_handle: asyncio.TimerHandle | None = None
         mesh.handlers.update(
             {
@@ -253,9 +276,12 @@ class ExecTasks:
             subscriber.push(event, ack)
 
     def _on_result(self, node: LiveNode, msg: Message) -> None:
+        if self._unsaved_bytes > MAX_UNSAVED_BYTES:
+            return  # not acknowledged: the agent keeps it and sends it again later
         body = msg.body
-        self.mesh.send(node, "exec.result.ack", {"task": body["task"]})
+        task_id, name = body["task"], node.name
         status = body["status"] if body["status"] in FINAL else "failed"
+        reason = body.get("reason")
         row = {
             "exit_code": body.get("exit_code"),
             "started": body["started"],
@@ -267,14 +293,46 @@ class ExecTasks:
         }
         found = self._host(node, msg)
         if found is None:
-            self._late_result(node.name, body["task"], status, body.get("reason"), row)
+            self._late_result(name, task_id, status, reason, row)
             return
         task, host = found
-        self._forward_missed_output(task, host, row)
-        host.started, host.ended = body["started"], body["ended"]
-        host.exit_code = body.get("exit_code")
-        self._finish_host(task, host, status, reason=body.get("reason"), extra=row)
-        self._maybe_done(task)
+        if host.result_pending:
+            return  # resent while the first copy waits to be stored: acked once it is
+
+        def stored() -> None:
+            host.result_pending = False
+            self._forward_missed_output(task, host, row)
+            host.started, host.ended = row["started"], row["ended"]
+            host.exit_code = row["exit_code"]
+            self._finish_host(task, host, status, reason=reason, write=False)
+            self._ack(name, task_id)
+            self._maybe_done(task)
+
+        host.result_pending = True
+        full = {"task_id": task_id, "node": name, "status": status, "reason": reason, **row}
+        self._queue(PendingWrite(full, stored, lambda why: self._bad_result(task, host, why)))
+
+    def _bad_result(self, task: LiveTask, host: HostRun, why: str) -> None:
+        """The node's result holds a value the store refuses: fail this host alone."""
+        reason = f"protocol error: the node sent a result that cannot be stored ({why})"
+        log.warning("task %d, %s: %s", task.id, host.node, reason)
+        ended = time.time()
+        row = {"task_id": task.id, "node": host.node, "status": "failed", "reason": reason}
+        row.update({"exit_code": None, "started": host.started, "ended": ended})
+
+        def stored() -> None:
+            host.result_pending, host.exit_code, host.ended = False, None, ended
+            self._finish_host(task, host, "failed", reason=reason, write=False)
+            self._ack(host.node, task.id)
+            self._maybe_done(task)
+
+        self._queue(PendingWrite(row, stored))
+
+    def _ack(self, name: str, task_id: int) -> None:
+        """Tell the agent its result is stored, so it stops keeping it."""
+        node = self.registry.nodes.get(name)
+        if node is not None:
+            self.mesh.send(node, "exec.result.ack", {"task": task_id})
 
     def _forward_missed_output(self, task: LiveTask, host: HostRun, row: dict[str, Any]) -> None:
         """Live chunks lost in a reconnect: show what the final result holds beyond them."""
@@ -293,12 +351,29 @@ class ExecTasks:
     ) -> None:
         """A result for a host already given up on: keep it, nothing is lost."""
         hosts = {h["node"]: h for h in self.store.task_hosts(task_id)}
-        if name not in hosts or hosts[name]["status"] == status == "succeeded":
+        known = hosts.get(name)
+        if (
+            known is None
+            or known["status"] == status == "succeeded"
+            or (known["status"] == status and known["ended"] == row["ended"])
+        ):
+            self._ack(name, task_id)  # unknown here, or this very result is stored: resent
             return
         note = "result arrived after the deadline" + (f": {reason}" if reason else "")
-        self._queue_row({"task_id": task_id, "node": name, "status": status, "reason": note, **row})
-        self.flush()
-        log.info("late result for task %d from %s stored (%s)", task_id, name, status)
+
+        def refused(why: str) -> None:
+            log.warning("late result for task %d from %s refused: %s", task_id, name, why)
+            self._ack(name, task_id)
+
+        def stored() -> None:
+            log.info("late result for task %d from %s stored (%s)", task_id, name, status)
+            if task_id not in self.live:  # its status was decided without this result
+                with contextlib.suppress(Exception):
+                    self.store.finish_task(task_id, self._task_status(task_id, canceled=False))
+            self._ack(name, task_id)
+
+        full = {"task_id": task_id, "node": name, "status": status, "reason": note, **row}
+        self._queue(PendingWrite(full, stored, refused))
 
     def _on_offline(self, node: LiveNode) -> None:
         for task in self.live.values():
@@ -326,10 +401,17 @@ class ExecTasks:
     def sweep(self, now: float | None = None) -> None:
         """Give up on hosts past their deadline."""
         now = now or time.time()
+        if self._pending and self._flush_handle is None:
+            self.flush()
         for task in list(self.live.values()):
+            if task.open_count <= 0:
+                self._maybe_done(task)  # finishing it failed earlier (storage): again
+                continue
             if task.first_deadline is None or now <= task.first_deadline:
                 continue
             for host in task.open_hosts():
+                if host.result_pending:
+                    continue  # the result is here, waiting for the disk
                 if host.deadline is not None and now > host.deadline:
                     reason = (
                         "node went offline during the run and did not report back "
@@ -345,14 +427,24 @@ class ExecTasks:
         return bool(node and node.online)
 
     def resume(self) -> int:
-        """After a restart: watch again every host that had not finished."""
+        """After a restart: watch again every host that had not finished.
+
+        Agents keep unacknowledged results and resend them once they are
+        back, so no host is given up on before its agents had
+        ``offline_after`` seconds to reconnect, even if its deadline passed
+        while the daemon was down.
+        """
         by_task: dict[int, list[dict[str, Any]]] = {}
         for row in self.store.open_hosts():
             by_task.setdefault(row["task_id"], []).append(row)
+        reconnect_by = time.time() + self.config.offline_after
         for task_id, rows in by_task.items():
             hosts = {
                 r["node"]: HostRun(
-                    node=r["node"], status=r["status"], deadline=r["deadline"], started=r["started"]
+                    node=r["node"],
+                    status=r["status"],
+                    deadline=None if r["deadline"] is None else max(r["deadline"], reconnect_by),
+                    started=r["started"],
                 )
                 for r in rows
             }
@@ -369,36 +461,36 @@ class ExecTasks:
         host: HostRun,
         status: str,
         reason: str | None = None,
-        extra: dict[str, Any] | None = None,
+        write: bool = True,
     ) -> None:
+        """Mark a host final in memory and tell subscribers; ``write`` queues its row."""
         if host.status not in FINAL and status in FINAL:
             task.open_count -= 1
         host.status, host.reason = status, reason
         host.ended = host.ended or time.time()
-        self._queue_row(
-            {
-                "task_id": task.id,
-                "node": host.node,
-                "status": status,
-                "reason": reason,
-                "ended": host.ended,
-                "started": host.started,
-                "exit_code": host.exit_code,
-                **(extra or {}),
-            }
-        )
+        if write:
+            row = {"task_id": task.id, "node": host.node, "status": status, "reason": reason}
+            row.update({"ended": host.ended, "started": host.started, "exit_code": host.exit_code})
+            self._queue(PendingWrite(row))
         event = host.view()
         for subscriber in task.subscribers:
             if not subscriber.closed:
                 subscriber.push(event)
 
     def _maybe_done(self, task: LiveTask) -> None:
+        """Finish the task once every host is final and stored; else the sweep tries again."""
         if task.open_count > 0 or task.id not in self.live:
             return
-        del self.live[task.id]
         self.flush()
+        if any(w.row["task_id"] == task.id for w in self._pending):
+            return
         status = self._task_status(task.id, task.canceled)
-        self.store.finish_task(task.id, status)
+        try:
+            self.store.finish_task(task.id, status)
+        except Exception as exc:
+            self._write_failed(exc, f"finishing task {task.id}")
+            return
+        del self.live[task.id]
         for subscriber in task.subscribers:
             if not subscriber.closed:
                 subscriber.push({"type": "done", "task": task.id, "status": status})
@@ -409,17 +501,70 @@ class ExecTasks:
             return "canceled"
         return "succeeded" if statuses <= {"succeeded"} else "failed"
 
-    def _queue_row(self, row: dict[str, Any]) -> None:
-        self._pending_rows.append(row)
+    def _queue(self, write: PendingWrite) -> None:
+        self._pending.append(write)
+        self._unsaved_bytes += _output_bytes(write.row)
         if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(0.02, self.flush)
+            self._flush_handle = asyncio.get_running_loop().call_later(BATCH_DELAY, self.flush)
+
+    @property
+    def unsaved(self) -> int:
+        """Host rows (results among them) waiting to be stored."""
+        return len(self._pending)
 
     def flush(self) -> None:
+        """Store every queued row in one transaction, then run what waited on it.
+
+        When the disk refuses, the rows stay queued and are tried again after
+        ``RETRY_DELAY``; nothing is acknowledged meanwhile.
+        """
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        rows, self._pending_rows = self._pending_rows, []
-        self.store.update_hosts(rows)
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            refused = self.store.update_hosts([w.row for w in batch])
+        except Exception as exc:
+            self._pending = batch + self._pending
+            self._write_failed(exc, f"storing {len(batch)} task host rows")
+            with contextlib.suppress(RuntimeError):  # no loop: at shutdown
+                loop = asyncio.get_running_loop()
+                self._flush_handle = loop.call_later(RETRY_DELAY, self.flush)
+            return
+        self._unsaved_bytes -= sum(_output_bytes(w.row) for w in batch)
+        if self.storage_problem is not None:
+            log.info("storage works again; %d task host rows stored", len(batch))
+            self.storage_problem = None
+        for index, write in enumerate(batch):
+            if index in refused:
+                if write.refused is not None:
+                    write.refused(refused[index])
+                else:
+                    log.error("task host row %s refused: %s", write.row, refused[index])
+            elif write.stored is not None:
+                write.stored()
+
+    def _write_failed(self, exc: Exception, what: str) -> None:
+        failure = storage_failure(exc, self.store.path)
+        if failure is None:
+            log.exception("%s failed; trying again", what)
+            failure = storage_error(self.store.path, f"{type(exc).__name__}: {exc}")
+        if self.storage_problem is None or self.storage_problem.message != failure.message:
+            log.error("%s failed, kept to try again: %s", what, failure)
+            self._notify_waiting(failure)
+        self.storage_problem = failure
+
+    def _notify_waiting(self, failure: GdosError) -> None:
+        """Tell whoever follows a task with unsaved rows why its results wait."""
+        waiting = {w.row["task_id"] for w in self._pending}
+        notice = {"type": "notice", **failure.to_body()}
+        for task_id in waiting:
+            task = self.live.get(task_id)
+            for subscriber in task.subscribers if task else []:
+                if not subscriber.closed:
+                    subscriber.push(notice)
 
     def subscribe(self, task: LiveTask) -> Subscriber:
         subscriber = Subscriber()
@@ -436,6 +581,15 @@ class ExecTasks:
 
     def close(self) -> None:
         self.flush()
+        if self._pending:
+            log.warning(
+                "%d task host rows could not be stored; agents resend unacknowledged results",
+                len(self._pending),
+            )
+
+
+def _output_bytes(row: dict[str, Any]) -> int:
+    return len(row.get("stdout") or b"") + len(row.get("stderr") or b"")
 
 
 def _seen_ago(node: LiveNode) -> str:
