@@ -8,8 +8,6 @@ keep working, and every result is stored once space returns.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
 import shutil
@@ -24,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.faults.disk import fill, small_tmpfs
 from tests.harness import Fleet, short_home, wait_for
 
 AGENTS = 20
@@ -101,37 +100,18 @@ def test_daemon_killed_mid_exec_on_20_agents_every_host_ends(fleet: Fleet) -> No
 
 @pytest.fixture
 def full_disk_fleet() -> Iterator[Fleet]:
+    """A daemon whose whole GDOS_HOME is a 32 MiB tmpfs the test can fill."""
     home = short_home("gd-full-")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", str(home)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        shutil.rmtree(home, ignore_errors=True)
-        pytest.skip(f"cannot mount a tmpfs for the daemon (needs root): {mounted.stderr.strip()}")
-    fleet = Fleet(daemon_home=home)
     try:
-        fleet.start_daemon()
-        yield fleet
+        with small_tmpfs(home):
+            fleet = Fleet(daemon_home=home)
+            try:
+                fleet.start_daemon()
+                yield fleet
+            finally:
+                fleet.close()
     finally:
-        fleet.close()
-        subprocess.run(["umount", "-l", str(home)], capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _fill(folder: Path) -> Path:
-    """Write a file until the file system is full; returns it."""
-    filler = folder / "filler"
-    with open(filler, "wb", buffering=0) as out:
-        for size in (1 << 20, 1 << 12, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    out.write(b"\0" * size)
-    with pytest.raises(OSError) as full:
-        (folder / "probe").write_bytes(b"\0" * 4096)
-    assert full.value.errno == errno.ENOSPC
-    return filler
 
 
 def test_full_disk_mid_task_loses_no_result(full_disk_fleet: Fleet) -> None:
@@ -146,7 +126,7 @@ def test_full_disk_mid_task_loses_no_result(full_disk_fleet: Fleet) -> None:
     cli = _exec(fleet, "--all", "--shell", "--json", "--", _gated(gate, big))
     markers = wait_for(lambda: len(m := _started(gate)) == 2 and m, 60, "both started")
     task_id = fleet.gdos_json("task", "list")[0]["id"]
-    filler = _fill(fleet.daemon_home)
+    filler = fill(fleet.daemon_home)
     try:
         refused = fleet.gdos("exec", "n1", "--", "true")
         assert refused.returncode == 1, refused.stderr

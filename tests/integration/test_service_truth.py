@@ -8,7 +8,6 @@ reconnecting, so a stale answer replayed late would show by then.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from gdos.archive import build_zip
+from tests.faults.disk import fill, small_tmpfs
 from tests.harness import Fleet, short_home, wait_for
 from tests.integration.services_kit import ok, status, wait_state
 from tests.integration.truth_kit import (
@@ -269,36 +269,16 @@ def small_disk_fleet() -> Iterator[Fleet]:
     home = short_home("gd-")
     state = home / "state"
     state.mkdir(mode=0o700)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", str(state)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        shutil.rmtree(home, ignore_errors=True)
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
-    f = Fleet(daemon_home=home)
     try:
-        f.start_daemon()
-        yield f
+        with small_tmpfs(state):
+            f = Fleet(daemon_home=home)
+            try:
+                f.start_daemon()
+                yield f
+            finally:
+                f.close()
     finally:
-        f.close()
-        subprocess.run(["umount", "-l", str(state)], capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _fill(folder: Path) -> Path:
-    """Fill the filesystem of ``folder`` to the last byte."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1024 * 1024, 4096, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, b"\0" * size)
-    finally:
-        os.close(fd)
-    return filler
 
 
 def _empty_wal(db: Path) -> None:
@@ -332,7 +312,7 @@ def test_states_not_stored_are_sent_again_once_space_returns(
     assert daemon is not None
 
     _empty_wal(state / "gdos.db")
-    filler = _fill(state)
+    filler = fill(state)
     try:
         new_pid = _restarted_by_agent(fleet, "n1", "app/svc@n1")
         wait_for(lambda: "could not store the instance states of n1" in daemon.log_text(), 30)

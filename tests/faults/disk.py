@@ -1,0 +1,51 @@
+"""A small, fillable file system for full-disk fault tests.
+
+``small_tmpfs`` mounts a tmpfs on a folder for the length of a block (the
+test is skipped, with the reason, where mounting is impossible: it needs
+root, which CI has); ``fill`` writes until that file system has not one byte
+left, so the daemon's next write fails with ENOSPC exactly as on a full disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str = "32m") -> Iterator[Path]:
+    """``folder`` as a tmpfs of ``size`` until the block ends (lazily unmounted)."""
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill(folder: Path) -> Path:
+    """Fill the file system of ``folder`` to the last byte; returns the filler file."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as full:
+        (folder / "probe").write_bytes(b"\0" * 4096)
+    assert full.value.errno == errno.ENOSPC
+    return filler
