@@ -387,7 +387,15 @@ def routing_name(rid: bytes) -> str:
 
 
 class ProtocolError(GdosError):
-    """A frame that cannot be accepted; ``code`` says why."""
+    """A frame that cannot be accepted; ``code`` says why.
+
+    When the frame was a well-formed map whose body the kind's schema refused,
+    ``kind`` and ``body`` (unchecked: never store it) let the receiver answer
+    what the frame was about, e.g. fail the one exec host whose result it was.
+    """
+
+    kind: str | None = None
+    body: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -459,7 +467,11 @@ def decode(data: bytes, limit: int = MAX_FRAME_BYTES) -> Message:
     body = frame.get("b", {})
     if not isinstance(body, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind}: body is not a map.")
-    _check_body(kind, body)
+    try:
+        _check_body(kind, body)
+    except ProtocolError as exc:
+        exc.kind, exc.body = kind, body
+        raise
     msg_id = _optional_int(frame, "id", kind)
     re = _optional_int(frame, "re", kind)
     return Message(kind=kind, body=body, id=msg_id, re=re)

@@ -41,6 +41,7 @@ log = logging.getLogger("gdosd.mesh")
 
 Handler = Callable[[LiveNode, Message], None]
 HelloHook = Callable[[LiveNode, Message], None]
+RefusedHandler = Callable[[LiveNode, dict[str, Any], ProtocolError], None]
 
 # Frames queued per connection: each direction has credit-based flow control,
 # so these only bound what a misbehaving peer can make libzmq hold.
@@ -69,6 +70,8 @@ class Mesh:
     ) -> None:
         self.config, self.ring, self.registry = config, ring, registry
         self.handlers: dict[str, Handler] = {}
+        # kind -> what to do when a session's frame of that kind fails its schema
+        self.on_refused: dict[str, RefusedHandler] = {}
         self.on_hello: list[HelloHook] = []
         self.counters = {
             "frames_in": 0,
@@ -164,6 +167,7 @@ class Mesh:
             msg = protocol.decode(payload.bytes, protocol.MESH_FRAME_BYTES)
         except ProtocolError as exc:
             self._refuse(rid, exc)
+            self._refused_body(rid, user_id, exc)
             return
         if msg.kind not in AGENT_KINDS:
             self._refuse(
@@ -178,6 +182,17 @@ class Mesh:
             self._hello(rid, user_id, msg, payload)
         else:
             self._session_message(rid, user_id, msg)
+
+    def _refused_body(self, rid: bytes, user_id: str | None, exc: ProtocolError) -> None:
+        """A session's frame refused by its kind's schema: the kind's owner may still
+        have to close what it was about (a refused exec result fails that host alone)."""
+        hook = self.on_refused.get(exc.kind or "")
+        node = self.registry.session(rid)
+        if hook is None or exc.body is None or node is None:
+            return
+        if user_id is not None and node.key != user_id:
+            return
+        hook(node, exc.body, exc)
 
     def _admit(self, rid: bytes, user_id: str | None, size: int) -> bool:
         """Quota and size checks before anything is decoded: False drops the frame.

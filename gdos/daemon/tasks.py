@@ -34,7 +34,7 @@ from gdos.daemon.storage import storage_error, storage_failure
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import natural_key
-from gdos.protocol import Message
+from gdos.protocol import Message, ProtocolError
 
 log = logging.getLogger("gdosd.tasks")
 
@@ -145,6 +145,7 @@ class ExecTasks:
                 "exec.result": self._on_result,
             }
         )
+        mesh.on_refused["exec.result"] = self._on_refused_result
         registry.on_offline.append(self._on_offline)
 
     # -- start ----------------------------------------------------------------
@@ -311,6 +312,22 @@ class ExecTasks:
         host.result_pending = True
         full = {"task_id": task_id, "node": name, "status": status, "reason": reason, **row}
         self._queue(PendingWrite(full, stored, lambda why: self._bad_result(task, host, why)))
+
+    def _on_refused_result(self, node: LiveNode, body: dict[str, Any], exc: ProtocolError) -> None:
+        """A result whose values the schema refused (an exit code of 2^63...): that host
+        alone fails with the reason, and the agent is told to drop it."""
+        task_id = body.get("task")
+        if type(task_id) is not int:
+            return
+        task = self.live.get(task_id)
+        host = task.hosts.get(node.name) if task else None
+        if task is None or host is None or host.status in FINAL:
+            self._ack(node.name, task_id)  # nothing open waits for it: the agent may drop it
+            return
+        if host.result_pending:
+            return
+        host.result_pending = True
+        self._bad_result(task, host, exc.message)
 
     def _bad_result(self, task: LiveTask, host: HostRun, why: str) -> None:
         """The node's result holds a value the store refuses: fail this host alone."""
