@@ -77,7 +77,7 @@ class ErrorCode(StrEnum):
 
 
 class ExitCode(IntEnum):
-    """Process exit codes of the ``gdos`` command (documented in the README)."""
+    """Process exit codes of the ``gdos`` command (documented in docs/exec.md)."""
 
     OK = 0
     ERROR = 1

@@ -1,7 +1,7 @@
 """``gdos exec TARGETS -- CMD [ARGS...]``: run a command across nodes.
 
 Output streams per host as it arrives (host-prefixed, coloured on a tty),
-then a summary. The exit code tells scripts what happened (README): 0 only
+then a summary. The exit code tells scripts what happened (docs/exec.md): 0 only
 when every host succeeded. Ctrl-C cancels the task on every node; a second
 Ctrl-C leaves at once.
 """

@@ -1,8 +1,8 @@
-"""The README's exit-code table, checked row by row against the real CLI.
+"""The documented exit-code table, checked row by row against the real CLI.
 
-Each row of the table under "### Exit codes" is parsed; every code must have
-a scenario here that produces it with a real daemon and agent, and the row's
-text must describe that scenario. A code added to the table without a
+Each row of the table under "## Exit codes" in docs/exec.md is parsed; every
+code must have a scenario here that produces it with a real daemon and agent,
+and the row's text must describe that scenario. A code added to the table without a
 scenario, or a behaviour that drifts from the table, fails this test.
 """
 
@@ -17,13 +17,13 @@ from pathlib import Path
 
 from tests.harness import Fleet, wait_for
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+EXEC_DOC = Path(__file__).resolve().parents[2] / "docs" / "exec.md"
 
 
 def documented_exit_codes() -> dict[int, str]:
-    """``{code: meaning}`` from the README's exit-code table."""
-    text = README.read_text()
-    section = text.split("### Exit codes", 1)[1].split("\n#", 1)[0]
+    """``{code: meaning}`` from the exit-code table in docs/exec.md."""
+    text = EXEC_DOC.read_text()
+    section = text.split("## Exit codes", 1)[1].split("\n#", 1)[0]
     rows = re.findall(r"^\| (\d+) \| (.+?) \|$", section, flags=re.MULTILINE)
     return {int(code): meaning for code, meaning in rows}
 
