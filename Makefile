@@ -34,7 +34,7 @@ down:
 
 ## test: install and run the whole suite (what CI runs)
 test: venv
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 lint: venv
 	$(BIN)/ruff check gdos agent tui tests bench

@@ -58,9 +58,17 @@ class RogueNode:
         return None
 
     def expect_refusal(self, kind: str, body: dict[str, Any]) -> str:
-        """Send a frame and return the message of the ``bad_message`` error it earns."""
+        """Send a frame and return the message of the ``bad_message`` error it earns.
+
+        A refused exec result is also acknowledged (so a real agent drops it
+        instead of resending it forever): that ack follows the error.
+        """
         self.send_raw(kind, body)
         reply = self.recv()
         assert reply is not None and reply["k"] == "error", reply
         assert reply["b"]["code"] == "bad_message", reply
+        if kind == "exec.result":
+            ack = self.recv()
+            assert ack is not None and ack["k"] == "exec.result.ack", ack
+            assert ack["b"] == {"task": body["task"]}, ack
         return str(reply["b"]["message"])
