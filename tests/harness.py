@@ -85,6 +85,18 @@ class Fleet:
             input=input,
         )
 
+    def gdos_background(self, *args: str) -> subprocess.Popen[str]:
+        """Start the real CLI against this fleet's daemon without waiting for it
+        (a follow, a long exec to cancel); the caller reads and ends it."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "gdos.cli.main", *args],
+            env=self.env(self.daemon_home),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def gdos_json(self, *args: str) -> Any:
         result = self.gdos(*args, "--json")
         assert result.returncode == 0, result.stderr

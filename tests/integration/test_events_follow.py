@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -14,14 +13,7 @@ from tests.integration.services_kit import SLEEPER, ok, package
 
 
 def _follow(fleet: Fleet, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gdos.cli.main", "events", *args, "-f"],
-        env=fleet.env(fleet.daemon_home),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = fleet.gdos_background("events", *args, "-f")
     lines: list[str] = []
 
     def read() -> None:

@@ -126,13 +126,7 @@ def _alive(pid: int) -> bool:
 
 
 def _start_exec(fleet: Fleet, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gdos.cli.main", "exec", *args],
-        env=fleet.env(fleet.daemon_home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return fleet.gdos_background("exec", *args)
 
 
 def _running_task(fleet: Fleet) -> int:

@@ -14,7 +14,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,13 +29,7 @@ BIG = 300_000  # bytes of output per host: more than a full disk can take
 
 
 def _exec(fleet: Fleet, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gdos.cli.main", "exec", *args],
-        env=fleet.env(fleet.daemon_home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return fleet.gdos_background("exec", *args)
 
 
 def _gated(gate: Path, then: str) -> str:

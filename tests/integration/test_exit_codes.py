@@ -40,14 +40,7 @@ def _finished_task(fleet: Fleet) -> subprocess.CompletedProcess[str]:
 
 
 def _canceled(fleet: Fleet) -> subprocess.CompletedProcess[str]:
-    running = subprocess.Popen(
-        [sys.executable, "-m", "gdos.cli.main", "exec", "n1", "--", "sleep", "60"],
-        env=fleet.env(fleet.daemon_home),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    running = fleet.gdos_background("exec", "n1", "--", "sleep", "60")
     try:
 
         def started() -> int | None:
