@@ -39,7 +39,12 @@ test: venv
 lint: venv
 	$(BIN)/ruff check gdos agent tui tests bench
 	$(BIN)/ruff format --check gdos agent tui tests bench
-	$(BIN)/mypy gdos agent
+	@# mypy cannot follow package-dir (agent/ installs as gdos.agent, tui/ as gdos.tui):
+	@# it checks a tree of links with the installed layout, or gdos.agent would be Any.
+	rm -rf build/mypy && mkdir -p build/mypy/gdos
+	ln -s $(CURDIR)/gdos/*.py $(CURDIR)/gdos/cli $(CURDIR)/gdos/daemon $(CURDIR)/gdos/devtools build/mypy/gdos/
+	ln -s $(CURDIR)/agent build/mypy/gdos/agent && ln -s $(CURDIR)/tui build/mypy/gdos/tui
+	MYPYPATH=build/mypy $(BIN)/mypy -p gdos
 
 bench: venv
 	$(BIN)/python bench/run.py

@@ -1,3 +1,3 @@
-from agent.main import main
+from gdos.agent.main import main
 
 raise SystemExit(main())

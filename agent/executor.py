@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.procs import KILL_GRACE, SpawnRefused, kill_group, login_env, resolve_account
+from gdos.agent.procs import KILL_GRACE, SpawnRefused, kill_group, login_env, resolve_account
+
 from gdos.flow import CreditWindow
 from gdos.protocol import CHUNK_BYTES, OUTPUT_CAP_BYTES
 

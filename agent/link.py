@@ -23,13 +23,13 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from gdos.agent.executor import ExecRun
+from gdos.agent.logs import DEFAULT_ROOTS, LogAccess, LogStreams
+from gdos.agent.metrics import MetricsSampler
+from gdos.agent.services import ServiceHost
+from gdos.agent.shells import ShellSessions
 from zmq.utils.monitor import parse_monitor_message
 
-from agent.executor import ExecRun
-from agent.logs import DEFAULT_ROOTS, LogAccess, LogStreams
-from agent.metrics import MetricsSampler
-from agent.services import ServiceHost
-from agent.shells import ShellSessions
 from gdos import __version__, protocol
 from gdos.dialing import backoff_delay
 from gdos.errors import ErrorCode

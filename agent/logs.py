@@ -26,8 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.logreader import Batch, Follower, History, LineFilter, compile_grep, line_time
-from agent.supervisor import Supervisor, split_instance
+from gdos.agent.logreader import Batch, Follower, History, LineFilter, compile_grep, line_time
+from gdos.agent.supervisor import Supervisor, split_instance
+
 from gdos.errors import ErrorCode, GdosError
 from gdos.flow import CreditWindow
 

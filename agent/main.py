@@ -1,4 +1,4 @@
-"""``python -m agent``: the lean agent process that ``gdos agent run`` execs.
+"""``python -P -m gdos.agent``: the lean agent process that ``gdos agent run`` execs.
 
 The agent keeps its own state folder (keypair, and the daemon and name it
 enrolled with: agent/enrollment.py, so a restart needs no arguments). The
@@ -16,7 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
-from agent import enrollment
+from gdos.agent import enrollment
+
 from gdos import __version__, insecure, join_input, keys, paths, tokens
 from gdos.errors import GdosError
 
@@ -54,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def serve(args: argparse.Namespace, token_text: str | None) -> None:
-    from agent.facts import collect_facts
-    from agent.link import Link, LinkConfig
+    from gdos.agent.facts import collect_facts
+    from gdos.agent.link import Link, LinkConfig
 
     state_dir = args.state_dir or paths.resolve().agent_dir
     paths.ensure_private_dir(state_dir)
@@ -114,7 +115,9 @@ def scrub_token(argv: list[str], token: str) -> None:
     fd = join_input.hand_over(token)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "agent", *kept, "--join-fd", str(fd)])
+    os.execv(
+        sys.executable, [sys.executable, "-P", "-m", "gdos.agent", *kept, "--join-fd", str(fd)]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import psutil
-
-from agent.facts import real_partitions
+from gdos.agent.facts import real_partitions
 
 LOOPBACK = "lo"
 

@@ -29,8 +29,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from agent.procs import kill_group, signal_group
-from agent.pty_spawn import Spawned, SpawnRefused, spawn
+from gdos.agent.procs import kill_group, signal_group
+from gdos.agent.pty_spawn import Spawned, SpawnRefused, spawn
+
 from gdos import fdio
 from gdos.flow import CreditGranter, CreditWindow
 from gdos.protocol import CHUNK_BYTES, SHELL_INPUT_CREDIT, SHELL_OUTPUT_CREDIT

@@ -17,7 +17,8 @@ import termios
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.procs import Account, SpawnRefused, login_env, login_shell, resolve_account
+from gdos.agent.procs import Account, SpawnRefused, login_env, login_shell, resolve_account
+
 from gdos.errors import ErrorCode
 
 __all__ = ["Account", "SpawnRefused", "Spawned", "login_shell", "resolve_account", "spawn"]

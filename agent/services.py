@@ -28,9 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.logs import check_log_location
-from agent.packages import PackageCache
-from agent.supervisor import Supervisor
+from gdos.agent.logs import check_log_location
+from gdos.agent.packages import PackageCache
+from gdos.agent.supervisor import Supervisor
+
 from gdos.archive import extract_zip
 from gdos.errors import ErrorCode, GdosError
 

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agent.pty_session import PtySession, Send
+from gdos.agent.pty_session import PtySession, Send
+
 from gdos.errors import ErrorCode
 
 log = logging.getLogger("gdos.agent.shell")

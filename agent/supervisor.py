@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import logfiles, probes
-from agent.procs import (
+from gdos.agent import logfiles, probes
+from gdos.agent.procs import (
     KILL_GRACE,
     ProcRef,
     descendants,
@@ -56,6 +56,7 @@ from agent.procs import (
     proc_ref,
     signal_processes,
 )
+
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import check_name
 

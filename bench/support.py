@@ -39,7 +39,7 @@ def log(text: str) -> None:
 def gdos_argv() -> list[str]:
     """The console script an operator runs, from this interpreter's environment."""
     script = Path(sys.executable).with_name("gdos")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gdos.cli.main"]
+    return [str(script)] if script.exists() else [sys.executable, "-P", "-m", "gdos.cli.main"]
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None, timeout: float = 120) -> float:

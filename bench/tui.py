@@ -49,8 +49,8 @@ DAEMON_FLAGS = ("--metrics-interval", "1", "--heartbeat", "5", "--offline-after"
 
 async def run_dashboard(expect: int, lifetime: float) -> None:
     """Run the app until killed (or ``lifetime``); print ``ready`` once it shows ``expect`` rows."""
-    from tui.app import GdosApp
-    from tui.nodes import NodesView
+    from gdos.tui.app import GdosApp
+    from gdos.tui.nodes import NodesView
 
     app = GdosApp(refresh=1.0)
     async with app.run_test(size=SIZE, headless=True):

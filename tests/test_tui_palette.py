@@ -13,6 +13,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from gdos.tui.app import GdosApp, theme_names
+from gdos.tui.commands import PaletteCommand
+from gdos.tui.logs import logs_request, search_pattern
+from gdos.tui.nodes import NodesView
+from gdos.tui.tasks import HostLines
 from textual.app import InvalidThemeError
 from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
@@ -20,11 +25,6 @@ from textual.widgets import ContentSwitcher, Static
 from typer.testing import CliRunner
 
 from gdos.cli.main import app as cli
-from tui.app import GdosApp, theme_names
-from tui.commands import PaletteCommand
-from tui.logs import logs_request, search_pattern
-from tui.nodes import NodesView
-from tui.tasks import HostLines
 
 SIZE = (120, 40)
 
@@ -217,9 +217,8 @@ def test_deploy_form_hint_answering_after_the_form_closed_does_not_fail_the_app(
     """The module hint is asked from the daemon. An answer that arrives while the form is
     being removed (its label already gone) must be dropped, not crash the dashboard: it
     once failed a CI run. The test takes the label away itself, then lets the answer in."""
+    from gdos.tui.forms import DeployForm
     from textual.widgets import Label
-
-    from tui.forms import DeployForm
 
     release, answered = asyncio.Event(), asyncio.Event()
 

@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gdos.tui.app import GdosApp
+from gdos.tui.logs import LogsView, SourceLabels, search_pattern
+from gdos.tui.node_detail import NodeDetailScreen
+from gdos.tui.nodes import NodesView
+from gdos.tui.records import AlertsView, AuditView
+from gdos.tui.services import ServicesView
+from gdos.tui.tasks import HostLines, TasksView
 from textual.pilot import Pilot
 from textual.widgets import Input, Label, RichLog
-
-from tui.app import GdosApp
-from tui.logs import LogsView, SourceLabels, search_pattern
-from tui.node_detail import NodeDetailScreen
-from tui.nodes import NodesView
-from tui.records import AlertsView, AuditView
-from tui.services import ServicesView
-from tui.tasks import HostLines, TasksView
 
 SIZE = (120, 40)
 Compare = Callable[..., bool]
@@ -155,7 +154,7 @@ SVC_METRICS = {"shop/db@db-1": {"cpu_percent": 71.0, "rss_bytes": 812 * 1024 * 1
 def utc_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Task times in UTC whatever the machine's time zone."""
     monkeypatch.setattr(
-        "tui.tasks.when",
+        "gdos.tui.tasks.when",
         lambda ts: "-" if ts is None else time.strftime("%m-%d %H:%M:%S", time.gmtime(ts)),
     )
 
@@ -336,7 +335,7 @@ AUDIT: list[dict[str, Any]] = [
 def utc_records(monkeypatch: pytest.MonkeyPatch) -> None:
     """Alert and audit times in UTC whatever the machine's time zone."""
     monkeypatch.setattr(
-        "tui.records.when",
+        "gdos.tui.records.when",
         lambda ts: "-" if ts is None else time.strftime("%m-%d %H:%M:%S", time.gmtime(ts)),
     )
 

@@ -29,6 +29,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from gdos.tui.commands import DashboardCommands, PaletteCommand
+from gdos.tui.footer import KeysFooter
+from gdos.tui.header import header_text, short_path
+from gdos.tui.logs import LogsView
+from gdos.tui.node_detail import NodeDetailScreen
+from gdos.tui.nodes import NodesView
+from gdos.tui.records import AlertsView, AuditView
+from gdos.tui.services import ServicesView
+from gdos.tui.tasks import TasksView
+from gdos.tui.widgets import HELP, TextScreen
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -41,16 +51,6 @@ from gdos.client import Client
 from gdos.errors import GdosError
 from gdos.paths import resolve as resolve_paths
 from gdos.safe_text import safe_text
-from tui.commands import DashboardCommands, PaletteCommand
-from tui.footer import KeysFooter
-from tui.header import header_text, short_path
-from tui.logs import LogsView
-from tui.node_detail import NodeDetailScreen
-from tui.nodes import NodesView
-from tui.records import AlertsView, AuditView
-from tui.services import ServicesView
-from tui.tasks import TasksView
-from tui.widgets import HELP, TextScreen
 
 T = TypeVar("T")
 VIEWS = {

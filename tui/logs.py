@@ -19,6 +19,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any, cast
 
+from gdos.tui.commands import PaletteCommand
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -28,10 +29,9 @@ from textual.widgets import Input, Label, RichLog
 
 from gdos.errors import GdosError
 from gdos.safe_text import safe_line, safe_text
-from tui.commands import PaletteCommand
 
 if TYPE_CHECKING:
-    from tui.app import GdosApp
+    from gdos.tui.app import GdosApp
 
 MAX_LINES = 5_000  # the pane keeps the newest lines only
 HISTORY_LINES = 100

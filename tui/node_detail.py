@@ -25,7 +25,7 @@ from gdos.safe_text import safe_text
 from gdos.units import human_bytes, human_duration
 
 if TYPE_CHECKING:
-    from tui.app import GdosApp
+    from gdos.tui.app import GdosApp
 
 CHARTED = ("cpu", "mem", "net_rx", "net_tx")  # node metrics with a sparkline
 HISTORY_SECONDS = 600.0  # how far back the sparklines reach

@@ -14,18 +14,18 @@ import sys
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
+from gdos.tui.commands import PaletteCommand
+from gdos.tui.filters import compile_filter, filter_error
+from gdos.tui.widgets import Cell, merge_watch, node_cells, sync_row
 from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input
 
 from gdos.names import natural_key
-from tui.commands import PaletteCommand
-from tui.filters import compile_filter, filter_error
-from tui.widgets import Cell, merge_watch, node_cells, sync_row
 
 if TYPE_CHECKING:
-    from tui.app import GdosApp
+    from gdos.tui.app import GdosApp
 
 COLUMNS = (
     ("NAME", "name"),
@@ -52,7 +52,7 @@ SORT_KEYS = {"name": "N", "cpu": "C", "mem": "M", "disk": "D"}
 
 def shell_argv(node: str) -> list[str]:
     """The remote shell the ``s`` key runs: ``gdos shell NODE`` with this interpreter."""
-    return [sys.executable, "-m", "gdos.cli.main", "shell", node]
+    return [sys.executable, "-P", "-m", "gdos.cli.main", "shell", node]
 
 
 class NodesView(Vertical):

@@ -13,6 +13,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from gdos.tui.commands import PaletteCommand
+from gdos.tui.filters import compile_filter, filter_error
+from gdos.tui.widgets import Cell, sync_row, when
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,12 +23,9 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Label
 
 from gdos.units import human_duration
-from tui.commands import PaletteCommand
-from tui.filters import compile_filter, filter_error
-from tui.widgets import Cell, sync_row, when
 
 if TYPE_CHECKING:
-    from tui.app import GdosApp
+    from gdos.tui.app import GdosApp
 
 Row = list[Cell]  # (text, style) per column: compared to decide whether a cell changed
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow"}

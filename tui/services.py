@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
+from gdos.tui.commands import PaletteCommand
+from gdos.tui.details import instance_detail
+from gdos.tui.forms import ConfirmScreen, DeployForm
+from gdos.tui.widgets import Cell, TextScreen, instance_cells, merge_watch, sync_row
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -32,13 +36,9 @@ from gdos.client import Client
 from gdos.errors import GdosError
 from gdos.names import instance_key
 from gdos.safe_text import safe_text
-from tui.commands import PaletteCommand
-from tui.details import instance_detail
-from tui.forms import ConfirmScreen, DeployForm
-from tui.widgets import Cell, TextScreen, instance_cells, merge_watch, sync_row
 
 if TYPE_CHECKING:
-    from tui.app import GdosApp
+    from gdos.tui.app import GdosApp
 
 COLUMNS = (
     (" ", "mark"),

@@ -12,6 +12,9 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any, cast
 
+from gdos.tui.commands import PaletteCommand
+from gdos.tui.forms import ConfirmScreen, EnterSubmits
+from gdos.tui.widgets import status_text, when
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -23,12 +26,9 @@ from textual.widgets import Button, DataTable, Input, Label, RichLog
 from gdos.errors import GdosError
 from gdos.safe_text import safe_cell, safe_line
 from gdos.units import human_duration
-from tui.commands import PaletteCommand
-from tui.forms import ConfirmScreen, EnterSubmits
-from tui.widgets import status_text, when
 
 if TYPE_CHECKING:
-    from tui.app import GdosApp
+    from gdos.tui.app import GdosApp
 
 TASK_COLUMNS = (
     ("ID", "id"),

@@ -47,7 +47,7 @@ def run(
     """Run the agent in the foreground; it dials the daemon and keeps redialling.
 
     The agent runs as its own lean process (no CLI libraries loaded), so this
-    command replaces itself with ``python -m agent``. The join token (from
+    command replaces itself with ``python -P -m gdos.agent``. The join token (from
     --join, --join-file, --join - or GDOS_JOIN_TOKEN) is handed over through an
     inherited pipe, never that process's command line or environment.
     """
@@ -63,8 +63,9 @@ def run(
         sys.stderr.write(join_input.ARGV_WARNING + "\n")
     argv = [
         sys.executable,
+        "-P",  # never import from the working directory (the agent often runs as root)
         "-m",
-        "agent",
+        "gdos.agent",
         "--backoff-max",
         str(backoff_max),
         "--log-level",

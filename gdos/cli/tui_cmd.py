@@ -27,7 +27,7 @@ def tui_command(
     seconds = parse_duration(refresh, "--refresh")
     if seconds < 0.2:
         fail(GdosError(ErrorCode.INVALID_ARGUMENT, "--refresh must be at least 0.2s."))
-    from tui.app import run, theme_names
+    from gdos.tui.app import run, theme_names
 
     if theme not in theme_names():
         allowed = ", ".join(theme_names())

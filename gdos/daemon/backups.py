@@ -195,7 +195,8 @@ def reexec() -> None:
         with contextlib.suppress(Exception):
             stream.flush()
     logging.shutdown()
-    argv = [sys.executable, *sys.orig_argv[1:]]
+    # -P: the fresh daemon never imports from its working directory either.
+    argv = [sys.executable, "-P", *sys.orig_argv[1:]]
     os.execv(sys.executable, argv)
 
 

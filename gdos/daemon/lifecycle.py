@@ -149,7 +149,7 @@ def start_background(run_args: list[str], paths: Paths, wait: float = 15.0) -> i
     proc = subprocess.Popen(
         [
             sys.executable,
-            *("-m", "gdos.cli.main", "daemon", "run", *run_args),
+            *("-P", "-m", "gdos.cli.main", "daemon", "run", *run_args),
             *([] if "--log-file" in run_args else ["--log-file", str(paths.daemon_log)]),
         ],
         stdin=subprocess.DEVNULL,

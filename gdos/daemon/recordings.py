@@ -62,6 +62,7 @@ class Recordings:
         async with self._slot:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",
                 "-m",
                 "gdos.daemon.recording",
                 str(self.journal(session_id)),

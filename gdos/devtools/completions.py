@@ -29,7 +29,7 @@ def render(shell: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("_GDOS_", "_TYPER_"))}
     env[COMPLETE_VAR] = f"source_{shell}"
     result = subprocess.run(
-        [sys.executable, "-m", "gdos.cli.main"],
+        [sys.executable, "-P", "-m", "gdos.cli.main"],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,

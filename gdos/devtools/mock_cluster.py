@@ -361,6 +361,7 @@ async def _parent(config: ClusterConfig, count: int, began: float, log_level: st
             )
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",
                 "-m",
                 "gdos.devtools.mock_cluster",
                 "--worker",

@@ -122,11 +122,11 @@ def test_the_dashboard_follows_an_adopted_log(
     import asyncio
     from typing import Any
 
+    from gdos.tui.app import GdosApp
     from textual.pilot import Pilot
     from textual.widgets import RichLog
 
     from tests.integration.test_tui import SIZE, until
-    from tui.app import GdosApp
 
     fleet, root = n2
     out = root / "ext.out"

@@ -227,7 +227,9 @@ def test_join_token_never_stays_in_a_long_running_command_line(fleet: Fleet) -> 
         _spawn(fleet, "a2", _agent_argv("--name", "a2", "--join", "-"), stdin=token + "\n"),
         _spawn(fleet, "a3", _agent_argv("--name", "a3"), env={"GDOS_JOIN_TOKEN": token}),
         _spawn(fleet, "a4", _agent_argv("--name", "a4", "--join", token)),
-        _spawn(fleet, "a5", [sys.executable, "-m", "agent", "--name", "a5", "--join", token]),
+        _spawn(
+            fleet, "a5", [sys.executable, "-P", "-m", "gdos.agent", "--name", "a5", "--join", token]
+        ),
     ]
     fleet.wait_online("a1", "a2", "a3", "a4", "a5", timeout=60)
     for proc in procs:

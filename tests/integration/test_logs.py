@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from gdos.agent import logfiles
 
-from agent import logfiles
 from tests.harness import Fleet, short_home, wait_for
 from tests.integration.services_kit import ok, package, wait_state
 

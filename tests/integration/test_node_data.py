@@ -146,9 +146,8 @@ def test_node_text_is_escaped_on_every_cli_view(
 def test_node_text_is_escaped_in_the_dashboard(
     fleet: Fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from gdos.tui.app import GdosApp
     from textual.widgets import DataTable
-
-    from tui.app import GdosApp
 
     monkeypatch.setenv("GDOS_HOME", str(fleet.daemon_home))
     with RogueNode(fleet, "evil") as rogue:

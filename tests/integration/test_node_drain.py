@@ -6,12 +6,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from gdos.tui.app import GdosApp
 from textual.pilot import Pilot
 
 from tests.harness import Fleet
 from tests.integration.services_kit import ok
 from tests.integration.test_tui import SIZE, cell, until
-from tui.app import GdosApp
 
 REASON = "disk swap, ticket OPS-42"
 

@@ -16,14 +16,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from gdos.tui.app import GdosApp
+from gdos.tui.nodes import NodesView
+from gdos.tui.tasks import ExecForm, exec_request
+from gdos.tui.widgets import health_style
 from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher, DataTable, Input, Static
 
 from tests.harness import Fleet, short_home
-from tui.app import GdosApp
-from tui.nodes import NodesView
-from tui.tasks import ExecForm, exec_request
-from tui.widgets import health_style
 
 SIZE = (120, 40)
 

@@ -16,6 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from gdos.tui.app import GdosApp, command_target
+from gdos.tui.node_detail import NodeDetailScreen
+from gdos.tui.nodes import NodesView
+from gdos.tui.tasks import ExecForm
+from gdos.tui.widgets import TextScreen
 from textual import events
 from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
@@ -23,11 +28,6 @@ from textual.widgets import ContentSwitcher, DataTable, Input, Static
 
 from tests.harness import Fleet
 from tests.integration.test_tui import message, rows, type_text, until
-from tui.app import GdosApp, command_target
-from tui.node_detail import NodeDetailScreen
-from tui.nodes import NodesView
-from tui.tasks import ExecForm
-from tui.widgets import TextScreen
 
 WIDE = (160, 45)
 NARROW = (80, 24)

@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gdos.tui.app import GdosApp
+from gdos.tui.logs import MATCH_STYLE, LogsView
+from gdos.tui.node_detail import NodeDetailScreen
+from gdos.tui.records import SEVERITY_STYLE
 from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher, DataTable, Input, Label, RichLog
 
 from tests.harness import Fleet
 from tests.integration.services_kit import SLEEPER, ok, package
 from tests.integration.test_tui import cell, rows, type_text, until
-from tui.app import GdosApp
-from tui.logs import MATCH_STYLE, LogsView
-from tui.node_detail import NodeDetailScreen
-from tui.records import SEVERITY_STYLE
 
 SIZE = (120, 40)
 COUNTER = f"""#!{sys.executable}

@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gdos.tui.app import GdosApp
+from gdos.tui.forms import ConfirmScreen, DeployForm, deploy_request
+from gdos.tui.services import Run, ServicesView
+from gdos.tui.widgets import TextScreen
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Label, Static
 
 from tests.harness import Fleet
 from tests.integration.services_kit import SLEEPER, ok, package, status
 from tests.integration.test_tui import cell, message, rows, type_text, until
-from tui.app import GdosApp
-from tui.forms import ConfirmScreen, DeployForm, deploy_request
-from tui.services import Run, ServicesView
-from tui.widgets import TextScreen
 
 SIZE = (120, 40)
 TABLE = "#svc-table"

@@ -12,15 +12,15 @@ from functools import partial
 from typing import Any
 
 import pytest
+from gdos.tui.app import GdosApp
+from gdos.tui.forms import ConfirmScreen
+from gdos.tui.tasks import OUTPUT_LINES, ExecForm
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label, RichLog
 from textual.widgets.data_table import ColumnKey
 
 from tests.harness import Fleet
 from tests.integration.test_tui import cell, message, rows, run_app, until
-from tui.app import GdosApp
-from tui.forms import ConfirmScreen
-from tui.tasks import OUTPUT_LINES, ExecForm
 
 HOSTS = "#hosts-table"
 

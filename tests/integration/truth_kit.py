@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from gdos.agent.procs import marked_processes
+from gdos.agent.supervisor import MARKER
 
-from agent.procs import marked_processes
-from agent.supervisor import MARKER
 from tests.harness import Fleet
 from tests.integration.services_kit import package, status
 

@@ -8,9 +8,8 @@ from typing import Any
 import msgpack
 import psutil
 import pytest
-
-from agent.facts import IGNORED_FSTYPES, collect_facts, collect_gpus, real_partitions
-from agent.metrics import MetricsSampler, _rate
+from gdos.agent.facts import IGNORED_FSTYPES, collect_facts, collect_gpus, real_partitions
+from gdos.agent.metrics import MetricsSampler, _rate
 
 FACT_TYPES: dict[str, type | tuple[type, ...]] = {
     "hostname": str,

@@ -28,8 +28,8 @@ HEAVY = (
     "psutil",
     "asyncssh",
     "gdos.daemon",
-    "agent",
-    "tui",
+    "gdos.agent",
+    "gdos.tui",
 )
 # Also not loaded merely to parse the command line or print help: the
 # client and its wire format, the event loop and rich (Typer does not

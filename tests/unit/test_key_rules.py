@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import zmq
+from gdos.agent.enrollment import choose_name
 
-from agent.enrollment import choose_name
 from gdos import insecure, join_input
 from gdos.daemon.audit_digest import FailureDigest
 from gdos.daemon.key_select import select

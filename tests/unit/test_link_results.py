@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agent.link import RESEND_AFTER, Link, LinkConfig
+from gdos.agent.link import RESEND_AFTER, Link, LinkConfig
+
 from gdos.protocol import Message
 
 

@@ -10,9 +10,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
-from agent import logreader
-from agent.logreader import (
+from gdos.agent import logreader
+from gdos.agent.logreader import (
     BLOCK,
     LINE_CAP,
     Follower,
@@ -22,8 +21,9 @@ from agent.logreader import (
     line_time,
     rotated_copies,
 )
-from agent.logs import LogAccess
-from agent.supervisor import Supervisor
+from gdos.agent.logs import LogAccess
+from gdos.agent.supervisor import Supervisor
+
 from gdos.errors import ErrorCode, GdosError
 
 
@@ -252,7 +252,7 @@ def test_follow_across_copytruncate(tmp_path: Path) -> None:
 
 
 def logreader_rotate(path: Path) -> None:
-    from agent import logfiles
+    from gdos.agent import logfiles
 
     logfiles.rotate(path, backups=2)
 

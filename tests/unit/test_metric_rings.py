@@ -10,8 +10,8 @@ from typing import Any
 
 import psutil
 import pytest
+from gdos.agent.metrics import InstanceSampler, MetricsSampler, instance_pids
 
-from agent.metrics import InstanceSampler, MetricsSampler, instance_pids
 from gdos.cli.metrics_cmd import parse_target, sparkline, summarise
 from gdos.cli.top_cmd import apply, sort_key
 from gdos.daemon.metrics import (

@@ -11,9 +11,9 @@ from typing import Any
 
 import msgpack
 import pytest
+from gdos.agent.facts import collect_facts
+from gdos.agent.metrics import MetricsSampler
 
-from agent.facts import collect_facts
-from agent.metrics import MetricsSampler
 from gdos import protocol
 from gdos.devtools.sim_agent import fake_facts, fake_sample
 from gdos.errors import ErrorCode
@@ -96,7 +96,7 @@ def test_control_integers_must_fit_sqlite_and_numbers_be_finite() -> None:
 
 
 def test_the_largest_log_batch_of_empty_lines_fits() -> None:
-    from agent.logreader import Batcher
+    from gdos.agent.logreader import Batcher
 
     batches = list(Batcher().add([b""] * 100_000))
     assert len(batches[0]) > 4096

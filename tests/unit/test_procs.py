@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 
-from agent.procs import group_alive, kill_group
+from gdos.agent.procs import group_alive, kill_group
 
 
 def test_a_group_of_zombies_is_not_alive() -> None:
@@ -35,7 +35,7 @@ def test_a_running_group_is_alive_until_killed() -> None:
 
 
 def test_a_gdos_adopt_command_line_is_not_the_process_it_names() -> None:
-    from agent.procs import name_matches
+    from gdos.agent.procs import name_matches
 
     adopt = ["python3", "/usr/bin/gdos", "adopt", "n1", "--process-name", "worker.py"]
     assert not name_matches("worker.py", "python3", adopt)

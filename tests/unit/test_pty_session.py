@@ -7,10 +7,9 @@ import os
 from typing import Any
 
 import pytest
-
-from agent.pty_session import PtySession
-from agent.pty_spawn import SpawnRefused, spawn
-from agent.shells import ShellSessions
+from gdos.agent.pty_session import PtySession
+from gdos.agent.pty_spawn import SpawnRefused, spawn
+from gdos.agent.shells import ShellSessions
 
 Sent = list[tuple[str, dict[str, Any]]]
 

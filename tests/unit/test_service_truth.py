@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gdos.agent.services import ServiceHost
 
-from agent.services import ServiceHost
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.instance_reports import StateAcks
 from gdos.daemon.opids import BLOCK, OpIds

@@ -19,10 +19,10 @@ from typing import Any
 
 import psutil
 import pytest
+from gdos.agent.logfiles import rotate_if_needed
+from gdos.agent.procs import marked_processes
+from gdos.agent.supervisor import Supervisor
 
-from agent.logfiles import rotate_if_needed
-from agent.procs import marked_processes
-from agent.supervisor import Supervisor
 from gdos.devtools.waiting import free_port
 from gdos.errors import ErrorCode, GdosError
 
