@@ -32,7 +32,9 @@ def press_s(app: GdosApp) -> str:
 
 
 def test_shell_argv_runs_gdos_shell_with_this_interpreter() -> None:
-    assert shell_argv("web-1") == [sys.executable, "-m", "gdos.cli.main", "shell", "web-1"]
+    # -P: the shell never imports from the dashboard's working directory (issue 13 item 1)
+    argv = [sys.executable, "-P", "-m", "gdos.cli.main", "shell", "web-1"]
+    assert shell_argv("web-1") == argv
 
 
 def test_shell_is_refused_in_read_only_mode() -> None:
