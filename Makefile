@@ -42,7 +42,7 @@ lint: venv
 	@# mypy cannot follow package-dir (agent/ installs as gdos.agent, tui/ as gdos.tui):
 	@# it checks a tree of links with the installed layout, or gdos.agent would be Any.
 	rm -rf build/mypy && mkdir -p build/mypy/gdos
-	ln -s $(CURDIR)/gdos/*.py $(CURDIR)/gdos/cli $(CURDIR)/gdos/daemon $(CURDIR)/gdos/devtools build/mypy/gdos/
+	ln -s $(CURDIR)/gdos/* build/mypy/gdos/
 	ln -s $(CURDIR)/agent build/mypy/gdos/agent && ln -s $(CURDIR)/tui build/mypy/gdos/tui
 	MYPYPATH=build/mypy $(BIN)/mypy -p gdos
 
