@@ -72,9 +72,11 @@ def _json_default(value: Any) -> Any:
 
 
 def console() -> Any:
+    """Rich's console for every command; ``:name:`` is never turned into an emoji
+    (a key fingerprint ``…:ab:…`` printed as 🆎 once)."""
     from rich.console import Console
 
-    return Console()
+    return Console(emoji=False)
 
 
 def parse_duration(text: str, what: str = "duration") -> float:

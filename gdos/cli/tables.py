@@ -103,7 +103,7 @@ def print_table(
     natural = sum(widths[i] for i in kept) + GAP * max(len(kept) - 1, 0)
     least = sum(min(widths[i], MIN_WRAP) if columns[i].wrap else widths[i] for i in kept)
     least += GAP * max(len(kept) - 1, 0)
-    console = Console(width=max(width, least) if width else max(natural, 20))
+    console = Console(width=max(width, least) if width else max(natural, 20), emoji=False)
     if title:
         console.print(title, highlight=False)
     console.print(table, highlight=False)

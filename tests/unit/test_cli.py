@@ -317,3 +317,22 @@ def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(typer.Exit) as info:
         common.parse_duration(text)
     assert info.value.exit_code == ExitCode.USAGE
+
+
+def test_console_never_turns_colon_codes_into_emoji() -> None:
+    """A key fingerprint holds ``:ab:``: Rich would print it as an emoji."""
+    import io
+
+    from gdos.cli.common import console
+    from gdos.cli.tables import Column, print_table
+
+    out = console()
+    out.file = io.StringIO()
+    out.print("3f:ab:cd:ok:")
+    assert out.file.getvalue() == "3f:ab:cd:ok:\n"
+    import contextlib
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        print_table([Column("FINGERPRINT")], [["3f:ab:cd"]])
+    assert "3f:ab:cd" in buffer.getvalue()
