@@ -9,7 +9,6 @@ import typer
 from gdos.cli.common import (
     JSON_OPTION,
     ago,
-    console,
     fail,
     print_json,
     quiet_call,
@@ -44,25 +43,32 @@ def list_keys(json: bool = JSON_OPTION) -> None:
     if json:
         print_json(keys)
         return
-    from rich.table import Table
+    from gdos.cli.tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    # the fingerprint is what 'accept/reject/delete' take: never truncated
-    widths = {"STATUS": 9, "FINGERPRINT": 23}
-    for column in ("NAME", "STATUS", "FINGERPRINT", "VIA", "ADDRESS", "SEEN"):
-        table.add_column(column, no_wrap=True, min_width=widths.get(column))
+    # the fingerprint is what 'accept/reject/delete' take: never dropped or cut
+    columns = [
+        Column("NAME"),
+        Column("STATUS"),
+        Column("FINGERPRINT"),
+        Column("VIA", drop=2),
+        Column("ADDRESS", drop=1),
+        Column("SEEN", drop=3),
+    ]
     order = {"pending": 0, "accepted": 1, "rejected": 2}
+    rows = []
     for k in sorted(keys, key=lambda k: (order.get(k["status"], 3), natural_key(k["name"]))):
         mark = "!" if k.get("name_held") else ""
-        table.add_row(
-            safe_cell(k["name"]),
-            f"[{STYLE.get(k['status'], 'white')}]{k['status']}{mark}[/]",
-            k["fingerprint"],
-            k.get("via") or "-",
-            safe_cell(k.get("address") or "-"),
-            ago(k.get("created")),
+        rows.append(
+            [
+                safe_cell(k["name"]),
+                f"[{STYLE.get(k['status'], 'white')}]{k['status']}{mark}[/]",
+                safe_cell(k["fingerprint"]),
+                safe_cell(k.get("via") or "-"),
+                safe_cell(k.get("address") or "-"),
+                ago(k.get("created")),
+            ]
         )
-    console().print(table)
+    print_table(columns, rows)
     if any(k.get("name_held") for k in keys):
         sys.stdout.write(
             "pending! claims the name of an accepted node: accept, reject or delete it "

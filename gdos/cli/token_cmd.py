@@ -9,7 +9,6 @@ import typer
 
 from gdos.cli.common import (
     JSON_OPTION,
-    console,
     human_duration,
     parse_duration,
     print_json,
@@ -45,18 +44,19 @@ def list_tokens(json: bool = JSON_OPTION) -> None:
     if json:
         print_json(tokens)
         return
-    from rich.table import Table
+    from gdos.cli.tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for column in ("ID", "EXPIRES IN", "USES LEFT", "USED"):
-        table.add_column(column)
+    columns = [Column("ID"), Column("EXPIRES IN"), Column("USES LEFT"), Column("USED", drop=1)]
     now = time.time()
+    rows = []
     for t in tokens:
         left = t["expires_at"] - now
-        table.add_row(
-            t["id"],
-            human_duration(left) if left > 0 else "[red]expired[/]",
-            "unlimited" if t["uses_left"] is None else str(t["uses_left"]),
-            str(t["used"]),
+        rows.append(
+            [
+                t["id"],
+                human_duration(left) if left > 0 else "[red]expired[/]",
+                "unlimited" if t["uses_left"] is None else str(t["uses_left"]),
+                str(t["used"]),
+            ]
         )
-    console().print(table)
+    print_table(columns, rows)

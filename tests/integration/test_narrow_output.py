@@ -92,3 +92,18 @@ def test_node_list_and_backup_paths_are_never_cut(
     narrow = _narrow(n1, monkeypatch, "backup", "list")
     assert made in narrow.replace("\n", "").replace(" ", ""), narrow  # wrapped, not cut
     assert made in ok(n1.gdos("backup", "list"))
+
+
+def test_key_and_token_lists_keep_fingerprints_and_statuses_whole(
+    n1: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = n1.gdos_json("key", "list")[0]
+    monkeypatch.setenv("COLUMNS", "60")
+    try:
+        keys, tokens = ok(n1.gdos("key", "list")), ok(n1.gdos("token", "list"))
+    finally:
+        monkeypatch.delenv("COLUMNS")
+    assert "…" not in keys + tokens, keys + tokens
+    assert key["fingerprint"] in keys and "accepted" in keys, keys
+    assert "hidden to fit 60 columns" in keys, keys  # VIA, ADDRESS, SEEN go first
+    assert "EXPIRES IN" in tokens and "USES LEFT" in tokens, tokens
