@@ -17,7 +17,7 @@ from gdos.cli.common import (
     request,
 )
 from gdos.errors import ErrorCode, GdosError
-from gdos.safe_text import safe_cell
+from gdos.safe_text import safe_cell, safe_markup
 
 app = typer.Typer(help="Threshold alerts: rules, and what fired.", no_args_is_help=True)
 rule_app = typer.Typer(help="Add, list and remove alert rules.", no_args_is_help=True)
@@ -94,7 +94,14 @@ def rule_list(json: bool = JSON_OPTION) -> None:
         firing = f"[{colour}]{r['firing']}[/]" if r["firing"] else "0"
         name = r["name"] + (" (built-in)" if r["builtin"] else "")
         rows.append(
-            [escape(name), _condition(r), escape(scope), r["severity"], firing, escape(hooks)]
+            [
+                safe_markup(name),
+                _condition(r),
+                safe_markup(scope),
+                r["severity"],
+                firing,
+                safe_markup(hooks),
+            ]
         )
     print_table(columns, rows)
 
@@ -136,7 +143,7 @@ def alert_list(
         show = _formatter(e)
         rows.append(
             [
-                f"[{colour}]{escape(e['rule'])}[/]",
+                f"[{colour}]{safe_markup(e['rule'])}[/]",
                 safe_cell(e["target"]),
                 f"[{colour}]{e['severity']}[/]",
                 "[bold]firing[/]" if e["active"] else "ended",
@@ -169,9 +176,3 @@ def _formatter(event: dict[str, Any]) -> Any:
     except GdosError:  # a pseudo-metric (online, failed) or a removed rule: plain numbers
         return lambda v: "-" if v is None else f"{v:g}"
     return metric.format
-
-
-def escape(text: str) -> str:
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)

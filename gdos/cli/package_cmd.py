@@ -12,6 +12,7 @@ import typer
 from gdos.cli.common import JSON_OPTION, console, fail, human_bytes, print_json, request, run
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import natural_key
+from gdos.safe_text import safe_cell
 
 app = typer.Typer(help="Push, list, inspect and remove packages.", no_args_is_help=True)
 UPLOAD_WINDOW = 8  # chunks in flight to the daemon
@@ -96,8 +97,6 @@ def list_packages(
     if json:
         print_json(packages)
         return
-    from rich.markup import escape
-
     from gdos.cli.tables import Column, print_table
 
     columns = [
@@ -120,7 +119,7 @@ def list_packages(
                 p["sha256"][:12],
                 when,
                 p["pushed_by"] or "-",
-                escape(p["description"] or ""),
+                safe_cell(p["description"] or ""),
             ]
         )
     print_table(columns, rows)
