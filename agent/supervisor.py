@@ -909,8 +909,7 @@ def _locate(
                 return ref
     if adopt.get("pid_file"):
         with contextlib.suppress(OSError, ValueError):
-            text = Path(str(adopt["pid_file"])).read_text(encoding="utf-8").strip()
-            ref = proc_ref(int(text.split()[0]))
+            ref = _pid_file_ref(Path(str(adopt["pid_file"])))
             if ref is not None and (since is None or ref.create_time >= since - 0.05):
                 return ref
     if adopt.get("process_name"):
@@ -920,6 +919,18 @@ def _locate(
         if found:
             return found[-1] if adopt.get("choose") == "newest" else found[0]
     return None
+
+
+def _pid_file_ref(path: Path) -> ProcRef | None:
+    """The process a pid file names, or None while it is empty or half written.
+
+    A start command such as ``echo $! > FILE`` truncates the file before it
+    writes the pid, so a poll can read nothing: that is "not yet", not an error.
+    """
+    words = path.read_text(encoding="utf-8").split()
+    if not words or not words[0].isdigit():
+        return None
+    return proc_ref(int(words[0]))
 
 
 def _ambiguous(name: str, found: list[ProcRef], shown: int = 10) -> GdosError:
