@@ -8,24 +8,26 @@ changed. Sorting reorders rows in place, and the selected node stays selected.
 
 from __future__ import annotations
 
+import json
 import re
-import subprocess
-import sys
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from gdos.tui.commands import PaletteCommand
 from gdos.tui.filters import compile_filter, filter_error
-from gdos.tui.widgets import Cell, merge_watch, node_cells, sync_row
-from textual.app import ComposeResult, SuspendNotSupported
+from gdos.tui.session import (
+    DashboardSession,
+    DashboardView,
+    FleetChanged,
+    OpenNodeDetail,
+    OpenShell,
+)
+from gdos.tui.widgets import Cell, TextScreen, merge_watch, node_cells, sync_row
+from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.widgets import DataTable, Input
 
 from gdos.names import natural_key
-
-if TYPE_CHECKING:
-    from gdos.tui.app import GdosApp
 
 COLUMNS = (
     ("NAME", "name"),
@@ -50,12 +52,7 @@ TEXT_FIELDS = {"name": "name", "status": "online", "state": "state", "version": 
 SORT_KEYS = {"name": "N", "cpu": "C", "mem": "M", "disk": "D"}
 
 
-def shell_argv(node: str) -> list[str]:
-    """The remote shell the ``s`` key runs: ``gdos shell NODE`` with this interpreter."""
-    return [sys.executable, "-P", "-m", "gdos.cli.main", "shell", node]
-
-
-class NodesView(Vertical):
+class NodesView(DashboardView):
     # In the order of their place in a narrow footer (tui.footer keeps the first ones).
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
@@ -67,8 +64,10 @@ class NodesView(Vertical):
         Binding("D", "sort('disk')", "Sort disk", show=False),
     ]
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    MAIN = "#nodes-table"
+
+    def __init__(self, session: DashboardSession, **kwargs: Any) -> None:
+        super().__init__(session, **kwargs)
         self.nodes: dict[str, dict[str, Any]] = {}
         self.rows: dict[str, list[Cell]] = {}
         self.pattern: re.Pattern[str] | None = None
@@ -82,10 +81,6 @@ class NodesView(Vertical):
         yield table
 
     @property
-    def gdos(self) -> GdosApp:
-        return cast("GdosApp", self.app)
-
-    @property
     def table(self) -> DataTable[Any]:
         return self.query_one("#nodes-table", DataTable)
 
@@ -94,7 +89,7 @@ class NodesView(Vertical):
         """Merge one ``node.watch`` event; ``full`` means it lists every node."""
         self.nodes = merge_watch(self.nodes, event, "name", full)
         self.render_rows()
-        self.gdos.update_header()
+        self.post_message(FleetChanged())
 
     def shown_names(self) -> list[str]:
         if self.pattern is None:
@@ -161,9 +156,7 @@ class NodesView(Vertical):
         self.reverse = not self.reverse if self.sort_by == column else False
         self.sort_by = column
         self.render_rows()
-        self.app.notify(
-            f"sorted by {column}" + (" (reversed)" if self.reverse else ""), markup=False
-        )
+        self.notify(f"sorted by {column}" + (" (reversed)" if self.reverse else ""), markup=False)
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -185,15 +178,15 @@ class NodesView(Vertical):
         if event.input.id == "filter":
             event.stop()
             if not compile_filter(event.input, event.value)[0]:
-                self.gdos.show_message(filter_error(event.value))
+                self.say(filter_error(event.value))
                 return
-            self.gdos.show_message("")
+            self.say("")
             self.close_filter()
 
     def close_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.display = bool(box.value)
-        self.table.focus()
+        self.take_focus()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """``enter`` on a node opens its detail pane."""
@@ -201,39 +194,37 @@ class NodesView(Vertical):
             event.stop()
             self.action_details()
 
-    def action_details(self) -> None:
+    def chosen(self) -> str | None:
+        """The selected node; says so when there is none."""
         name = self.selected()
         if name is None:
-            self.gdos.show_message("no node selected")
-            return
-        self.gdos.open_node_detail(name)
+            self.say("no node selected")
+        return name
+
+    def action_details(self) -> None:
+        name = self.chosen()
+        if name is not None:
+            self.post_message(OpenNodeDetail(name))
 
     def action_describe(self) -> None:
-        name = self.selected()
-        if name is None:
-            self.gdos.show_message("no node selected")
+        name = self.chosen()
+        if name is not None:
+            self.run_worker(self._describe(name), group="describe", exclusive=True)
+
+    async def _describe(self, name: str) -> None:
+        client = self.session.client
+        if client is None:
+            self.say("the daemon is unreachable")
             return
-        self.gdos.describe_node(name)
+        reply = await self.guard(client.call("node.show", name=name))
+        if reply is not None:
+            text = json.dumps(reply["node"], indent=2, sort_keys=True, default=str)
+            self.app.push_screen(TextScreen(f"node {name}", text))
 
     def action_shell(self) -> None:
-        """Suspend the dashboard, run ``gdos shell`` on the selected node, resume."""
-        if self.gdos.refuse_in_read_only("shell"):
+        """A remote shell on the selected node (the app suspends the dashboard for it)."""
+        if self.refused("shell"):
             return
-        name = self.selected()
-        if name is None:
-            self.gdos.show_message("no node selected")
-            return
-        try:
-            with self.app.suspend():
-                code = subprocess.call(shell_argv(name))
-        except SuspendNotSupported:
-            self.gdos.show_message("this terminal cannot be suspended; run gdos shell instead")
-            return
-        except OSError as exc:
-            self.gdos.show_message(f"could not start gdos shell: {exc}")
-            return
-        self.app.notify(
-            f"shell on {name} exited with status {code}",
-            severity="information" if code == 0 else "warning",
-            markup=False,
-        )
+        name = self.chosen()
+        if name is not None:
+            self.post_message(OpenShell(name))

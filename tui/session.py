@@ -1,0 +1,128 @@
+"""What passes between the dashboard's app and its views: a session down, messages up.
+
+The app builds one ``DashboardSession`` and hands it to every view (and to
+the node detail pane) when it creates them: the client of the moment (None
+while the daemon is away; the connection worker swaps it), the read-only
+flag, and whether to ask the daemon at all. A view never calls into the app:
+it posts one of the messages below, and they bubble up to ``GdosApp``'s
+``on_*`` handlers. The app, in turn, never reaches into a view's widgets:
+each view says which of its widgets takes the keys (``DashboardView.MAIN``)
+and closes its own filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from gdos.tui.commands import PaletteCommand
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widget import Widget
+
+from gdos.client import Client
+from gdos.errors import GdosError
+
+T = TypeVar("T")
+READ_ONLY = "read-only mode: {} is disabled (started with --read-only)"
+
+
+@dataclass
+class DashboardSession:
+    """What every view may read: the daemon's client, and what the operator asked for.
+
+    ``client`` is None while the daemon is unreachable; ``poll=False`` asks the
+    daemon nothing (tests feed the views and panes directly).
+    """
+
+    client: Client | None = None
+    read_only: bool = False
+    poll: bool = True
+
+
+async def guard(call: Awaitable[T], say: Callable[[str], None] | None = None) -> T | None:
+    """Await a client call; on a refusal, ``say`` its sentence (unless None) and return None."""
+    try:
+        return await call
+    except GdosError as exc:
+        if say is not None:
+            say(str(exc))
+        return None
+
+
+# -- messages up: each bubbles from the view to GdosApp's on_* handler ------------------
+class Say(Message):
+    """Show ``text`` on the message line (and as a toast); "" clears the line."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class FleetChanged(Message):
+    """The nodes or instances a view shows changed: the header's counts follow."""
+
+
+class OpenNodeDetail(Message):
+    """Open the detail pane (facts and sparklines) of node ``name``."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+
+class FollowLogs(Message):
+    """Switch to the Logs view and follow ``target`` (the targets box's syntax)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+
+
+class OpenShell(Message):
+    """Suspend the dashboard and run a remote shell on ``node``."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self.node = node
+
+
+class DashboardView(Vertical):
+    """One view of the dashboard: its session, how it speaks up, and its focus.
+
+    ``MAIN`` selects the widget that takes the keys when the view comes on
+    screen or an overlay closes (its table, or its log pane).
+    """
+
+    MAIN: ClassVar[str] = ""
+
+    def __init__(self, session: DashboardSession, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.session = session
+
+    def say(self, text: str) -> None:
+        self.post_message(Say(text))
+
+    def refused(self, what: str) -> bool:
+        """True (and said) when the dashboard runs read-only and ``what`` would change things."""
+        if self.session.read_only:
+            self.say(READ_ONLY.format(what))
+        return self.session.read_only
+
+    async def guard(self, call: Awaitable[T], quiet: bool = False) -> T | None:
+        """Await a client call; say its refusal (unless ``quiet``) and return None."""
+        return await guard(call, None if quiet else self.say)
+
+    def take_focus(self) -> None:
+        """Give the keys to ``MAIN`` now: ``focus()`` would wait for the next idle tick."""
+        main: Widget = self.query_one(self.MAIN)
+        if main.focusable:
+            self.screen.set_focus(main)
+
+    def close_filter(self) -> None:
+        """Escape: close this view's open input (if any) and give the keys back to ``MAIN``."""
+        self.take_focus()
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        return []
