@@ -139,17 +139,6 @@ class GdosApp(App[None]):
         display: none; height: 1; border: none; padding: 0 1; background: $boost;
     }
     #command:focus { border: none; }
-    #filter { display: none; }
-    #run-title { padding: 0 1; text-style: bold; }
-    #tasks-table { height: 1fr; }
-    #hosts-table { height: 1fr; }
-    #exec-log { height: 2fr; border-top: solid $panel; }
-    #svc-table { height: 1fr; }
-    #svc-progress { padding: 0 1; }
-    #logs-status, #alerts-summary, #audit-summary { padding: 0 1; text-style: bold; }
-    #logs-log { height: 1fr; }
-    #alerts-table, #audit-table { height: 1fr; }
-    #logs-search, #alerts-filter, #audit-filter { display: none; }
     """
     BINDINGS = [
         Binding("colon", "command", "Command", priority=True),

@@ -110,6 +110,10 @@ class LogsView(DashboardView):
         Binding("c", "clear", "Clear", show=False),
     ]
 
+    DEFAULT_CSS = """
+    LogsView #logs-status { padding: 0 1; text-style: bold; }
+    LogsView #logs-log { height: 1fr; }
+    """
     MAIN = "#logs-log"
 
     def __init__(self, session: DashboardSession, **kwargs: Any) -> None:

@@ -9,15 +9,13 @@ changed. Sorting reorders rows in place, and the selected node stays selected.
 from __future__ import annotations
 
 import json
-import re
 from functools import partial
 from typing import Any
 
 from gdos.tui.commands import PaletteCommand
-from gdos.tui.filters import compile_filter, filter_error
+from gdos.tui.filters import FilteredView, filter_box
 from gdos.tui.session import (
     DashboardSession,
-    DashboardView,
     FleetChanged,
     OpenNodeDetail,
     OpenShell,
@@ -25,7 +23,7 @@ from gdos.tui.session import (
 from gdos.tui.widgets import Cell, TextScreen, merge_watch, node_cells, sync_row
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable
 
 from gdos.names import natural_key
 
@@ -52,7 +50,7 @@ TEXT_FIELDS = {"name": "name", "status": "online", "state": "state", "version": 
 SORT_KEYS = {"name": "N", "cpu": "C", "mem": "M", "disk": "D"}
 
 
-class NodesView(DashboardView):
+class NodesView(FilteredView):
     # In the order of their place in a narrow footer (tui.footer keeps the first ones).
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
@@ -70,19 +68,14 @@ class NodesView(DashboardView):
         super().__init__(session, **kwargs)
         self.nodes: dict[str, dict[str, Any]] = {}
         self.rows: dict[str, list[Cell]] = {}
-        self.pattern: re.Pattern[str] | None = None
         self.sort_by, self.reverse = "name", False
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter nodes by regex (enter/escape to close)", id="filter")
+        yield filter_box("filter nodes by regex (enter/escape to close)", "filter")
         table: DataTable[Any] = DataTable(id="nodes-table", cursor_type="row", zebra_stripes=True)
         for label, key in COLUMNS:
             table.add_column(label, key=key)
         yield table
-
-    @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one("#nodes-table", DataTable)
 
     # -- data --------------------------------------------------------------
     def apply(self, event: dict[str, Any], full: bool = False) -> None:
@@ -95,13 +88,6 @@ class NodesView(DashboardView):
         if self.pattern is None:
             return list(self.nodes)
         return [n for n in self.nodes if self.pattern.search(n)]
-
-    def selected(self) -> str | None:
-        table = self.table
-        if table.row_count == 0:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        return str(key) if key is not None else None
 
     def render_rows(self) -> None:
         table, selected = self.table, self.selected()
@@ -116,6 +102,8 @@ class NodesView(DashboardView):
             self._sort()
             if selected in self.rows:
                 table.move_cursor(row=table.get_row_index(selected))
+
+    refilter = render_rows
 
     def _sort(self) -> None:
         number = NUMBER_FIELDS.get(self.sort_by)
@@ -157,36 +145,6 @@ class NodesView(DashboardView):
         self.sort_by = column
         self.render_rows()
         self.notify(f"sorted by {column}" + (" (reversed)" if self.reverse else ""), markup=False)
-
-    def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = True
-        box.focus()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        """Filter as the regex is typed; a half-typed one is marked, quietly, and ignored."""
-        if event.input.id != "filter":
-            return
-        event.stop()
-        valid, pattern = compile_filter(event.input, event.value)
-        if valid:
-            self.pattern = pattern
-            self.render_rows()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Enter closes the filter; a regex that is still invalid is reported now."""
-        if event.input.id == "filter":
-            event.stop()
-            if not compile_filter(event.input, event.value)[0]:
-                self.say(filter_error(event.value))
-                return
-            self.say("")
-            self.close_filter()
-
-    def close_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = bool(box.value)
-        self.take_focus()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """``enter`` on a node opens its detail pane."""

@@ -14,13 +14,13 @@ import re
 from typing import Any, ClassVar
 
 from gdos.tui.commands import PaletteCommand
-from gdos.tui.filters import compile_filter, filter_error
-from gdos.tui.session import DashboardSession, DashboardView
+from gdos.tui.filters import FilteredView, filter_box
+from gdos.tui.session import DashboardSession
 from gdos.tui.widgets import Cell, sync_row, when
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Input, Label
+from textual.widgets import DataTable, Label
 
 from gdos.units import human_duration
 
@@ -31,13 +31,18 @@ AUDIT_ROWS = 200
 DETAIL_WIDTH = 60
 
 
-class RecordsView(DashboardView):
+class RecordsView(FilteredView):
     """A reloaded, filterable, read-only table; subclasses say what to ask and show."""
 
     NAME: ClassVar[str] = ""
     TITLE: ClassVar[str] = ""
     COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()
     RELOAD_SECONDS: ClassVar[float] = 3.0
+    FILTER_FLAGS = re.IGNORECASE
+    DEFAULT_CSS = """
+    RecordsView .summary { padding: 0 1; text-style: bold; }
+    RecordsView DataTable { height: 1fr; }
+    """
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
         Binding("r", "reload", "Reload"),
@@ -47,12 +52,10 @@ class RecordsView(DashboardView):
         super().__init__(session, **kwargs)
         self.records: list[dict[str, Any]] = []
         self.rows: dict[str, Row] = {}
-        self.pattern: re.Pattern[str] | None = None
 
     def compose(self) -> ComposeResult:
-        placeholder = "filter rows by regex (enter/escape closes)"
-        yield Input(placeholder=placeholder, id=f"{self.NAME}-filter")
-        yield Label("", id=f"{self.NAME}-summary", markup=False)
+        yield filter_box("filter rows by regex (enter/escape closes)", f"{self.NAME}-filter")
+        yield Label("", id=f"{self.NAME}-summary", classes="summary", markup=False)
         table: DataTable[Any] = DataTable(
             id=f"{self.NAME}-table", cursor_type="row", zebra_stripes=True
         )
@@ -60,12 +63,7 @@ class RecordsView(DashboardView):
             table.add_column(label, key=key)
         yield table
 
-    @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one(self.MAIN, DataTable)
-
     def on_mount(self) -> None:
-        self.query_one(f"#{self.NAME}-filter", Input).display = False
         self.set_interval(self.RELOAD_SECONDS, self._tick)
 
     def on_show(self) -> None:
@@ -122,34 +120,8 @@ class RecordsView(DashboardView):
             PaletteCommand(f"{self.TITLE}: reload", "ask the daemon now (r)", self.action_reload),
         ]
 
-    def action_filter(self) -> None:
-        box = self.query_one(f"#{self.NAME}-filter", Input)
-        box.display = True
-        box.focus()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id != f"{self.NAME}-filter":
-            return
-        event.stop()
-        valid, pattern = compile_filter(event.input, event.value, re.IGNORECASE)
-        if valid:
-            self.pattern = pattern
-            self.show(self.records)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Enter closes the filter; a regex that is still invalid is reported now."""
-        if event.input.id == f"{self.NAME}-filter":
-            event.stop()
-            if not compile_filter(event.input, event.value, re.IGNORECASE)[0]:
-                self.say(filter_error(event.value))
-                return
-            self.say("")
-            self.close_filter()
-
-    def close_filter(self) -> None:
-        box = self.query_one(f"#{self.NAME}-filter", Input)
-        box.display = bool(box.value)
-        self.take_focus()
+    def refilter(self) -> None:
+        self.show(self.records)
 
 
 def _number(value: float | None) -> str:

@@ -116,6 +116,10 @@ class ServicesView(DashboardView):
         Binding("ctrl+d", "refuse('destroy')", show=False),
     ]
 
+    DEFAULT_CSS = """
+    ServicesView #svc-table { height: 1fr; }
+    ServicesView #svc-progress { padding: 0 1; }
+    """
     MAIN = "#svc-table"
 
     def __init__(self, session: DashboardSession, **kwargs: Any) -> None:
@@ -140,10 +144,6 @@ class ServicesView(DashboardView):
 
     def on_show(self) -> None:
         self.render_rows()
-
-    @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one("#svc-table", DataTable)
 
     # -- data --------------------------------------------------------------
     def apply(self, event: dict[str, Any], full: bool = False) -> None:
@@ -204,13 +204,6 @@ class ServicesView(DashboardView):
         running = (v.get("state") == InstanceState.RUNNING for v in self.instances.values())
         if self.display and any(running):
             self.render_rows()
-
-    def selected(self) -> str | None:
-        table = self.table
-        if table.row_count == 0:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        return str(key) if key is not None else None
 
     def targets(self) -> list[str]:
         """The marked instances in table order, else the selected one."""

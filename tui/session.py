@@ -20,6 +20,7 @@ from gdos.tui.commands import PaletteCommand
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widget import Widget
+from textual.widgets import DataTable
 
 from gdos.client import Client
 from gdos.errors import GdosError
@@ -113,6 +114,19 @@ class DashboardView(Vertical):
     async def guard(self, call: Awaitable[T], quiet: bool = False) -> T | None:
         """Await a client call; say its refusal (unless ``quiet``) and return None."""
         return await guard(call, None if quiet else self.say)
+
+    @property
+    def table(self) -> DataTable[Any]:
+        """``MAIN`` as a table (every view's but the Logs view's is one)."""
+        return self.query_one(self.MAIN, DataTable)
+
+    def selected(self) -> str | None:
+        """The key of the table's row under the cursor; None while the table is empty."""
+        table = self.table
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return str(key) if key is not None else None
 
     def take_focus(self) -> None:
         """Give the keys to ``MAIN`` now: ``focus()`` would wait for the next idle tick."""

@@ -154,6 +154,11 @@ class TasksView(DashboardView):
         Binding("c", "cancel", "Cancel task"),
         Binding("r", "reload", "Reload"),
     ]
+    DEFAULT_CSS = """
+    TasksView #run-title { padding: 0 1; text-style: bold; }
+    TasksView #tasks-table, TasksView #hosts-table { height: 1fr; }
+    TasksView #exec-log { height: 2fr; border-top: solid $panel; }
+    """
     RELOAD_SECONDS = 3.0
     MAIN = "#tasks-table"
 
@@ -194,7 +199,7 @@ class TasksView(DashboardView):
             self.show_tasks(reply["tasks"])
 
     def show_tasks(self, tasks: list[dict[str, Any]]) -> None:
-        table = self.query_one("#tasks-table", DataTable)
+        table = self.table
         keys = [str(t["id"]) for t in tasks]
         selected = self.selected_task()
         self.statuses.update({int(t["id"]): str(t["status"]) for t in tasks})
@@ -222,10 +227,7 @@ class TasksView(DashboardView):
                 table.move_cursor(row=table.get_row_index(str(selected)))
 
     def selected_task(self) -> int | None:
-        table = self.query_one("#tasks-table", DataTable)
-        if table.row_count == 0:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        key = self.selected()
         return int(key) if key is not None else None
 
     # -- exec and cancel -------------------------------------------------------
