@@ -259,7 +259,7 @@ class GdosApp(App[None]):
         return self.screen_stack[0]
 
     def update_header(self) -> None:
-        """Redraw the header line (the views call this when their data changes)."""
+        """Redraw the header line (on a view's ``FleetChanged``, a view switch, a reconnect)."""
         if not self.is_running or not self.screen_stack:
             return
         dashboard = self.dashboard

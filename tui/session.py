@@ -53,40 +53,37 @@ async def guard(call: Awaitable[T], say: Callable[[str], None] | None = None) ->
 
 
 # -- messages up: each bubbles from the view to GdosApp's on_* handler ------------------
+# (dataclasses: Message.__post_init__ sets up what Textual needs)
+@dataclass
 class Say(Message):
     """Show ``text`` on the message line (and as a toast); "" clears the line."""
 
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
+    text: str
 
 
 class FleetChanged(Message):
     """The nodes or instances a view shows changed: the header's counts follow."""
 
 
+@dataclass
 class OpenNodeDetail(Message):
     """Open the detail pane (facts and sparklines) of node ``name``."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
+    name: str
 
 
+@dataclass
 class FollowLogs(Message):
     """Switch to the Logs view and follow ``target`` (the targets box's syntax)."""
 
-    def __init__(self, target: str) -> None:
-        super().__init__()
-        self.target = target
+    target: str
 
 
+@dataclass
 class OpenShell(Message):
     """Suspend the dashboard and run a remote shell on ``node``."""
 
-    def __init__(self, node: str) -> None:
-        super().__init__()
-        self.node = node
+    node: str
 
 
 class DashboardView(Vertical):
