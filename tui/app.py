@@ -4,8 +4,15 @@ The app owns one ``gdos.client.Client``. A connection worker keeps it alive:
 it subscribes to ``node.watch``, ``svc.watch`` and ``metrics.watch`` (instance
 rows) and feeds the Nodes and Services views; when the daemon goes away it
 shows a banner and reconnects with backoff, and the banner goes once the
-daemon answers again. Views reach the daemon only through ``app.client`` and
-report refusals with ``show_message``.
+daemon answers again.
+
+Attributes down, messages up (``tui.session``): every view is built with the
+one ``DashboardSession`` (the client of the moment, read-only, whether to
+poll) and reaches the daemon through it; it speaks up only by posting
+messages (``Say``, ``FleetChanged``, ``OpenNodeDetail``, ``FollowLogs``,
+``OpenShell``), handled by the ``on_*`` methods here. The app calls down
+into views (feeding data, ``take_focus``, ``close_filter``) and never names
+a widget inside one.
 
 Every action also has a command-palette entry (``ctrl+p``, ``tui.commands``):
 the views, the current view's actions and the themes. An entry calls the
@@ -23,11 +30,12 @@ to the table of the view on screen, so keys and row actions act on it.
 from __future__ import annotations
 
 import asyncio
-import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from gdos.tui.commands import DashboardCommands, PaletteCommand
 from gdos.tui.footer import KeysFooter
@@ -37,10 +45,19 @@ from gdos.tui.node_detail import NodeDetailScreen
 from gdos.tui.nodes import NodesView
 from gdos.tui.records import AlertsView, AuditView
 from gdos.tui.services import ServicesView
+from gdos.tui.session import (
+    DashboardSession,
+    DashboardView,
+    FleetChanged,
+    FollowLogs,
+    OpenNodeDetail,
+    OpenShell,
+    Say,
+)
 from gdos.tui.tasks import TasksView
 from gdos.tui.widgets import HELP, TextScreen
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
@@ -52,7 +69,6 @@ from gdos.errors import GdosError
 from gdos.paths import resolve as resolve_paths
 from gdos.safe_text import safe_text
 
-T = TypeVar("T")
 VIEWS = {
     "nodes": "nodes",
     "tasks": "tasks",
@@ -65,15 +81,6 @@ VIEWS = {
 VIEW_NAMES = ("nodes", "services", "tasks", "logs", "alerts", "audit")
 COMMAND_WORDS = ("nodes", "svc", "services", "tasks", "logs", "alerts", "audit", "quit")
 PROMPT_HINT = "nodes  svc  tasks  logs  alerts  audit  q   (tab completes, escape closes)"
-TABLES = {
-    "nodes": "#nodes-table",
-    "tasks": "#tasks-table",
-    "services": "#svc-table",
-    "logs": "#logs-log",
-    "alerts": "#alerts-table",
-    "audit": "#audit-table",
-}
-View = NodesView | TasksView | ServicesView | LogsView | AlertsView | AuditView
 BANNER = "daemon unreachable — reconnecting"
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 DEFAULT_THEME = "textual-dark"
@@ -82,6 +89,11 @@ DEFAULT_THEME = "textual-dark"
 def theme_names() -> list[str]:
     """The themes ``--theme`` accepts: Textual's built-in ones."""
     return sorted(BUILTIN_THEMES)
+
+
+def shell_argv(node: str) -> list[str]:
+    """The remote shell the ``s`` key runs: ``gdos shell NODE`` with this interpreter."""
+    return [sys.executable, "-P", "-m", "gdos.cli.main", "shell", node]
 
 
 def command_target(text: str) -> str | None:
@@ -127,17 +139,6 @@ class GdosApp(App[None]):
         display: none; height: 1; border: none; padding: 0 1; background: $boost;
     }
     #command:focus { border: none; }
-    #filter { display: none; }
-    #run-title { padding: 0 1; text-style: bold; }
-    #tasks-table { height: 1fr; }
-    #hosts-table { height: 1fr; }
-    #exec-log { height: 2fr; border-top: solid $panel; }
-    #svc-table { height: 1fr; }
-    #svc-progress { padding: 0 1; }
-    #logs-status, #alerts-summary, #audit-summary { padding: 0 1; text-style: bold; }
-    #logs-log { height: 1fr; }
-    #alerts-table, #audit-table { height: 1fr; }
-    #logs-search, #alerts-filter, #audit-filter { display: none; }
     """
     BINDINGS = [
         Binding("colon", "command", "Command", priority=True),
@@ -162,11 +163,19 @@ class GdosApp(App[None]):
         """
         super().__init__()
         self.theme = theme
-        self.socket_path, self.read_only, self.refresh_seconds = socket_path, read_only, refresh
-        self.connect = connect
-        self.client: Client | None = None
+        self.socket_path, self.refresh_seconds = socket_path, refresh
+        self.session = DashboardSession(read_only=read_only, poll=connect)
         self.connected = False
         self.daemon_label = short_path(socket_path or resolve_paths().control_socket)
+
+    @property
+    def client(self) -> Client | None:
+        """The daemon's client while connected (the session's; views read it there)."""
+        return self.session.client
+
+    @property
+    def read_only(self) -> bool:
+        return self.session.read_only
 
     def get_default_screen(self) -> Screen[Any]:
         return DashboardScreen(id="_default")
@@ -180,22 +189,23 @@ class GdosApp(App[None]):
             suggester=SuggestFromList(COMMAND_WORDS, case_sensitive=False),
             select_on_focus=False,
         )
+        session = self.session
         with ContentSwitcher(initial="nodes", id="views"):
-            yield NodesView(id="nodes")
-            yield TasksView(id="tasks")
-            yield ServicesView(id="services")
-            yield LogsView(id="logs")
-            yield AlertsView(id="alerts")
-            yield AuditView(id="audit")
+            yield NodesView(session, id="nodes")
+            yield TasksView(session, id="tasks")
+            yield ServicesView(session, id="services")
+            yield LogsView(session, id="logs")
+            yield AlertsView(session, id="alerts")
+            yield AuditView(session, id="audit")
         yield Static("", id="message", markup=False)
         yield KeysFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "read-only" if self.read_only else ""
-        if self.connect:
+        if self.session.poll:
             self._connection()
         self.update_header()
-        self.query_one("#nodes-table").focus()
+        self.query_one(NodesView).take_focus()
 
     # -- the connection --------------------------------------------------------
     @work(group="connection", exclusive=True)
@@ -217,7 +227,7 @@ class GdosApp(App[None]):
                     "metrics.watch", instances=True, interval=self.refresh_seconds
                 )
                 backoff = BACKOFF_MIN
-                self.client = client
+                self.session.client = client
                 self._set_down(False)
                 services = self.query_one(ServicesView)
 
@@ -232,7 +242,7 @@ class GdosApp(App[None]):
             except GdosError:
                 pass
             finally:
-                self.client = None
+                self.session.client = None
                 await client.close()
             self._set_down(True)
             await asyncio.sleep(backoff)
@@ -249,7 +259,7 @@ class GdosApp(App[None]):
         return self.screen_stack[0]
 
     def update_header(self) -> None:
-        """Redraw the header line (the views call this when their data changes)."""
+        """Redraw the header line (on a view's ``FleetChanged``, a view switch, a reconnect)."""
         if not self.is_running or not self.screen_stack:
             return
         dashboard = self.dashboard
@@ -263,27 +273,56 @@ class GdosApp(App[None]):
         )
         dashboard.query_one("#header", Static).update(text)
 
-    async def guard(self, call: Awaitable[T], quiet: bool = False) -> T | None:
-        """Await a client call; show its refusal (unless ``quiet``) and return None."""
-        try:
-            return await call
-        except GdosError as exc:
-            if not quiet:
-                self.show_message(str(exc))
-            return None
+    # -- what the views post ---------------------------------------------------------
+    def on_say(self, message: Say) -> None:
+        self.show_message(message.text)
 
-    # -- messages, modes, views ----------------------------------------------------
+    def on_fleet_changed(self, _: FleetChanged) -> None:
+        self.update_header()
+
+    def on_open_node_detail(self, message: OpenNodeDetail) -> None:
+        self.open_node_detail(message.name)
+
+    def on_follow_logs(self, message: FollowLogs) -> None:
+        self.follow_logs(message.target)
+
+    def on_open_shell(self, message: OpenShell) -> None:
+        self.open_shell(message.node)
+
     def show_message(self, text: str) -> None:
+        """The message line (and a toast): refusals and hints; "" clears it."""
         text = safe_text(text)  # often carries a node's error sentence
         self.dashboard.query_one("#message", Static).update(text)
         if text:
             self.notify(text, severity="warning", markup=False)
 
-    def refuse_in_read_only(self, what: str) -> bool:
-        if self.read_only:
-            self.show_message(f"read-only mode: {what} is disabled (started with --read-only)")
-        return self.read_only
+    def open_node_detail(self, name: str) -> None:
+        """The detail pane of node ``name``: facts and sparklines (``enter`` on a node)."""
+        self.push_screen(NodeDetailScreen(name, self.session))
 
+    def follow_logs(self, target: str) -> None:
+        """Switch to the Logs view and follow ``target`` (``l`` on an instance)."""
+        self.show_view("logs")
+        self.query_one(LogsView).follow(target)
+
+    def open_shell(self, node: str) -> None:
+        """Suspend the dashboard, run ``gdos shell NODE``, resume and tell how it ended."""
+        try:
+            with self.suspend():
+                code = subprocess.call(shell_argv(node))
+        except SuspendNotSupported:
+            self.show_message("this terminal cannot be suspended; run gdos shell instead")
+            return
+        except OSError as exc:
+            self.show_message(f"could not start gdos shell: {exc}")
+            return
+        self.notify(
+            f"shell on {node} exited with status {code}",
+            severity="information" if code == 0 else "warning",
+            markup=False,
+        )
+
+    # -- modes and views ------------------------------------------------------------
     def show_view(self, name: str) -> None:
         self.query_one("#views", ContentSwitcher).current = name
         self.update_header()
@@ -296,11 +335,8 @@ class GdosApp(App[None]):
         screen resumes after an overlay, so arrow keys and row actions act on
         the view's table, never on a hidden input.
         """
-        if not self.screen_stack or self.screen is not self.dashboard:
-            return
-        table = self.dashboard.query_one(TABLES[self.current_view()])
-        if table.focusable:
-            self.dashboard.set_focus(table)
+        if self.screen_stack and self.screen is self.dashboard:
+            self.view_on(self.dashboard).take_focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """``:`` opens the prompt on the dashboard's screen, unless an input is typed in."""
@@ -318,11 +354,8 @@ class GdosApp(App[None]):
 
     def action_close_input(self) -> None:
         self.query_one("#command", Input).display = False
-        view = self.query_one(f"#{self.current_view()}")
-        close = getattr(view, "close_filter", None)
-        if close is not None:
-            close()
-        self.focus_view()
+        if self.screen_stack and self.screen is self.dashboard:
+            self.view_on(self.dashboard).close_filter()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id != "command":
@@ -344,6 +377,11 @@ class GdosApp(App[None]):
     def current_view(self) -> str:
         return self.dashboard.query_one("#views", ContentSwitcher).current or "nodes"
 
+    def view_on(self, screen: Screen[Any]) -> DashboardView:
+        """The view the dashboard's ``screen`` shows."""
+        current = screen.query_one("#views", ContentSwitcher).current or "nodes"
+        return screen.query_one(f"#{current}", DashboardView)
+
     def palette_commands(self, screen: Screen[Any]) -> list[PaletteCommand]:
         """The palette's entries: views, the current view's actions, help, themes.
 
@@ -353,9 +391,7 @@ class GdosApp(App[None]):
             PaletteCommand(f"View: {name}", f":{name}", partial(self.show_view, name))
             for name in VIEW_NAMES
         ]
-        current = screen.query_one("#views", ContentSwitcher).current or "nodes"
-        view = cast("View", screen.query_one(f"#{current}"))
-        entries += view.palette_commands()
+        entries += self.view_on(screen).palette_commands()
         entries.append(PaletteCommand("Help: keys", "the key list (?)", self.action_help))
         entries += [
             PaletteCommand(f"Theme: {name}", "switch the colour theme", self._themer(name))
@@ -371,27 +407,6 @@ class GdosApp(App[None]):
 
     def action_help(self) -> None:
         self.push_screen(TextScreen("keys", HELP))
-
-    def open_node_detail(self, name: str) -> None:
-        """The detail pane of node ``name``: facts and sparklines (``enter`` on a node)."""
-        self.push_screen(NodeDetailScreen(name, poll=self.connect))
-
-    def follow_logs(self, target: str) -> None:
-        """Switch to the Logs view and follow ``target`` (``l`` on an instance)."""
-        self.show_view("logs")
-        self.query_one(LogsView).follow(target)
-
-    def describe_node(self, name: str) -> None:
-        self.run_worker(self._describe(name), group="describe", exclusive=True)
-
-    async def _describe(self, name: str) -> None:
-        if self.client is None:
-            self.show_message("the daemon is unreachable")
-            return
-        reply = await self.guard(self.client.call("node.show", name=name))
-        if reply is not None:
-            text = json.dumps(reply["node"], indent=2, sort_keys=True, default=str)
-            self.push_screen(TextScreen(f"node {name}", text))
 
 
 async def _feed(

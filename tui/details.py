@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from gdos.model import InstanceState
 from gdos.units import human_bytes, human_duration, percent
 
 # Fields shown first, in this order; the rest follow alphabetically.
@@ -60,7 +61,7 @@ def instance_detail(view: Mapping[str, Any], metrics: Mapping[str, Any] | None, 
     facts = dict(view)
     state = str(facts.get("state") or "-")
     started = facts.get("started")
-    if state == "running" and isinstance(started, int | float):
+    if state == InstanceState.RUNNING and isinstance(started, int | float):
         facts["uptime"] = human_duration(now - started, fine_below=0.0)
     else:
         facts.pop("uptime", None)

@@ -15,6 +15,8 @@ from typing import Any
 
 from rich.text import Text
 
+from gdos.model import InstanceState
+
 SEPARATOR = ("  │  ", "dim")
 
 
@@ -37,7 +39,7 @@ def header_text(
     """``Nodes │ READ-ONLY │ nodes 2/3 online │ svc 4/5 running │ daemon ~/.gdos/gdosd.sock``."""
     nodes, instances = list(nodes), list(instances)
     online = sum(1 for n in nodes if n.get("online"))
-    running = sum(1 for i in instances if i.get("state") == "running")
+    running = sum(1 for i in instances if i.get("state") == InstanceState.RUNNING)
     parts: list[tuple[str, str]] = [(view.capitalize(), "bold")]
     if read_only:
         parts.append(("READ-ONLY", "bold reverse yellow"))

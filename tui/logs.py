@@ -17,21 +17,18 @@ import asyncio
 import contextlib
 import re
 import shlex
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from gdos.tui.commands import PaletteCommand
+from gdos.tui.session import DashboardSession, DashboardView
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.widgets import Input, Label, RichLog
 
 from gdos.errors import GdosError
 from gdos.safe_text import safe_line, safe_text
-
-if TYPE_CHECKING:
-    from gdos.tui.app import GdosApp
 
 MAX_LINES = 5_000  # the pane keeps the newest lines only
 HISTORY_LINES = 100
@@ -103,7 +100,7 @@ def _key(item: dict[str, Any]) -> tuple[str, str | None, str]:
     return (item["node"], item.get("instance"), item["file"])
 
 
-class LogsView(Vertical):
+class LogsView(DashboardView):
     BINDINGS = [
         Binding("f", "targets", "Follow…"),
         Binding("p", "pause", "Pause/resume"),
@@ -113,8 +110,14 @@ class LogsView(Vertical):
         Binding("c", "clear", "Clear", show=False),
     ]
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    DEFAULT_CSS = """
+    LogsView #logs-status { padding: 0 1; text-style: bold; }
+    LogsView #logs-log { height: 1fr; }
+    """
+    MAIN = "#logs-log"
+
+    def __init__(self, session: DashboardSession, **kwargs: Any) -> None:
+        super().__init__(session, **kwargs)
         self.request: dict[str, Any] | None = None
         self.stream_id: int | None = None
         self.paused = False
@@ -134,10 +137,6 @@ class LogsView(Vertical):
         yield RichLog(id="logs-log", max_lines=MAX_LINES, markup=False, auto_scroll=True)
 
     @property
-    def gdos(self) -> GdosApp:
-        return cast("GdosApp", self.app)
-
-    @property
     def pane(self) -> RichLog:
         return self.query_one("#logs-log", RichLog)
 
@@ -151,9 +150,9 @@ class LogsView(Vertical):
         try:
             body = logs_request(text)
         except ValueError as exc:
-            self.gdos.show_message(str(exc))
+            self.say(str(exc))
             return
-        self.gdos.show_message("")
+        self.say("")
         self.request = body
         self.paused = False
         self.running.set()
@@ -165,11 +164,11 @@ class LogsView(Vertical):
 
     @work(group="logs-follow", exclusive=True)
     async def _follow(self, body: dict[str, Any]) -> None:
-        client = self.gdos.client
+        client = self.session.client
         if client is None:
             self.set_status("the daemon is unreachable; press f to try again")
             return
-        opened = await self.gdos.guard(client.stream("logs.open", **body))
+        opened = await self.guard(client.stream("logs.open", **body))
         if opened is None:
             self.set_status("not following: the daemon refused (see the message)")
             return
@@ -185,7 +184,7 @@ class LogsView(Vertical):
         except GdosError as exc:
             self.set_status(f"lost the stream of {what}: {exc}; press f to follow again")
         finally:
-            if client is self.gdos.client and not client.closed:
+            if client is self.session.client and not client.closed:
                 with contextlib.suppress(Exception):
                     await client.notify("stream.cancel", stream=stream_id)
             if self.stream_id == stream_id:
@@ -233,7 +232,7 @@ class LogsView(Vertical):
 
     def action_pause(self) -> None:
         if self.request is None:
-            self.gdos.show_message("not following anything: press f and give targets")
+            self.say("not following anything: press f and give targets")
             return
         self.paused = not self.paused
         if self.paused:
@@ -249,7 +248,7 @@ class LogsView(Vertical):
 
     def action_next_match(self) -> None:
         if self.pattern is None:
-            self.gdos.show_message("nothing to find: press / and give a pattern")
+            self.say("nothing to find: press / and give a pattern")
             return
         log = self.pane
         lines = [strip.text for strip in log.lines]
@@ -260,7 +259,7 @@ class LogsView(Vertical):
                 log.auto_scroll = False
                 log.scroll_to(y=index, animate=False)
                 return
-        self.gdos.show_message(f"no line matches /{self.pattern.pattern}/")
+        self.say(f"no line matches /{self.pattern.pattern}/")
 
     def action_jump_end(self) -> None:
         self.pane.auto_scroll = True

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
+from gdos.tui.session import DashboardSession, guard
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -23,9 +24,6 @@ from textual.widgets import Label, Sparkline, Static
 from gdos.daemon.metrics import Metric, find_metric
 from gdos.safe_text import safe_text
 from gdos.units import human_bytes, human_duration
-
-if TYPE_CHECKING:
-    from gdos.tui.app import GdosApp
 
 CHARTED = ("cpu", "mem", "net_rx", "net_tx")  # node metrics with a sparkline
 HISTORY_SECONDS = 600.0  # how far back the sparklines reach
@@ -92,10 +90,10 @@ class NodeDetailScreen(ModalScreen[None]):
     NodeDetailScreen Sparkline { height: 3; }
     """
 
-    def __init__(self, name: str, poll: bool = True) -> None:
-        """``poll=False`` asks the daemon nothing (tests feed ``show_facts``/``show_history``)."""
+    def __init__(self, name: str, session: DashboardSession) -> None:
+        """With ``session.poll`` false it asks the daemon nothing (tests feed ``show_*``)."""
         super().__init__()
-        self.node_name, self.poll = name, poll
+        self.node_name, self.session = name, session
         self.metrics = [find_metric(m, None) for m in CHARTED]
         self.samples = 0
 
@@ -114,12 +112,8 @@ class NodeDetailScreen(ModalScreen[None]):
                     yield Label("-", id=f"summary-{metric.name}", markup=False)
                     yield Sparkline([], id=f"spark-{metric.name}", summary_function=max)
 
-    @property
-    def gdos(self) -> GdosApp:
-        return cast("GdosApp", self.app)
-
     def on_mount(self) -> None:
-        if self.poll:
+        if self.session.poll:
             self._facts()
             self._history()
             self.set_interval(REFRESH_SECONDS, self._history)
@@ -162,9 +156,9 @@ class NodeDetailScreen(ModalScreen[None]):
         pick: Callable[[dict[str, Any]], Any],
         **body: Any,
     ) -> None:
-        client = self.gdos.client
+        client = self.session.client
         if client is None:
             return
-        reply = await self.gdos.guard(client.call(kind, timeout=5.0, **body), quiet=True)
+        reply = await guard(client.call(kind, timeout=5.0, **body))
         if reply is not None and self.is_attached:
             show(pick(reply))

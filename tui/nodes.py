@@ -8,24 +8,24 @@ changed. Sorting reorders rows in place, and the selected node stays selected.
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
+import json
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from gdos.tui.commands import PaletteCommand
-from gdos.tui.filters import compile_filter, filter_error
-from gdos.tui.widgets import Cell, merge_watch, node_cells, sync_row
-from textual.app import ComposeResult, SuspendNotSupported
+from gdos.tui.filters import FilteredView, filter_box
+from gdos.tui.session import (
+    DashboardSession,
+    FleetChanged,
+    OpenNodeDetail,
+    OpenShell,
+)
+from gdos.tui.widgets import Cell, TextScreen, merge_watch, node_cells, sync_row
+from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable
 
 from gdos.names import natural_key
-
-if TYPE_CHECKING:
-    from gdos.tui.app import GdosApp
 
 COLUMNS = (
     ("NAME", "name"),
@@ -50,12 +50,7 @@ TEXT_FIELDS = {"name": "name", "status": "online", "state": "state", "version": 
 SORT_KEYS = {"name": "N", "cpu": "C", "mem": "M", "disk": "D"}
 
 
-def shell_argv(node: str) -> list[str]:
-    """The remote shell the ``s`` key runs: ``gdos shell NODE`` with this interpreter."""
-    return [sys.executable, "-P", "-m", "gdos.cli.main", "shell", node]
-
-
-class NodesView(Vertical):
+class NodesView(FilteredView):
     # In the order of their place in a narrow footer (tui.footer keeps the first ones).
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
@@ -67,46 +62,32 @@ class NodesView(Vertical):
         Binding("D", "sort('disk')", "Sort disk", show=False),
     ]
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    MAIN = "#nodes-table"
+
+    def __init__(self, session: DashboardSession, **kwargs: Any) -> None:
+        super().__init__(session, **kwargs)
         self.nodes: dict[str, dict[str, Any]] = {}
         self.rows: dict[str, list[Cell]] = {}
-        self.pattern: re.Pattern[str] | None = None
         self.sort_by, self.reverse = "name", False
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter nodes by regex (enter/escape to close)", id="filter")
+        yield filter_box("filter nodes by regex (enter/escape to close)", "filter")
         table: DataTable[Any] = DataTable(id="nodes-table", cursor_type="row", zebra_stripes=True)
         for label, key in COLUMNS:
             table.add_column(label, key=key)
         yield table
-
-    @property
-    def gdos(self) -> GdosApp:
-        return cast("GdosApp", self.app)
-
-    @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one("#nodes-table", DataTable)
 
     # -- data --------------------------------------------------------------
     def apply(self, event: dict[str, Any], full: bool = False) -> None:
         """Merge one ``node.watch`` event; ``full`` means it lists every node."""
         self.nodes = merge_watch(self.nodes, event, "name", full)
         self.render_rows()
-        self.gdos.update_header()
+        self.post_message(FleetChanged())
 
     def shown_names(self) -> list[str]:
         if self.pattern is None:
             return list(self.nodes)
         return [n for n in self.nodes if self.pattern.search(n)]
-
-    def selected(self) -> str | None:
-        table = self.table
-        if table.row_count == 0:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        return str(key) if key is not None else None
 
     def render_rows(self) -> None:
         table, selected = self.table, self.selected()
@@ -121,6 +102,8 @@ class NodesView(Vertical):
             self._sort()
             if selected in self.rows:
                 table.move_cursor(row=table.get_row_index(selected))
+
+    refilter = render_rows
 
     def _sort(self) -> None:
         number = NUMBER_FIELDS.get(self.sort_by)
@@ -161,39 +144,7 @@ class NodesView(Vertical):
         self.reverse = not self.reverse if self.sort_by == column else False
         self.sort_by = column
         self.render_rows()
-        self.app.notify(
-            f"sorted by {column}" + (" (reversed)" if self.reverse else ""), markup=False
-        )
-
-    def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = True
-        box.focus()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        """Filter as the regex is typed; a half-typed one is marked, quietly, and ignored."""
-        if event.input.id != "filter":
-            return
-        event.stop()
-        valid, pattern = compile_filter(event.input, event.value)
-        if valid:
-            self.pattern = pattern
-            self.render_rows()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Enter closes the filter; a regex that is still invalid is reported now."""
-        if event.input.id == "filter":
-            event.stop()
-            if not compile_filter(event.input, event.value)[0]:
-                self.gdos.show_message(filter_error(event.value))
-                return
-            self.gdos.show_message("")
-            self.close_filter()
-
-    def close_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = bool(box.value)
-        self.table.focus()
+        self.notify(f"sorted by {column}" + (" (reversed)" if self.reverse else ""), markup=False)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """``enter`` on a node opens its detail pane."""
@@ -201,39 +152,37 @@ class NodesView(Vertical):
             event.stop()
             self.action_details()
 
-    def action_details(self) -> None:
+    def chosen(self) -> str | None:
+        """The selected node; says so when there is none."""
         name = self.selected()
         if name is None:
-            self.gdos.show_message("no node selected")
-            return
-        self.gdos.open_node_detail(name)
+            self.say("no node selected")
+        return name
+
+    def action_details(self) -> None:
+        name = self.chosen()
+        if name is not None:
+            self.post_message(OpenNodeDetail(name))
 
     def action_describe(self) -> None:
-        name = self.selected()
-        if name is None:
-            self.gdos.show_message("no node selected")
+        name = self.chosen()
+        if name is not None:
+            self.run_worker(self._describe(name), group="describe", exclusive=True)
+
+    async def _describe(self, name: str) -> None:
+        client = self.session.client
+        if client is None:
+            self.say("the daemon is unreachable")
             return
-        self.gdos.describe_node(name)
+        reply = await self.guard(client.call("node.show", name=name))
+        if reply is not None:
+            text = json.dumps(reply["node"], indent=2, sort_keys=True, default=str)
+            self.app.push_screen(TextScreen(f"node {name}", text))
 
     def action_shell(self) -> None:
-        """Suspend the dashboard, run ``gdos shell`` on the selected node, resume."""
-        if self.gdos.refuse_in_read_only("shell"):
+        """A remote shell on the selected node (the app suspends the dashboard for it)."""
+        if self.refused("shell"):
             return
-        name = self.selected()
-        if name is None:
-            self.gdos.show_message("no node selected")
-            return
-        try:
-            with self.app.suspend():
-                code = subprocess.call(shell_argv(name))
-        except SuspendNotSupported:
-            self.gdos.show_message("this terminal cannot be suspended; run gdos shell instead")
-            return
-        except OSError as exc:
-            self.gdos.show_message(f"could not start gdos shell: {exc}")
-            return
-        self.app.notify(
-            f"shell on {name} exited with status {code}",
-            severity="information" if code == 0 else "warning",
-            markup=False,
-        )
+        name = self.chosen()
+        if name is not None:
+            self.post_message(OpenShell(name))

@@ -11,21 +11,18 @@ regular expression on the row's text.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from gdos.tui.commands import PaletteCommand
-from gdos.tui.filters import compile_filter, filter_error
+from gdos.tui.filters import FilteredView, filter_box
+from gdos.tui.session import DashboardSession
 from gdos.tui.widgets import Cell, sync_row, when
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
-from textual.widgets import DataTable, Input, Label
+from textual.widgets import DataTable, Label
 
 from gdos.units import human_duration
-
-if TYPE_CHECKING:
-    from gdos.tui.app import GdosApp
 
 Row = list[Cell]  # (text, style) per column: compared to decide whether a cell changed
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow"}
@@ -34,28 +31,31 @@ AUDIT_ROWS = 200
 DETAIL_WIDTH = 60
 
 
-class RecordsView(Vertical):
+class RecordsView(FilteredView):
     """A reloaded, filterable, read-only table; subclasses say what to ask and show."""
 
     NAME: ClassVar[str] = ""
     TITLE: ClassVar[str] = ""
     COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()
     RELOAD_SECONDS: ClassVar[float] = 3.0
+    FILTER_FLAGS = re.IGNORECASE
+    DEFAULT_CSS = """
+    RecordsView .summary { padding: 0 1; text-style: bold; }
+    RecordsView DataTable { height: 1fr; }
+    """
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
         Binding("r", "reload", "Reload"),
     ]
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, session: DashboardSession, **kwargs: Any) -> None:
+        super().__init__(session, **kwargs)
         self.records: list[dict[str, Any]] = []
         self.rows: dict[str, Row] = {}
-        self.pattern: re.Pattern[str] | None = None
 
     def compose(self) -> ComposeResult:
-        placeholder = "filter rows by regex (enter/escape closes)"
-        yield Input(placeholder=placeholder, id=f"{self.NAME}-filter")
-        yield Label("", id=f"{self.NAME}-summary", markup=False)
+        yield filter_box("filter rows by regex (enter/escape closes)", f"{self.NAME}-filter")
+        yield Label("", id=f"{self.NAME}-summary", classes="summary", markup=False)
         table: DataTable[Any] = DataTable(
             id=f"{self.NAME}-table", cursor_type="row", zebra_stripes=True
         )
@@ -63,16 +63,7 @@ class RecordsView(Vertical):
             table.add_column(label, key=key)
         yield table
 
-    @property
-    def gdos(self) -> GdosApp:
-        return cast("GdosApp", self.app)
-
-    @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one(f"#{self.NAME}-table", DataTable)
-
     def on_mount(self) -> None:
-        self.query_one(f"#{self.NAME}-filter", Input).display = False
         self.set_interval(self.RELOAD_SECONDS, self._tick)
 
     def on_show(self) -> None:
@@ -84,7 +75,7 @@ class RecordsView(Vertical):
 
     # -- data ------------------------------------------------------------------------
     def action_reload(self) -> None:
-        if self.gdos.client is not None:
+        if self.session.client is not None:
             self._reload()
 
     @work(exclusive=True)
@@ -129,34 +120,8 @@ class RecordsView(Vertical):
             PaletteCommand(f"{self.TITLE}: reload", "ask the daemon now (r)", self.action_reload),
         ]
 
-    def action_filter(self) -> None:
-        box = self.query_one(f"#{self.NAME}-filter", Input)
-        box.display = True
-        box.focus()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id != f"{self.NAME}-filter":
-            return
-        event.stop()
-        valid, pattern = compile_filter(event.input, event.value, re.IGNORECASE)
-        if valid:
-            self.pattern = pattern
-            self.show(self.records)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Enter closes the filter; a regex that is still invalid is reported now."""
-        if event.input.id == f"{self.NAME}-filter":
-            event.stop()
-            if not compile_filter(event.input, event.value, re.IGNORECASE)[0]:
-                self.gdos.show_message(filter_error(event.value))
-                return
-            self.gdos.show_message("")
-            self.close_filter()
-
-    def close_filter(self) -> None:
-        box = self.query_one(f"#{self.NAME}-filter", Input)
-        box.display = bool(box.value)
-        self.table.focus()
+    def refilter(self) -> None:
+        self.show(self.records)
 
 
 def _number(value: float | None) -> str:
@@ -166,7 +131,7 @@ def _number(value: float | None) -> str:
 class AlertsView(RecordsView):
     """Alerts firing now and the recent history (``alert.list``), coloured by severity."""
 
-    NAME, TITLE = "alerts", "Alerts"
+    NAME, TITLE, MAIN = "alerts", "Alerts", "#alerts-table"
     COLUMNS = (
         ("ID", "id"),
         ("RULE", "rule"),
@@ -180,11 +145,11 @@ class AlertsView(RecordsView):
     )
 
     async def fetch(self) -> list[dict[str, Any]] | None:
-        client = self.gdos.client
+        client = self.session.client
         if client is None:
             return None
-        active = await self.gdos.guard(client.call("alert.list", active=True, limit=1000), True)
-        recent = await self.gdos.guard(client.call("alert.list", limit=ALERT_HISTORY), True)
+        active = await self.guard(client.call("alert.list", active=True, limit=1000), True)
+        recent = await self.guard(client.call("alert.list", limit=ALERT_HISTORY), True)
         if active is None or recent is None:
             return None
         merged = {e["id"]: e for e in [*recent["events"], *active["events"]]}
@@ -219,7 +184,7 @@ class AlertsView(RecordsView):
 class AuditView(RecordsView):
     """The newest entries of the audit trail (``audit.list``): who did what, and how it ended."""
 
-    NAME, TITLE = "audit", "Audit"
+    NAME, TITLE, MAIN = "audit", "Audit", "#audit-table"
     COLUMNS = (
         ("ID", "id"),
         ("TIME", "time"),
@@ -231,10 +196,10 @@ class AuditView(RecordsView):
     )
 
     async def fetch(self) -> list[dict[str, Any]] | None:
-        client = self.gdos.client
+        client = self.session.client
         if client is None:
             return None
-        reply = await self.gdos.guard(client.call("audit.list", limit=AUDIT_ROWS), quiet=True)
+        reply = await self.guard(client.call("audit.list", limit=AUDIT_ROWS), quiet=True)
         return None if reply is None else list(reply["rows"])
 
     def cells(self, row: dict[str, Any]) -> Row:

@@ -21,24 +21,22 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from gdos.tui.commands import PaletteCommand
 from gdos.tui.details import instance_detail
 from gdos.tui.forms import ConfirmScreen, DeployForm
+from gdos.tui.session import DashboardSession, DashboardView, FleetChanged, FollowLogs
 from gdos.tui.widgets import Cell, TextScreen, instance_cells, merge_watch, sync_row
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.widgets import DataTable, Label
 
 from gdos.client import Client
 from gdos.errors import GdosError
+from gdos.model import FAILED_STATES, InstanceState
 from gdos.names import instance_key
 from gdos.safe_text import safe_text
-
-if TYPE_CHECKING:
-    from gdos.tui.app import GdosApp
 
 COLUMNS = (
     (" ", "mark"),
@@ -53,7 +51,8 @@ COLUMNS = (
     ("LAST ERROR", "error"),
 )
 CHANGES = ("operate", "deploy", "destroy")  # the actions --read-only refuses
-SETTLED = ("running", "stopped", "failed", "error", "destroyed")
+# An action's instance has settled (succeeded or not) once it reaches one of these.
+SETTLED = FAILED_STATES | {InstanceState.RUNNING, InstanceState.STOPPED, InstanceState.DESTROYED}
 UPTIME_TICK = 1.0
 # metrics.watch (instances) names, from the METRICS table -> the merge_metrics hook's keys
 WATCHED_METRICS = {"cpu": "cpu_percent", "rss": "rss_bytes"}
@@ -96,7 +95,7 @@ class Run:
         return False, "\n".join(lines)
 
 
-class ServicesView(Vertical):
+class ServicesView(DashboardView):
     # In the order of their place in a narrow footer (tui.footer keeps the first ones).
     BINDINGS = [
         Binding("S", "operate('start')", "Start"),
@@ -117,8 +116,14 @@ class ServicesView(Vertical):
         Binding("ctrl+d", "refuse('destroy')", show=False),
     ]
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    DEFAULT_CSS = """
+    ServicesView #svc-table { height: 1fr; }
+    ServicesView #svc-progress { padding: 0 1; }
+    """
+    MAIN = "#svc-table"
+
+    def __init__(self, session: DashboardSession, **kwargs: Any) -> None:
+        super().__init__(session, **kwargs)
         self.instances: dict[str, dict[str, Any]] = {}
         self.rows: dict[str, list[Cell]] = {}
         self.marked: set[str] = set()
@@ -140,27 +145,19 @@ class ServicesView(Vertical):
     def on_show(self) -> None:
         self.render_rows()
 
-    @property
-    def gdos(self) -> GdosApp:
-        return cast("GdosApp", self.app)
-
-    @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one("#svc-table", DataTable)
-
     # -- data --------------------------------------------------------------
     def apply(self, event: dict[str, Any], full: bool = False) -> None:
         """Merge one ``svc.watch`` event; ``full`` means it lists every instance."""
         self.instances = merge_watch(self.instances, event, "instance", full)
         self.marked &= set(self.instances)
         self.render_rows()
-        self.gdos.update_header()
+        self.post_message(FleetChanged())
 
     def merge_metrics(self, metrics: Mapping[str, Mapping[str, Any]], full: bool = False) -> None:
         """The hook for per-instance metrics: ``{instance name: {"cpu_percent", "rss_bytes"}}``.
 
-        Whatever feeds instance metrics (the daemon is gaining them) calls
-        this; until then CPU and RSS show "-". ``full`` replaces every entry.
+        ``apply_metrics`` feeds it from ``metrics.watch``; an instance without
+        an entry shows "-" for CPU and RSS. ``full`` replaces every entry.
         """
         if full:
             self.metrics = {}
@@ -204,15 +201,9 @@ class ServicesView(Vertical):
                 table.move_cursor(row=table.get_row_index(selected))
 
     def _tick(self) -> None:
-        if self.display and any(v.get("state") == "running" for v in self.instances.values()):
+        running = (v.get("state") == InstanceState.RUNNING for v in self.instances.values())
+        if self.display and any(running):
             self.render_rows()
-
-    def selected(self) -> str | None:
-        table = self.table
-        if table.row_count == 0:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        return str(key) if key is not None else None
 
     def targets(self) -> list[str]:
         """The marked instances in table order, else the selected one."""
@@ -221,16 +212,31 @@ class ServicesView(Vertical):
         name = self.selected()
         return [name] if name is not None else []
 
+    def chosen(self) -> list[str]:
+        """``targets()``, saying so when there is none."""
+        names = self.targets()
+        if not names:
+            self.say("no instance selected")
+        return names
+
+    def one_chosen(self) -> str | None:
+        """The selected instance, saying so when there is none."""
+        name = self.selected()
+        if name is None or name not in self.instances:
+            self.say("no instance selected")
+            return None
+        return name
+
     # -- keys --------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in CHANGES:
-            return not self.gdos.read_only
+            return not self.session.read_only
         if action == "refuse":
-            return self.gdos.read_only
+            return self.session.read_only
         return True
 
     def action_refuse(self, what: str) -> None:
-        self.gdos.refuse_in_read_only(what)
+        self.refused(what)
 
     def palette_commands(self) -> list[PaletteCommand]:
         """The view's actions for the palette; change actions refuse in read-only mode."""
@@ -261,21 +267,19 @@ class ServicesView(Vertical):
         table.move_cursor(row=min(table.cursor_row + 1, table.row_count - 1))
 
     def action_operate(self, action: str) -> None:
-        if self.gdos.refuse_in_read_only(action):
+        if self.refused(action):
             return
-        names = self.targets()
+        names = self.chosen()
         if not names:
-            self.gdos.show_message("no instance selected")
             return
         self.marked.clear()
         self.start([{"action": action, "target": n, "wait": True} for n in names])
 
     def action_destroy(self) -> None:
-        if self.gdos.refuse_in_read_only("destroy"):
+        if self.refused("destroy"):
             return
-        names = self.targets()
+        names = self.chosen()
         if not names:
-            self.gdos.show_message("no instance selected")
             return
         listed = "\n".join(f"  {n}" for n in names[:10])
         more = f"\n  ... and {len(names) - 10} more" if len(names) > 10 else ""
@@ -286,12 +290,12 @@ class ServicesView(Vertical):
                 self.marked.clear()
                 self.start([{"action": "destroy", "target": n, "wait": True} for n in names])
             else:
-                self.gdos.show_message("destroy canceled")
+                self.say("destroy canceled")
 
         self.app.push_screen(ConfirmScreen("destroy", question, yes="Destroy"), answered)
 
     def action_deploy(self) -> None:
-        if self.gdos.refuse_in_read_only("deploy"):
+        if self.refused("deploy"):
             return
         target = nodes = ""
         name = self.selected()
@@ -307,24 +311,21 @@ class ServicesView(Vertical):
         self.app.push_screen(form, submitted)
 
     def action_describe(self) -> None:
-        name = self.selected()
-        if name is None or name not in self.instances:
-            self.gdos.show_message("no instance selected")
+        name = self.one_chosen()
+        if name is None:
             return
         text = instance_detail(self.instances[name], self.metrics.get(name), self.clock())
         self.app.push_screen(TextScreen(f"instance {name}", text))
 
     def action_logs(self) -> None:
-        name = self.selected()
-        if name is None or name not in self.instances:
-            self.gdos.show_message("no instance selected")
-            return
-        self.gdos.follow_logs(name)
+        name = self.one_chosen()
+        if name is not None:
+            self.post_message(FollowLogs(name))
 
     # -- daemon requests -----------------------------------------------------------
     async def describe_system(self, system: str) -> str:
         """The deploy form's hint: the system's modules, packages and start order."""
-        client = self.gdos.client
+        client = self.session.client
         if client is None:
             return "the daemon is unreachable"
         try:
@@ -345,9 +346,9 @@ class ServicesView(Vertical):
 
     async def _follow(self, bodies: list[dict[str, Any]]) -> None:
         action = bodies[0]["action"]
-        client = self.gdos.client
+        client = self.session.client
         if client is None:
-            self.gdos.show_message(f"the daemon is unreachable; {action} not sent")
+            self.say(f"the daemon is unreachable; {action} not sent")
             return
         what = bodies[0]["target"] if len(bodies) == 1 else f"{len(bodies)} instances"
         run = Run(action, what)
@@ -358,7 +359,7 @@ class ServicesView(Vertical):
         # Failure messages come from nodes: each line made safe (controls shown).
         sentence = "\n".join(safe_text(line) for line in sentence.splitlines())
         progress.update(sentence.splitlines()[0] if sentence else "")
-        self.app.notify(sentence, severity="information" if ok else "error", markup=False)
+        self.notify(sentence, severity="information" if ok else "error", markup=False)
 
     async def _follow_one(self, client: Client, body: dict[str, Any], run: Run) -> None:
         progress = self.query_one("#svc-progress", Label)

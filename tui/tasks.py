@@ -10,10 +10,11 @@ become ``host | line`` lines in a log pane that keeps the last
 from __future__ import annotations
 
 import shlex
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from gdos.tui.commands import PaletteCommand
 from gdos.tui.forms import ConfirmScreen, EnterSubmits
+from gdos.tui.session import DashboardSession, DashboardView
 from gdos.tui.widgets import status_text, when
 from rich.text import Text
 from textual import work
@@ -24,11 +25,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, RichLog
 
 from gdos.errors import GdosError
+from gdos.model import TaskStatus
 from gdos.safe_text import safe_cell, safe_line
 from gdos.units import human_duration
-
-if TYPE_CHECKING:
-    from gdos.tui.app import GdosApp
 
 TASK_COLUMNS = (
     ("ID", "id"),
@@ -46,7 +45,7 @@ HOST_COLUMNS = (
     ("REASON", "reason"),
 )
 OUTPUT_LINES = 2_000  # the exec log pane keeps the newest lines only
-ENDED = frozenset({"succeeded", "failed", "timed_out", "canceled", "unreachable"})
+ENDED = frozenset(TaskStatus) - {TaskStatus.RUNNING}
 
 
 class HostLines:
@@ -149,16 +148,22 @@ class ExecForm(EnterSubmits, ModalScreen[dict[str, Any] | None]):
         self.dismiss(body)
 
 
-class TasksView(Vertical):
+class TasksView(DashboardView):
     BINDINGS = [
         Binding("x", "exec", "Exec"),
         Binding("c", "cancel", "Cancel task"),
         Binding("r", "reload", "Reload"),
     ]
+    DEFAULT_CSS = """
+    TasksView #run-title { padding: 0 1; text-style: bold; }
+    TasksView #tasks-table, TasksView #hosts-table { height: 1fr; }
+    TasksView #exec-log { height: 2fr; border-top: solid $panel; }
+    """
     RELOAD_SECONDS = 3.0
+    MAIN = "#tasks-table"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, session: DashboardSession, **kwargs: Any) -> None:
+        super().__init__(session, **kwargs)
         self.statuses: dict[int, str] = {}  # task id -> status, from the list and the stream
 
     def compose(self) -> ComposeResult:
@@ -173,10 +178,6 @@ class TasksView(Vertical):
         yield hosts
         yield RichLog(id="exec-log", max_lines=OUTPUT_LINES, markup=False, auto_scroll=True)
 
-    @property
-    def gdos(self) -> GdosApp:
-        return cast("GdosApp", self.app)
-
     def on_mount(self) -> None:
         self.set_interval(self.RELOAD_SECONDS, self.action_reload)
 
@@ -185,20 +186,20 @@ class TasksView(Vertical):
 
     # -- the task list -------------------------------------------------------
     def action_reload(self) -> None:
-        if self.gdos.client is not None:
+        if self.session.client is not None:
             self._reload()
 
     @work(group="task-list", exclusive=True)
     async def _reload(self) -> None:
-        client = self.gdos.client
+        client = self.session.client
         if client is None:
             return
-        reply = await self.gdos.guard(client.call("task.list", limit=200), quiet=True)
+        reply = await self.guard(client.call("task.list", limit=200), quiet=True)
         if reply is not None:
             self.show_tasks(reply["tasks"])
 
     def show_tasks(self, tasks: list[dict[str, Any]]) -> None:
-        table = self.query_one("#tasks-table", DataTable)
+        table = self.table
         keys = [str(t["id"]) for t in tasks]
         selected = self.selected_task()
         self.statuses.update({int(t["id"]): str(t["status"]) for t in tasks})
@@ -226,10 +227,7 @@ class TasksView(Vertical):
                 table.move_cursor(row=table.get_row_index(str(selected)))
 
     def selected_task(self) -> int | None:
-        table = self.query_one("#tasks-table", DataTable)
-        if table.row_count == 0:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        key = self.selected()
         return int(key) if key is not None else None
 
     # -- exec and cancel -------------------------------------------------------
@@ -241,7 +239,7 @@ class TasksView(Vertical):
         ]
 
     def action_exec(self) -> None:
-        if self.gdos.refuse_in_read_only("exec"):
+        if self.refused("exec"):
             return
         self.app.push_screen(ExecForm(), self._start)
 
@@ -250,11 +248,11 @@ class TasksView(Vertical):
             self.run_worker(self._follow(body), group="exec", exclusive=True)
 
     async def _follow(self, body: dict[str, Any]) -> None:
-        client = self.gdos.client
+        client = self.session.client
         if client is None:
-            self.gdos.show_message("the daemon is unreachable; exec not started")
+            self.say("the daemon is unreachable; exec not started")
             return
-        opened = await self.gdos.guard(client.stream("exec.start", **body))
+        opened = await self.guard(client.stream("exec.start", **body))
         if opened is None:
             return
         reply, events = opened
@@ -266,7 +264,7 @@ class TasksView(Vertical):
         log = self.query_one("#exec-log", RichLog)
         log.clear()
         lines = HostLines([h["node"] for h in reply["hosts"]])
-        self.statuses[int(reply["task"])] = "running"
+        self.statuses[int(reply["task"])] = TaskStatus.RUNNING
         for host in reply["hosts"]:
             self.show_host(host)
         self.action_reload()
@@ -281,7 +279,7 @@ class TasksView(Vertical):
                     self.statuses[int(reply["task"])] = event["status"]
                     title.update(f"task {reply['task']}: {command} — {event['status']}")
         except GdosError as exc:
-            self.gdos.show_message(f"lost task {reply['task']}: {exc}")
+            self.say(f"lost task {reply['task']}: {exc}")
         self.action_reload()
 
     def show_output(self, log: RichLog, lines: list[tuple[str, str]]) -> None:
@@ -306,32 +304,32 @@ class TasksView(Vertical):
             table.update_cell(name, column, value, update_width=True)
 
     def action_cancel(self) -> None:
-        if self.gdos.refuse_in_read_only("cancel"):
+        if self.refused("cancel"):
             return
         task_id = self.selected_task()
         if task_id is None:
-            self.gdos.show_message("no task selected")
+            self.say("no task selected")
             return
         status = self.statuses.get(task_id)
         if status in ENDED:
-            self.gdos.show_message(f"task {task_id} already ended ({status}); nothing to cancel")
+            self.say(f"task {task_id} already ended ({status}); nothing to cancel")
             return
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self.run_worker(self._cancel(task_id), group="cancel")
             else:
-                self.gdos.show_message(f"task {task_id} left running")
+                self.say(f"task {task_id} left running")
 
         question = f"Cancel task {task_id} on every node where it still runs?"
         self.app.push_screen(ConfirmScreen("cancel task", question, yes="Cancel task"), answered)
 
     async def _cancel(self, task_id: int) -> None:
-        client = self.gdos.client
+        client = self.session.client
         if client is None:
-            self.gdos.show_message("the daemon is unreachable; cannot cancel")
+            self.say("the daemon is unreachable; cannot cancel")
             return
-        reply = await self.gdos.guard(client.call("task.cancel", id=task_id))
+        reply = await self.guard(client.call("task.cancel", id=task_id))
         if reply is not None:
-            self.gdos.show_message(f"canceling task {task_id} on {reply['open']} host(s)")
+            self.say(f"canceling task {task_id} on {reply['open']} host(s)")
             self.action_reload()

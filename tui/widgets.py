@@ -16,6 +16,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from gdos.model import HostStatus, InstanceState, NodeState
 from gdos.safe_text import safe_line, safe_text
 from gdos.units import STATE_STYLE, human_bytes, human_duration, number, percent
 
@@ -91,7 +92,7 @@ def node_cells(view: dict[str, Any]) -> list[Cell]:
     return [
         (view["name"], ""),
         ("online", "green") if view.get("online") else ("offline", "red"),
-        (shown, "" if state == "normal" else "yellow"),
+        (shown, "" if state == NodeState.NORMAL else "yellow"),
         percent_cell(view.get("cpu_percent")),
         percent_cell(view.get("mem_percent")),
         ("-" if number(load) is None else f"{number(load):.2f}", ""),
@@ -123,7 +124,7 @@ def instance_cells(
     label = state + ("" if view.get("node_online", True) else " (node offline)")
     # number()/str(): rows an older daemon stored unchecked may hold any type.
     started = number(view.get("started"))
-    uptime = now - started if state == "running" and started else None
+    uptime = now - started if state == InstanceState.RUNNING and started else None
     restarts = view.get("restarts") or 0
     error = str(view.get("error") or "")
     if len(error) > ERROR_WIDTH:
@@ -143,13 +144,14 @@ def instance_cells(
     ]
 
 
-STATUS_STYLE = {
-    "succeeded": "green",
-    "failed": "red",
-    "timed_out": "yellow",
-    "canceled": "magenta",
-    "unreachable": "red",
-    "running": "cyan",
+# Exec hosts and tasks (a task's statuses are a subset of a host's).
+STATUS_STYLE: dict[str, str] = {
+    HostStatus.SUCCEEDED: "green",
+    HostStatus.FAILED: "red",
+    HostStatus.TIMED_OUT: "yellow",
+    HostStatus.CANCELED: "magenta",
+    HostStatus.UNREACHABLE: "red",
+    HostStatus.RUNNING: "cyan",
 }
 
 

@@ -9,8 +9,8 @@ import asyncio
 import sys
 
 import pytest
-from gdos.tui.app import GdosApp
-from gdos.tui.nodes import NodesView, shell_argv
+from gdos.tui.app import GdosApp, shell_argv
+from gdos.tui.nodes import NodesView
 from textual.widgets import Static
 
 NODE = {"name": "web-1", "online": True, "state": "normal", "agent_version": "0.1.0"}
@@ -51,7 +51,7 @@ def test_shell_without_a_suspendable_terminal_is_reported(monkeypatch: pytest.Mo
         started.append(argv)
         return 0
 
-    monkeypatch.setattr("gdos.tui.nodes.subprocess.call", call)
+    monkeypatch.setattr("gdos.tui.app.subprocess.call", call)
     text = press_s(GdosApp(connect=False))
     assert "cannot be suspended" in text
     assert started == []
@@ -68,7 +68,7 @@ def test_shell_exit_status_is_notified(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(argv)
         return 3
 
-    monkeypatch.setattr("gdos.tui.nodes.subprocess.call", call)
+    monkeypatch.setattr("gdos.tui.app.subprocess.call", call)
     app = GdosApp(connect=False)
     monkeypatch.setattr(app, "suspend", contextlib.nullcontext)
     press_s(app)
