@@ -1,0 +1,407 @@
+"""How each kind of instance is started, stopped and judged when it exits.
+
+A *managed* instance runs a package gdos installed: its entrypoint is
+spawned in its own session with the instance marker in its environment, it
+must pass its readiness probe, a stop may run its stop_entrypoint, and an
+exit goes through the restart policy. An *adopted* instance is a process
+started outside gdos: it is found by pid, pid file or process name, started
+only by its start_cmd (if it has one), stopped by its stop_cmd or SIGTERM,
+and an exit just leaves it stopped.
+
+Both kinds implement ``ProcessKind``; the supervisor core calls them and
+never asks which kind it holds. Processes we spawned are reaped through
+their Popen; processes we merely know about are watched through psutil and
+their exit status is unknown (which the on-failure policy treats as a failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Protocol
+
+from gdos.agent import probes
+from gdos.agent.adoption import locate
+from gdos.agent.instances import MARKER, Instance
+from gdos.agent.procs import (
+    KILL_GRACE,
+    ProcRef,
+    descendants,
+    find_by_name,
+    is_alive,
+    marked_processes,
+    proc_ref,
+    signal_processes,
+)
+from gdos.agent.restart_policy import Verdict, judge
+
+from gdos.errors import ErrorCode, GdosError
+from gdos.manifest import RestartPolicy
+from gdos.model import InstanceState
+
+log = logging.getLogger("gdos.agent.supervisor")
+
+ADOPTED_STOP_TIMEOUT = 10.0
+ADOPTED_START_TIMEOUT = 10.0
+LOCATE_EVERY = 0.1
+
+
+class Core(Protocol):
+    """What a strategy may ask of the supervisor while it starts a process."""
+
+    def set(self, inst: Instance, state: str, error: str | None = None) -> None: ...
+
+    def exited(self, inst: Instance, code: int | None, reason: str) -> None: ...
+
+
+# -- the process of an instance, whatever its kind ------------------------------------
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "process exited"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def alive(inst: Instance) -> bool:
+    if inst.child is not None:
+        return inst.child.poll() is None
+    return inst.main is not None and is_alive(inst.main)
+
+
+def exit_status(inst: Instance) -> tuple[int | None, str]:
+    code = inst.child.returncode if inst.child is not None else None
+    return code, describe_exit(code)
+
+
+def spawn(
+    inst: Instance, argv: list[str], cwd: Path | None, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a new session, output appended to the instance's logs.
+
+    Never piped to the agent: an agent restart (even SIGKILL) goes unnoticed.
+    """
+    out, err = inst.open_logs()
+    try:
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(out)
+        os.close(err)
+
+
+async def kill_group_of(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)  # unreaped leader: the group is ours
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        await asyncio.to_thread(proc.wait, KILL_GRACE)
+
+
+async def wait_gone(
+    inst: Instance, targets: list[ProcRef], deadline: float, stopper: subprocess.Popen[bytes] | None
+) -> None:
+    while time.monotonic() < deadline:
+        if inst.child is not None:
+            inst.child.poll()  # reap, so it does not linger as a zombie
+        if stopper is not None:
+            stopper.poll()
+        if not any(is_alive(t) for t in targets):
+            return
+        await asyncio.sleep(0.02)
+
+
+async def settle_child(inst: Instance) -> None:
+    """Reap what we spawned, forget the process, drop pid.json."""
+    if inst.child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(inst.child.wait, KILL_GRACE)
+    inst.main, inst.child = None, None
+    inst.forget_pid()
+
+
+def _shell(inst: Instance, command: str) -> subprocess.Popen[bytes]:
+    return spawn(inst, ["/bin/sh", "-c", command], None, dict(os.environ))
+
+
+class ProcessKind:
+    """The interface (and shared stop logic) of a kind of instance."""
+
+    kind = ""
+    installable = False  # takes packages (install, rollback)
+    stops_on_destroy = True  # destroy stops the process, or only stops watching it
+    group_signals = True  # signal whole process groups, not single processes
+
+    def check_startable(self, inst: Instance) -> None:
+        """Raise when an operator's start cannot work for this instance."""
+
+    async def launch(self, core: Core, inst: Instance) -> None:
+        """Start and settle in running, error, backoff or stopped."""
+        raise NotImplementedError
+
+    def after_exit(self, inst: Instance, code: int | None, reason: str, away: bool) -> Verdict:
+        """Where an exit leaves the instance (``away``: it ended while no agent ran)."""
+        raise NotImplementedError
+
+    def marked(self, inst: Instance) -> list[ProcRef]:
+        """Processes carrying the instance marker (only ever set by spawning)."""
+        return []
+
+    def stop_timeout(self, inst: Instance) -> float:
+        raise NotImplementedError
+
+    def stopper(self, inst: Instance, graceful: bool) -> subprocess.Popen[bytes] | None:
+        """Run the kind's stop command, if it has one; None: send the stop signal."""
+        return None
+
+    def stop_signal(self, inst: Instance) -> signal.Signals:
+        return signal.SIGTERM
+
+    def kill_leftovers(self, inst: Instance) -> list[ProcRef]:
+        """SIGKILL what the instance left behind once its main process is gone.
+
+        Like systemd's control-group kill mode: workers of a crashed service must
+        not hold its port (or its files) against the next start.
+        """
+        leftovers = self.marked(inst)
+        signal_processes(leftovers, signal.SIGKILL, groups=True)
+        return leftovers
+
+    async def terminate(self, inst: Instance, graceful: bool = True) -> None:
+        """End the process and everything it started. No orphan survives.
+
+        Run the stop command (if any) or send the stop signal to the process
+        and its descendants; after the stop timeout SIGKILL every survivor.
+        """
+        main = inst.main if inst.main is not None and alive(inst) else None
+        if main is None:
+            leftovers = self.kill_leftovers(inst)
+            await wait_gone(inst, leftovers, time.monotonic() + KILL_GRACE, None)
+            await settle_child(inst)
+            return
+        targets = sorted({main, *descendants(main.pid), *self.marked(inst)}, key=_started)
+        deadline = time.monotonic() + self.stop_timeout(inst)
+        stopper = None
+        try:
+            stopper = self.stopper(inst, graceful)
+        except OSError as exc:
+            log.warning("%s: could not run the stop command (%s); signalling", inst.name, exc)
+        if stopper is None:
+            signal_processes(targets, self.stop_signal(inst), groups=self.group_signals)
+        await wait_gone(inst, targets, deadline, stopper)
+        if stopper is not None and stopper.poll() is None:
+            await kill_group_of(stopper)
+        await self._kill_survivors(inst, targets)
+        late = self.kill_leftovers(inst)  # started after the snapshot
+        await wait_gone(inst, late, time.monotonic() + KILL_GRACE, None)
+        await settle_child(inst)
+
+    async def _kill_survivors(self, inst: Instance, targets: list[ProcRef]) -> None:
+        survivors = [t for t in targets if is_alive(t)]
+        if not survivors:
+            return
+        survivors += [d for t in survivors for d in descendants(t.pid)]
+        survivors += self.marked(inst)
+        signal_processes(survivors, signal.SIGKILL, groups=self.group_signals)
+        await wait_gone(inst, survivors, time.monotonic() + KILL_GRACE, None)
+        left = [t.pid for t in survivors if is_alive(t)]
+        if left:
+            log.warning("%s: processes %s survived SIGKILL", inst.name, left)
+
+
+def _started(ref: ProcRef) -> float:
+    return ref.create_time
+
+
+class Managed(ProcessKind):
+    """A package gdos installed and runs from ``versions/<dir>``."""
+
+    kind = "managed"
+    installable = True
+
+    async def launch(self, core: Core, inst: Instance) -> None:
+        manifest, vdir = inst.manifest, inst.version_dir
+        if manifest is None or vdir is None or not vdir.is_dir():
+            core.set(
+                inst, InstanceState.ERROR, "no installed version to start; install a package first"
+            )
+            return
+        core.set(inst, InstanceState.STARTING)
+        argv = [str(vdir / manifest.entrypoint), *map(str, manifest.args)]
+        try:
+            proc = spawn(inst, argv, vdir, self.env(inst))
+        except OSError as exc:
+            core.set(inst, InstanceState.ERROR, f"could not start {manifest.entrypoint}: {exc}")
+            return
+        spawned = time.time()
+        own = proc_ref(proc.pid, zombie_ok=True) or ProcRef(proc.pid, 0.0)
+        if manifest.pid_strategy == "match":
+            inst.strays.append(proc)
+            found = await self._match(inst, proc, own)
+            if found is None:
+                await kill_group_of(proc)
+                self.kill_leftovers(inst)
+                core.set(
+                    inst,
+                    InstanceState.ERROR,
+                    f"no process named {manifest.process_name!r} appeared within "
+                    f"{manifest.match_timeout:g}s of starting {manifest.entrypoint}",
+                )
+                return
+            inst.main, inst.child = found, None
+        else:
+            inst.main, inst.child = own, proc
+        inst.started = spawned
+        inst.write_pid_file()
+        await self._await_ready(core, inst)
+
+    async def _match(
+        self, inst: Instance, launcher: subprocess.Popen[bytes], own: ProcRef
+    ) -> ProcRef | None:
+        """The process named ``process_name`` started since ``own`` (not ``own`` itself)."""
+        assert inst.manifest is not None
+        name = str(inst.manifest.process_name or "")
+        deadline = time.monotonic() + inst.manifest.match_timeout
+        while True:
+            launcher.poll()
+            found = await asyncio.to_thread(find_by_name, name, own.create_time, own.pid)
+            if found:
+                return found[0]
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(LOCATE_EVERY)
+
+    async def _await_ready(self, core: Core, inst: Instance) -> None:
+        assert inst.manifest is not None
+        failure = await probes.wait_ready(inst.manifest.probe.to_dict(), lambda: alive(inst))
+        if failure is None and alive(inst):
+            core.set(inst, InstanceState.RUNNING)
+            return
+        if not alive(inst):
+            code, reason = exit_status(inst)
+            core.exited(inst, code, f"{reason} during startup")
+            return
+        await self.terminate(inst, graceful=False)
+        core.set(inst, InstanceState.ERROR, failure)
+
+    @staticmethod
+    def env(inst: Instance) -> dict[str, str]:
+        """The service's environment: the agent's, the manifest's env, and its marks."""
+        extra = dict(inst.manifest.env) if inst.manifest else {}
+        return {**os.environ, **extra, "GDOS_INSTANCE": inst.name, MARKER: str(inst.home)}
+
+    def after_exit(self, inst: Instance, code: int | None, reason: str, away: bool) -> Verdict:
+        policy = inst.manifest.restart if inst.manifest else RestartPolicy()
+        return judge(policy, code, reason, inst.recent_restarts, time.monotonic())
+
+    def marked(self, inst: Instance) -> list[ProcRef]:
+        return marked_processes(MARKER, str(inst.home))
+
+    def stop_timeout(self, inst: Instance) -> float:
+        return float(inst.manifest.stop_timeout) if inst.manifest else 10.0
+
+    def stopper(self, inst: Instance, graceful: bool) -> subprocess.Popen[bytes] | None:
+        manifest, vdir = inst.manifest, inst.version_dir
+        if not graceful or manifest is None or not manifest.stop_entrypoint or vdir is None:
+            return None
+        argv = [str(vdir / manifest.stop_entrypoint), *map(str, manifest.stop_args)]
+        return spawn(inst, argv, vdir, self.env(inst))
+
+    def stop_signal(self, inst: Instance) -> signal.Signals:
+        name = inst.manifest.stop_signal if inst.manifest else "SIGTERM"
+        try:
+            return signal.Signals[name]
+        except KeyError:
+            return signal.SIGTERM
+
+
+class Adopted(ProcessKind):
+    """A process started outside gdos, watched (and maybe started) by its adoption."""
+
+    kind = "adopted"
+    stops_on_destroy = False  # gdos did not start it: destroying only stops watching
+    group_signals = False  # its group may hold processes that are not its own
+
+    def check_startable(self, inst: Instance) -> None:
+        if not inst.adopt.start_cmd:
+            raise GdosError(
+                ErrorCode.START_FAILED,
+                f"{inst.name} was adopted without a start_cmd; start it by hand "
+                "or adopt it again with one.",
+            )
+
+    async def launch(self, core: Core, inst: Instance) -> None:
+        adopt = inst.adopt
+        if not adopt.start_cmd:
+            core.set(inst, InstanceState.STOPPED, "adopted without a start_cmd: start it by hand")
+            return
+        core.set(inst, InstanceState.STARTING)
+        try:
+            proc = _shell(inst, adopt.start_cmd)
+        except OSError as exc:
+            core.set(inst, InstanceState.ERROR, f"could not run the start_cmd: {exc}")
+            return
+        spawned = time.time()
+        own = proc_ref(proc.pid, zombie_ok=True) or ProcRef(proc.pid, 0.0)
+        if adopt.pid_file or adopt.process_name:
+            inst.strays.append(proc)
+            found = await self._relocate(inst, proc, own)
+            if found is None:
+                core.set(
+                    inst,
+                    InstanceState.ERROR,
+                    f"the start_cmd ran but no process matching {adopt.describe()} "
+                    f"appeared within {ADOPTED_START_TIMEOUT:g}s",
+                )
+                return
+            inst.main, inst.child = found, None
+        else:
+            inst.main, inst.child = own, proc
+        inst.started = spawned
+        inst.write_pid_file()
+        core.set(inst, InstanceState.RUNNING)
+
+    @staticmethod
+    async def _relocate(
+        inst: Instance, launcher: subprocess.Popen[bytes], own: ProcRef
+    ) -> ProcRef | None:
+        """The process the start_cmd started, found the way the adoption names it."""
+        deadline = time.monotonic() + ADOPTED_START_TIMEOUT
+        found = None
+        while found is None and time.monotonic() < deadline:
+            launcher.poll()
+            found = await asyncio.to_thread(locate, inst.adopt, own.create_time, False)
+            if found is None:
+                await asyncio.sleep(LOCATE_EVERY)
+        return found
+
+    def after_exit(self, inst: Instance, code: int | None, reason: str, away: bool) -> Verdict:
+        return Verdict(InstanceState.STOPPED, reason if away else "process exited")
+
+    def stop_timeout(self, inst: Instance) -> float:
+        return ADOPTED_STOP_TIMEOUT
+
+    def stopper(self, inst: Instance, graceful: bool) -> subprocess.Popen[bytes] | None:
+        return _shell(inst, inst.adopt.stop_cmd) if inst.adopt.stop_cmd else None
+
+
+KINDS: dict[str, ProcessKind] = {kind.kind: kind for kind in (Managed(), Adopted())}
