@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -42,7 +43,7 @@ from gdos.agent.procs import (
 from gdos.agent.restart_policy import Verdict, judge
 
 from gdos.errors import ErrorCode, GdosError
-from gdos.manifest import RestartPolicy
+from gdos.manifest import Manifest, RestartPolicy
 from gdos.model import InstanceState
 
 log = logging.getLogger("gdos.agent.supervisor")
@@ -50,6 +51,8 @@ log = logging.getLogger("gdos.agent.supervisor")
 ADOPTED_STOP_TIMEOUT = 10.0
 ADOPTED_START_TIMEOUT = 10.0
 LOCATE_EVERY = 0.1
+
+Find = Callable[[], ProcRef | None]  # one look for the process (runs in a thread)
 
 
 class Core(Protocol):
@@ -144,7 +147,11 @@ def _shell(inst: Instance, command: str) -> subprocess.Popen[bytes]:
 
 
 class ProcessKind:
-    """The interface (and shared stop logic) of a kind of instance."""
+    """The interface of a kind of instance, and what both kinds do alike.
+
+    ``launch`` and ``terminate`` are written once here; a kind says what
+    differs through the small methods below them.
+    """
 
     kind = ""
     installable = False  # takes packages (install, rollback)
@@ -154,13 +161,64 @@ class ProcessKind:
     def check_startable(self, inst: Instance) -> None:
         """Raise when an operator's start cannot work for this instance."""
 
-    async def launch(self, core: Core, inst: Instance) -> None:
-        """Start and settle in running, error, backoff or stopped."""
-        raise NotImplementedError
-
     def after_exit(self, inst: Instance, code: int | None, reason: str, away: bool) -> Verdict:
         """Where an exit leaves the instance (``away``: it ended while no agent ran)."""
         raise NotImplementedError
+
+    # -- starting ---------------------------------------------------------------------
+
+    def cannot_start(self, inst: Instance) -> tuple[InstanceState, str] | None:
+        """Where the instance settles when there is nothing to start, else None."""
+        return None
+
+    def spawn_main(self, inst: Instance) -> subprocess.Popen[bytes]:
+        """Start the program (raises OSError)."""
+        raise NotImplementedError
+
+    def spawn_failed(self, inst: Instance, exc: OSError) -> str:
+        raise NotImplementedError
+
+    def finder(self, inst: Instance, own: ProcRef) -> tuple[Find, float] | None:
+        """How to find the real process the program starts, and for how long;
+        None: the spawned program is the process."""
+        return None
+
+    async def not_found(self, inst: Instance, launcher: subprocess.Popen[bytes]) -> str:
+        """Clean up after a search that found nothing; the error to report."""
+        raise NotImplementedError
+
+    async def ready(self, core: Core, inst: Instance) -> None:
+        core.set(inst, InstanceState.RUNNING)
+
+    async def launch(self, core: Core, inst: Instance) -> None:
+        """Start and settle in running, error, backoff or stopped."""
+        refused = self.cannot_start(inst)
+        if refused is not None:
+            core.set(inst, *refused)
+            return
+        core.set(inst, InstanceState.STARTING)
+        try:
+            proc = self.spawn_main(inst)
+        except OSError as exc:
+            core.set(inst, InstanceState.ERROR, self.spawn_failed(inst, exc))
+            return
+        spawned = time.time()
+        own = proc_ref(proc.pid, zombie_ok=True) or ProcRef(proc.pid, 0.0)
+        search = self.finder(inst, own)
+        if search is None:
+            inst.main, inst.child = own, proc
+        else:
+            inst.strays.append(proc)
+            found = await _poll(*search, proc)
+            if found is None:
+                core.set(inst, InstanceState.ERROR, await self.not_found(inst, proc))
+                return
+            inst.main, inst.child = found, None
+        inst.started = spawned
+        inst.write_pid_file()
+        await self.ready(core, inst)
+
+    # -- stopping ---------------------------------------------------------------------
 
     def marked(self, inst: Instance) -> list[ProcRef]:
         """Processes carrying the instance marker (only ever set by spawning)."""
@@ -232,67 +290,70 @@ def _started(ref: ProcRef) -> float:
     return ref.create_time
 
 
+async def _poll(find: Find, timeout: float, launcher: subprocess.Popen[bytes]) -> ProcRef | None:
+    """Look for the process until ``timeout``, reaping the launcher meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        launcher.poll()
+        found = await asyncio.to_thread(find)
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        await asyncio.sleep(LOCATE_EVERY)
+
+
 class Managed(ProcessKind):
     """A package gdos installed and runs from ``versions/<dir>``."""
 
     kind = "managed"
     installable = True
 
-    async def launch(self, core: Core, inst: Instance) -> None:
-        manifest, vdir = inst.manifest, inst.version_dir
-        if manifest is None or vdir is None or not vdir.is_dir():
-            core.set(
-                inst, InstanceState.ERROR, "no installed version to start; install a package first"
-            )
-            return
-        core.set(inst, InstanceState.STARTING)
+    @staticmethod
+    def _manifest(inst: Instance) -> Manifest:
+        if inst.manifest is None:  # install always records one
+            raise GdosError(ErrorCode.MANIFEST_INVALID, f"{inst.name} has no manifest.")
+        return inst.manifest
+
+    def cannot_start(self, inst: Instance) -> tuple[InstanceState, str] | None:
+        vdir = inst.version_dir
+        if inst.manifest is None or vdir is None or not vdir.is_dir():
+            return InstanceState.ERROR, "no installed version to start; install a package first"
+        return None
+
+    def spawn_main(self, inst: Instance) -> subprocess.Popen[bytes]:
+        manifest, vdir = self._manifest(inst), inst.version_dir
+        assert vdir is not None
         argv = [str(vdir / manifest.entrypoint), *map(str, manifest.args)]
-        try:
-            proc = spawn(inst, argv, vdir, self.env(inst))
-        except OSError as exc:
-            core.set(inst, InstanceState.ERROR, f"could not start {manifest.entrypoint}: {exc}")
-            return
-        spawned = time.time()
-        own = proc_ref(proc.pid, zombie_ok=True) or ProcRef(proc.pid, 0.0)
-        if manifest.pid_strategy == "match":
-            inst.strays.append(proc)
-            found = await self._match(inst, proc, own)
-            if found is None:
-                await kill_group_of(proc)
-                self.kill_leftovers(inst)
-                core.set(
-                    inst,
-                    InstanceState.ERROR,
-                    f"no process named {manifest.process_name!r} appeared within "
-                    f"{manifest.match_timeout:g}s of starting {manifest.entrypoint}",
-                )
-                return
-            inst.main, inst.child = found, None
-        else:
-            inst.main, inst.child = own, proc
-        inst.started = spawned
-        inst.write_pid_file()
-        await self._await_ready(core, inst)
+        return spawn(inst, argv, vdir, self.env(inst))
 
-    async def _match(
-        self, inst: Instance, launcher: subprocess.Popen[bytes], own: ProcRef
-    ) -> ProcRef | None:
-        """The process named ``process_name`` started since ``own`` (not ``own`` itself)."""
-        assert inst.manifest is not None
-        name = str(inst.manifest.process_name or "")
-        deadline = time.monotonic() + inst.manifest.match_timeout
-        while True:
-            launcher.poll()
-            found = await asyncio.to_thread(find_by_name, name, own.create_time, own.pid)
-            if found:
-                return found[0]
-            if time.monotonic() >= deadline:
-                return None
-            await asyncio.sleep(LOCATE_EVERY)
+    def spawn_failed(self, inst: Instance, exc: OSError) -> str:
+        return f"could not start {self._manifest(inst).entrypoint}: {exc}"
 
-    async def _await_ready(self, core: Core, inst: Instance) -> None:
-        assert inst.manifest is not None
-        failure = await probes.wait_ready(inst.manifest.probe.to_dict(), lambda: alive(inst))
+    def finder(self, inst: Instance, own: ProcRef) -> tuple[Find, float] | None:
+        """``pid_strategy: match``: the process named ``process_name`` started since
+        ``own`` (not ``own`` itself), within ``match_timeout``."""
+        manifest = self._manifest(inst)
+        if manifest.pid_strategy != "match":
+            return None
+        name = str(manifest.process_name or "")
+
+        def find() -> ProcRef | None:
+            return next(iter(find_by_name(name, own.create_time, own.pid)), None)
+
+        return find, manifest.match_timeout
+
+    async def not_found(self, inst: Instance, launcher: subprocess.Popen[bytes]) -> str:
+        await kill_group_of(launcher)
+        self.kill_leftovers(inst)
+        manifest = self._manifest(inst)
+        return (
+            f"no process named {manifest.process_name!r} appeared within "
+            f"{manifest.match_timeout:g}s of starting {manifest.entrypoint}"
+        )
+
+    async def ready(self, core: Core, inst: Instance) -> None:
+        """Running once the probe passes; a failed probe stops it as an error."""
+        probe = self._manifest(inst).probe.to_dict()
+        failure = await probes.wait_ready(probe, lambda: alive(inst))
         if failure is None and alive(inst):
             core.set(inst, InstanceState.RUNNING)
             return
@@ -349,50 +410,30 @@ class Adopted(ProcessKind):
                 "or adopt it again with one.",
             )
 
-    async def launch(self, core: Core, inst: Instance) -> None:
-        adopt = inst.adopt
-        if not adopt.start_cmd:
-            core.set(inst, InstanceState.STOPPED, "adopted without a start_cmd: start it by hand")
-            return
-        core.set(inst, InstanceState.STARTING)
-        try:
-            proc = _shell(inst, adopt.start_cmd)
-        except OSError as exc:
-            core.set(inst, InstanceState.ERROR, f"could not run the start_cmd: {exc}")
-            return
-        spawned = time.time()
-        own = proc_ref(proc.pid, zombie_ok=True) or ProcRef(proc.pid, 0.0)
-        if adopt.pid_file or adopt.process_name:
-            inst.strays.append(proc)
-            found = await self._relocate(inst, proc, own)
-            if found is None:
-                core.set(
-                    inst,
-                    InstanceState.ERROR,
-                    f"the start_cmd ran but no process matching {adopt.describe()} "
-                    f"appeared within {ADOPTED_START_TIMEOUT:g}s",
-                )
-                return
-            inst.main, inst.child = found, None
-        else:
-            inst.main, inst.child = own, proc
-        inst.started = spawned
-        inst.write_pid_file()
-        core.set(inst, InstanceState.RUNNING)
+    def cannot_start(self, inst: Instance) -> tuple[InstanceState, str] | None:
+        if inst.adopt.start_cmd:
+            return None
+        return InstanceState.STOPPED, "adopted without a start_cmd: start it by hand"
 
-    @staticmethod
-    async def _relocate(
-        inst: Instance, launcher: subprocess.Popen[bytes], own: ProcRef
-    ) -> ProcRef | None:
-        """The process the start_cmd started, found the way the adoption names it."""
-        deadline = time.monotonic() + ADOPTED_START_TIMEOUT
-        found = None
-        while found is None and time.monotonic() < deadline:
-            launcher.poll()
-            found = await asyncio.to_thread(locate, inst.adopt, own.create_time, False)
-            if found is None:
-                await asyncio.sleep(LOCATE_EVERY)
-        return found
+    def spawn_main(self, inst: Instance) -> subprocess.Popen[bytes]:
+        return _shell(inst, str(inst.adopt.start_cmd))
+
+    def spawn_failed(self, inst: Instance, exc: OSError) -> str:
+        return f"could not run the start_cmd: {exc}"
+
+    def finder(self, inst: Instance, own: ProcRef) -> tuple[Find, float] | None:
+        """The process the start_cmd started, found the way the adoption names it
+        (with neither a pid file nor a process name, the start_cmd is the process)."""
+        adopt = inst.adopt
+        if not (adopt.pid_file or adopt.process_name):
+            return None
+        return (lambda: locate(adopt, own.create_time, False)), ADOPTED_START_TIMEOUT
+
+    async def not_found(self, inst: Instance, launcher: subprocess.Popen[bytes]) -> str:
+        return (
+            f"the start_cmd ran but no process matching {inst.adopt.describe()} "
+            f"appeared within {ADOPTED_START_TIMEOUT:g}s"
+        )
 
     def after_exit(self, inst: Instance, code: int | None, reason: str, away: bool) -> Verdict:
         return Verdict(InstanceState.STOPPED, reason if away else "process exited")
