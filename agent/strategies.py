@@ -43,7 +43,7 @@ from gdos.agent.procs import (
 from gdos.agent.restart_policy import Verdict, judge
 
 from gdos.errors import ErrorCode, GdosError
-from gdos.manifest import Manifest, RestartPolicy
+from gdos.manifest import Manifest
 from gdos.model import InstanceState
 
 log = logging.getLogger("gdos.agent.supervisor")
@@ -53,6 +53,8 @@ ADOPTED_START_TIMEOUT = 10.0
 LOCATE_EVERY = 0.1
 
 Find = Callable[[], ProcRef | None]  # one look for the process (runs in a thread)
+# Settings of a managed instance nothing was installed for yet: the manifest defaults.
+_UNINSTALLED = Manifest(name="-", version="-", entrypoint="-")
 
 
 class Core(Protocol):
@@ -309,9 +311,8 @@ class Managed(ProcessKind):
 
     @staticmethod
     def _manifest(inst: Instance) -> Manifest:
-        if inst.manifest is None:  # install always records one
-            raise GdosError(ErrorCode.MANIFEST_INVALID, f"{inst.name} has no manifest.")
-        return inst.manifest
+        """The current version's manifest (before any install: the manifest defaults)."""
+        return inst.manifest or _UNINSTALLED
 
     def cannot_start(self, inst: Instance) -> tuple[InstanceState, str] | None:
         vdir = inst.version_dir
@@ -367,30 +368,29 @@ class Managed(ProcessKind):
     @staticmethod
     def env(inst: Instance) -> dict[str, str]:
         """The service's environment: the agent's, the manifest's env, and its marks."""
-        extra = dict(inst.manifest.env) if inst.manifest else {}
+        extra = Managed._manifest(inst).env
         return {**os.environ, **extra, "GDOS_INSTANCE": inst.name, MARKER: str(inst.home)}
 
     def after_exit(self, inst: Instance, code: int | None, reason: str, away: bool) -> Verdict:
-        policy = inst.manifest.restart if inst.manifest else RestartPolicy()
+        policy = self._manifest(inst).restart
         return judge(policy, code, reason, inst.recent_restarts, time.monotonic())
 
     def marked(self, inst: Instance) -> list[ProcRef]:
         return marked_processes(MARKER, str(inst.home))
 
     def stop_timeout(self, inst: Instance) -> float:
-        return float(inst.manifest.stop_timeout) if inst.manifest else 10.0
+        return float(self._manifest(inst).stop_timeout)
 
     def stopper(self, inst: Instance, graceful: bool) -> subprocess.Popen[bytes] | None:
-        manifest, vdir = inst.manifest, inst.version_dir
-        if not graceful or manifest is None or not manifest.stop_entrypoint or vdir is None:
+        manifest, vdir = self._manifest(inst), inst.version_dir
+        if not graceful or not manifest.stop_entrypoint or vdir is None:
             return None
         argv = [str(vdir / manifest.stop_entrypoint), *map(str, manifest.stop_args)]
         return spawn(inst, argv, vdir, self.env(inst))
 
     def stop_signal(self, inst: Instance) -> signal.Signals:
-        name = inst.manifest.stop_signal if inst.manifest else "SIGTERM"
         try:
-            return signal.Signals[name]
+            return signal.Signals[self._manifest(inst).stop_signal]
         except KeyError:
             return signal.SIGTERM
 
