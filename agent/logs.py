@@ -67,7 +67,7 @@ class LogAccess:
                 f"no instance {instance} on this node; 'gdos status' lists where it runs.",
             )
         label = label or "stdout"
-        labels = dict(inst.manifest.get("log_paths") or inst.adopt.get("logs") or {})
+        labels = inst.log_labels
         captured = (inst.logs / STD_FILES["stdout"]).exists()
         if label == "stdout" and inst.kind == "adopted" and labels and not captured:
             label = next(iter(labels))  # gdos captured nothing: its output is its first --log

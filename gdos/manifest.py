@@ -17,17 +17,28 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from gdos import manifest_checks as checks
 from gdos.errors import ErrorCode, GdosError
+from gdos.manifest_checks import (  # noqa: F401  (re-exported: importers use gdos.manifest)
+    DRIVE_PATTERN,
+    LOG_PATH_ROOTS,
+    REQUIRED,
+    Check,
+    FieldProblem,
+    check_relative_path,
+    normalize_relative_path,
+    show,
+)
 from gdos.names import NAME_PATTERN
 
+MANIFEST_NAME = "service.json"  # at the root of every package
 MAX_MANIFEST_BYTES = 64 * 1024
 VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}\Z")
 ENV_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
-DRIVE_PATTERN = re.compile(r"^[A-Za-z]:")
 OS_NAMES = ("linux", "windows", "darwin")
 # Machine names as platform.machine() reports them, and the usual aliases.
 ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
@@ -39,23 +50,6 @@ STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", 
 OVERRIDABLE = ("args", "env", "probe")
 
 NAME_RULE = "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
-
-
-# -- problems -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FieldProblem:
-    """One thing wrong with one field; ``field`` is a dotted path (``probe.port``)."""
-
-    field: str
-    problem: str
-    allowed: str | None = None
-
-    def line(self) -> str:
-        where = f"service.json: {self.field}: " if self.field else "service.json: "
-        tail = f"; allowed: {self.allowed}" if self.allowed else ""
-        return f"{where}{self.problem}{tail}"
 
 
 class ManifestError(GdosError):
@@ -71,324 +65,7 @@ class ManifestError(GdosError):
         )
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-# -- paths ----------------------------------------------------------------------------
-
-
-def check_relative_path(path: str) -> str | None:
-    """Return why ``path`` is not a safe relative posix path inside a package, or None.
-
-    Refused: empty, NUL, backslashes (a separator on Windows), absolute
-    (``/x``, ``C:x``), any ``..`` component, and names that are only ``.``.
-    """
-    if not isinstance(path, str):
-        return "must be a string"
-    if not path:
-        return "must not be empty"
-    if "\x00" in path:
-        return "must not contain a NUL character"
-    if "\\" in path:
-        return "must use '/' as separator, not '\\'"
-    if path.startswith("/"):
-        return "must be relative to the package root, not absolute"
-    if DRIVE_PATTERN.match(path):
-        return "must be relative to the package root, not start with a drive letter"
-    parts = path.split("/")
-    if ".." in parts:
-        return "must not contain a '..' component"
-    if not normalize_relative_path(path):
-        return "must name a file, not the package root"
-    return None
-
-
-def normalize_relative_path(path: str) -> str:
-    """``./a//b/`` -> ``a/b``: drop empty and ``.`` components (call after checking)."""
-    return "/".join(p for p in path.split("/") if p not in ("", "."))
-
-
-# -- field checkers: (value, field path, problems) -> cleaned value ------------------
-
-Check = Callable[[Any, str, list[FieldProblem]], Any]
-REQUIRED = object()
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _integer(low: int, high: int) -> Check:
-    def check(value: Any, path: str, out: list[FieldProblem]) -> Any:
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            out.append(FieldProblem(path, f"must be an integer {low}-{high} (got {_show(value)})"))
-        return value
-
-    return check
-
-
-def _seconds(high: float, *, zero_ok: bool = False) -> Check:
-    low = "at least 0" if zero_ok else "more than 0"
-
-    def check(value: Any, path: str, out: list[FieldProblem]) -> Any:
-        in_range = _is_number(value) and (value >= 0 if zero_ok else value > 0) and value <= high
-        if not in_range:
-            out.append(
-                FieldProblem(
-                    path,
-                    f"must be a number of seconds, {low} and at most {high:g} (got {_show(value)})",
-                )
-            )
-        return value
-
-    return check
-
-
-def _choice(options: tuple[str, ...]) -> Check:
-    def check(value: Any, path: str, out: list[FieldProblem]) -> Any:
-        if not isinstance(value, str) or value not in options:
-            out.append(
-                FieldProblem(path, f"is not a known value (got {_show(value)})", ", ".join(options))
-            )
-        return value
-
-    return check
-
-
-def _text(*, max_len: int, nonempty: bool = False) -> Check:
-    def check(value: Any, path: str, out: list[FieldProblem]) -> Any:
-        if not isinstance(value, str):
-            out.append(FieldProblem(path, f"must be a string (got {_show(value)})"))
-        elif nonempty and not value:
-            out.append(FieldProblem(path, "must not be empty (got '')"))
-        elif len(value) > max_len:
-            out.append(
-                FieldProblem(
-                    path, f"must be at most {max_len} characters (got {len(value)} characters)"
-                )
-            )
-        elif "\x00" in value:
-            out.append(FieldProblem(path, f"must not contain a NUL character (got {_show(value)})"))
-        return value
-
-    return check
-
-
-def _pattern(regex: re.Pattern[str], what: str, rule: str) -> Check:
-    def check(value: Any, path: str, out: list[FieldProblem]) -> Any:
-        if not isinstance(value, str) or not regex.match(value):
-            out.append(FieldProblem(path, f"is not a valid {what} (got {_show(value)})", rule))
-        return value
-
-    return check
-
-
-def _optional(inner: Check) -> Check:
-    def check(value: Any, path: str, out: list[FieldProblem]) -> Any:
-        return None if value is None else inner(value, path, out)
-
-    return check
-
-
-def _package_path(value: Any, path: str, out: list[FieldProblem]) -> Any:
-    problem = check_relative_path(value)
-    if problem:
-        out.append(
-            FieldProblem(
-                path, f"{problem} (got {_show(value)})", "a relative path like 'bin/run.sh'"
-            )
-        )
-    return value
-
-
-# Absolute log_paths must lie here: the agents' default --log-root. Anything
-# else is a relative path inside the instance's package folder.
-LOG_PATH_ROOTS = ("/var/log",)
-
-
-def _log_path(value: Any, path: str, out: list[FieldProblem]) -> Any:
-    """A log file an agent will serve: inside the package, or under a log root."""
-    found = len(out)
-    _text(max_len=4096, nonempty=True)(value, path, out)
-    if len(out) > found:
-        return value
-    if not value.startswith("/"):
-        return _package_path(value, path, out)
-    rule = f"a relative path like 'logs/app.log', or an absolute one under {LOG_PATH_ROOTS[0]}"
-    parts = value.split("/")
-    if ".." in parts or "." in parts or "" in parts[1:]:
-        out.append(
-            FieldProblem(path, f"must be a plain absolute path, no '..' (got {_show(value)})", rule)
-        )
-    elif not any(value.startswith(root + "/") for root in LOG_PATH_ROOTS):
-        roots = ", ".join(LOG_PATH_ROOTS)
-        out.append(FieldProblem(path, f"must be under {roots} (got {_show(value)})", rule))
-    return value
-
-
-def _string_list(value: Any, path: str, out: list[FieldProblem]) -> Any:
-    if not isinstance(value, list):
-        out.append(FieldProblem(path, f"must be a list of strings (got {_show(value)})"))
-        return []
-    item = _text(max_len=1 << 16)
-    for index, element in enumerate(value):
-        item(element, f"{path}[{index}]", out)
-    return list(value)
-
-
-def _string_map(key_check: Check, value_check: Check) -> Check:
-
-    def check(value: Any, path: str, out: list[FieldProblem]) -> Any:
-        if not isinstance(value, dict):
-            out.append(FieldProblem(path, f"must be an object of strings (got {_show(value)})"))
-            return {}
-        for key, item in value.items():
-            where = f"{path}.{key}"
-            key_check(key, where, out)
-            value_check(item, where, out)
-        return dict(value)
-
-    return check
-
-
-_ENV_KEY = _pattern(
-    ENV_KEY_PATTERN, "variable name", "letters, digits and '_', not starting with a digit"
-)
-_LOG_LABEL = _pattern(NAME_PATTERN, "log label", NAME_RULE)
-
-
-def _check_fields(
-    data: Mapping[str, Any],
-    table: Mapping[str, tuple[Any, Check]],
-    prefix: str,
-    out: list[FieldProblem],
-) -> dict[str, Any]:
-    """Check ``data`` against ``table``; unknown keys, missing required keys, defaults."""
-    for key in data:
-        if key not in table:
-            out.append(FieldProblem(f"{prefix}{key}", "is not a known field", ", ".join(table)))
-    cleaned: dict[str, Any] = {}
-    for key, (default, check) in table.items():
-        if key in data:
-            cleaned[key] = check(data[key], f"{prefix}{key}", out)
-        elif default is REQUIRED:
-            out.append(FieldProblem(f"{prefix}{key}", "is required"))
-            cleaned[key] = None
-        else:
-            cleaned[key] = copy.deepcopy(default)
-    return cleaned
-
-
-# -- probe and restart ------------------------------------------------------------------
-
-
-def _http_url(value: Any, path: str, out: list[FieldProblem]) -> Any:
-    ok = isinstance(value, str) and re.match(r"^https?://[^/\s?#]+", value) is not None
-    if not ok or any(c.isspace() for c in value):
-        out.append(
-            FieldProblem(
-                path, f"must be an http:// or https:// URL with a host (got {_show(value)})"
-            )
-        )
-    return value
-
-
-_PROBE_COMMON: dict[str, tuple[Any, Check]] = {
-    "timeout": (2, _seconds(600)),
-    "retries": (30, _integer(1, 10000)),
-    "interval": (1, _seconds(3600, zero_ok=True)),
-}
-_PROBE_TABLES: dict[str, dict[str, tuple[Any, Check]]] = {
-    "none": {"type": ("none", _choice(PROBE_TYPES))},
-    "tcp": {
-        "type": ("tcp", _choice(PROBE_TYPES)),
-        "port": (REQUIRED, _integer(1, 65535)),
-        "host": ("127.0.0.1", _text(max_len=255, nonempty=True)),
-        **_PROBE_COMMON,
-    },
-    "http": {
-        "type": ("http", _choice(PROBE_TYPES)),
-        "url": (REQUIRED, _http_url),
-        "status": (200, _integer(100, 599)),
-        **_PROBE_COMMON,
-    },
-}
-_RESTART_TABLE: dict[str, tuple[Any, Check]] = {
-    "policy": ("on-failure", _choice(RESTART_POLICIES)),
-    "max_retries": (5, _integer(0, 1000)),
-    "backoff": (1.0, _seconds(3600)),
-    "backoff_max": (30.0, _seconds(86400)),
-    "window": (60.0, _seconds(86400)),
-}
-
-
-_PROBE_SHAPES = (
-    '{"type": "none"}, {"type": "tcp", "port": N}, {"type": "http", "url": "http://..."}'
-)
-
-
-def _probe(value: Any, path: str, out: list[FieldProblem]) -> Any:
-    if not isinstance(value, dict):
-        out.append(FieldProblem(path, f"must be an object (got {_show(value)})", _PROBE_SHAPES))
-        return {"type": "none"}
-    kind = value.get("type")
-    if kind not in PROBE_TYPES:
-        out.append(
-            FieldProblem(
-                f"{path}.type", f"is not a probe type (got {_show(kind)})", ", ".join(PROBE_TYPES)
-            )
-        )
-        return {"type": "none"}
-    return _check_fields(value, _PROBE_TABLES[kind], f"{path}.", out)
-
-
-def _restart(value: Any, path: str, out: list[FieldProblem]) -> Any:
-    if not isinstance(value, dict):
-        out.append(
-            FieldProblem(path, f"must be an object (got {_show(value)})", ", ".join(_RESTART_TABLE))
-        )
-        return _check_fields({}, _RESTART_TABLE, f"{path}.", [])
-    cleaned = _check_fields(value, _RESTART_TABLE, f"{path}.", out)
-    low, high = cleaned["backoff"], cleaned["backoff_max"]
-    if _is_number(low) and _is_number(high) and high < low:
-        out.append(
-            FieldProblem(
-                f"{path}.backoff_max", f"must be at least restart.backoff (got {high} < {low})"
-            )
-        )
-    return cleaned
-
-
-# -- the manifest -------------------------------------------------------------------------
-
-_FIELDS: dict[str, tuple[Any, Check]] = {
-    "name": (REQUIRED, _pattern(NAME_PATTERN, "service name", NAME_RULE)),
-    "version": (
-        REQUIRED,
-        _pattern(
-            VERSION_PATTERN, "version", "1-64 of [0-9A-Za-z.+_-], starting with a letter or digit"
-        ),
-    ),
-    "description": ("", _text(max_len=1000)),
-    "os": ("linux", _choice(OS_NAMES)),
-    "arch": (None, _optional(_choice(ARCH_NAMES))),
-    "entrypoint": (REQUIRED, _package_path),
-    "args": ([], _string_list),
-    "env": ({}, _string_map(_ENV_KEY, _text(max_len=1 << 16))),
-    "stop_entrypoint": (None, _optional(_package_path)),
-    "stop_args": ([], _string_list),
-    "log_paths": ({}, _string_map(_LOG_LABEL, _log_path)),
-    "pid_strategy": ("spawn", _choice(PID_STRATEGIES)),
-    "process_name": (None, _optional(_text(max_len=255, nonempty=True))),
-    "match_timeout": (10, _seconds(600)),
-    "probe": ({"type": "none"}, _probe),
-    "restart": ({}, _restart),
-    "stop_signal": ("SIGTERM", _choice(STOP_SIGNALS)),
-    "stop_timeout": (10, _seconds(3600)),
-}
-FIELDS = tuple(_FIELDS)
+# -- the typed manifest: its dataclass defaults are the only defaults ------------------
 
 
 @dataclass(frozen=True)
@@ -455,7 +132,7 @@ class Manifest:
                 )
             )
             raise ManifestError(problems)
-        cleaned = _check_fields(data, _FIELDS, "", problems)
+        cleaned = checks.check_fields(data, _FIELDS, "", problems)
         if cleaned["pid_strategy"] == "match" and cleaned["process_name"] is None:
             problems.append(
                 FieldProblem("process_name", "is required when pid_strategy is 'match'")
@@ -473,6 +150,116 @@ class Manifest:
             value = getattr(self, key)
             out[key] = value.to_dict() if isinstance(value, Probe | RestartPolicy) else value
         return copy.deepcopy(out)
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """Each field's default (REQUIRED when it has none), read from the dataclass."""
+    out: dict[str, Any] = {}
+    for item in fields(cls):
+        if item.default is not MISSING:
+            out[item.name] = item.default
+        elif item.default_factory is not MISSING:
+            out[item.name] = item.default_factory()
+        else:
+            out[item.name] = REQUIRED
+    return out
+
+
+# -- the tables: (default, check) per key -----------------------------------------------
+
+_P, _R, _M = _defaults(Probe), _defaults(RestartPolicy), _defaults(Manifest)
+_PROBE_COMMON: dict[str, tuple[Any, Check]] = {
+    "timeout": (_P["timeout"], checks.seconds(600)),
+    "retries": (_P["retries"], checks.integer(1, 10000)),
+    "interval": (_P["interval"], checks.seconds(3600, zero_ok=True)),
+}
+_PROBE_TABLES: dict[str, dict[str, tuple[Any, Check]]] = {
+    "none": {"type": ("none", checks.choice(PROBE_TYPES))},
+    "tcp": {
+        "type": ("tcp", checks.choice(PROBE_TYPES)),
+        "port": (REQUIRED, checks.integer(1, 65535)),
+        "host": (_P["host"], checks.text(max_len=255, nonempty=True)),
+        **_PROBE_COMMON,
+    },
+    "http": {
+        "type": ("http", checks.choice(PROBE_TYPES)),
+        "url": (REQUIRED, checks.http_url),
+        "status": (_P["status"], checks.integer(100, 599)),
+        **_PROBE_COMMON,
+    },
+}
+_RESTART_TABLE: dict[str, tuple[Any, Check]] = {
+    "policy": (_R["policy"], checks.choice(RESTART_POLICIES)),
+    "max_retries": (_R["max_retries"], checks.integer(0, 1000)),
+    "backoff": (_R["backoff"], checks.seconds(3600)),
+    "backoff_max": (_R["backoff_max"], checks.seconds(86400)),
+    "window": (_R["window"], checks.seconds(86400)),
+}
+
+
+_PROBE_SHAPES = (
+    '{"type": "none"}, {"type": "tcp", "port": N}, {"type": "http", "url": "http://..."}'
+)
+
+
+def _probe(value: Any, path: str, out: list[FieldProblem]) -> Any:
+    if not isinstance(value, dict):
+        out.append(FieldProblem(path, f"must be an object (got {show(value)})", _PROBE_SHAPES))
+        return {"type": "none"}
+    kind = value.get("type")
+    if kind not in PROBE_TYPES:
+        out.append(
+            FieldProblem(
+                f"{path}.type", f"is not a probe type (got {show(kind)})", ", ".join(PROBE_TYPES)
+            )
+        )
+        return {"type": "none"}
+    return checks.check_fields(value, _PROBE_TABLES[kind], f"{path}.", out)
+
+
+def _restart(value: Any, path: str, out: list[FieldProblem]) -> Any:
+    if not isinstance(value, dict):
+        out.append(
+            FieldProblem(path, f"must be an object (got {show(value)})", ", ".join(_RESTART_TABLE))
+        )
+        return checks.check_fields({}, _RESTART_TABLE, f"{path}.", [])
+    cleaned = checks.check_fields(value, _RESTART_TABLE, f"{path}.", out)
+    low, high = cleaned["backoff"], cleaned["backoff_max"]
+    if checks.is_number(low) and checks.is_number(high) and high < low:
+        out.append(
+            FieldProblem(
+                f"{path}.backoff_max", f"must be at least restart.backoff (got {high} < {low})"
+            )
+        )
+    return cleaned
+
+
+_ENV_KEY = checks.pattern(
+    ENV_KEY_PATTERN, "variable name", "letters, digits and '_', not starting with a digit"
+)
+_LOG_LABEL = checks.pattern(NAME_PATTERN, "log label", NAME_RULE)
+_VERSION_RULE = "1-64 of [0-9A-Za-z.+_-], starting with a letter or digit"
+_FIELDS: dict[str, tuple[Any, Check]] = {
+    "name": (REQUIRED, checks.pattern(NAME_PATTERN, "service name", NAME_RULE)),
+    "version": (REQUIRED, checks.pattern(VERSION_PATTERN, "version", _VERSION_RULE)),
+    "description": (_M["description"], checks.text(max_len=1000)),
+    "os": (_M["os"], checks.choice(OS_NAMES)),
+    "arch": (_M["arch"], checks.optional(checks.choice(ARCH_NAMES))),
+    "entrypoint": (REQUIRED, checks.package_path),
+    "args": (_M["args"], checks.string_list),
+    "env": (_M["env"], checks.string_map(_ENV_KEY, checks.text(max_len=1 << 16))),
+    "stop_entrypoint": (_M["stop_entrypoint"], checks.optional(checks.package_path)),
+    "stop_args": (_M["stop_args"], checks.string_list),
+    "log_paths": (_M["log_paths"], checks.string_map(_LOG_LABEL, checks.log_path)),
+    "pid_strategy": (_M["pid_strategy"], checks.choice(PID_STRATEGIES)),
+    "process_name": (_M["process_name"], checks.optional(checks.text(max_len=255, nonempty=True))),
+    "match_timeout": (_M["match_timeout"], checks.seconds(600)),
+    "probe": ({"type": _P["type"]}, _probe),  # the parts' own tables fill in the rest
+    "restart": ({}, _restart),
+    "stop_signal": (_M["stop_signal"], checks.choice(STOP_SIGNALS)),
+    "stop_timeout": (_M["stop_timeout"], checks.seconds(3600)),
+}
+FIELDS = tuple(_FIELDS)
 
 
 # -- entry points ---------------------------------------------------------------------

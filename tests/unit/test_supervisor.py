@@ -567,11 +567,11 @@ def test_destroy_removes_the_folder_and_unknown_instances_are_refused(tmp_path: 
 @pytest.mark.parametrize("text", ["", "\n", "  ", "abc\n", "-5"])
 def test_pid_file_being_written_reads_as_not_yet(tmp_path: Path, text: str) -> None:
     """`echo $! > FILE` truncates first: a poll in between sees nothing, not a crash."""
-    from gdos.agent.supervisor import _locate
+    from gdos.agent.adoption import Adoption, locate
 
     pid_file = tmp_path / "ext.pid"
     pid_file.write_text(text)
-    assert _locate({"pid_file": str(pid_file)}, None, False) is None
+    assert locate(Adoption(pid_file=str(pid_file)), None, False) is None
     pid_file.write_text(f"{os.getpid()}\n")
-    found = _locate({"pid_file": str(pid_file)}, None, False)
+    found = locate(Adoption(pid_file=str(pid_file)), None, False)
     assert found is not None and found.pid == os.getpid()
