@@ -55,8 +55,8 @@ COLUMNS = (
 CHANGES = ("operate", "deploy", "destroy")  # the actions --read-only refuses
 SETTLED = ("running", "stopped", "failed", "error", "destroyed")
 UPTIME_TICK = 1.0
-# metrics.watch (instances) names, from the METRICS table -> the merge_metrics hook's keys
-WATCHED_METRICS = {"cpu": "cpu_percent", "rss": "rss_bytes"}
+# Instance metrics shown, by catalogue name (gdos/metric_catalog.py), as metrics.watch sends
+WATCHED_METRICS = ("cpu", "rss")
 NOTIFY_FAILURES = 5
 
 
@@ -157,7 +157,7 @@ class ServicesView(Vertical):
         self.gdos.update_header()
 
     def merge_metrics(self, metrics: Mapping[str, Mapping[str, Any]], full: bool = False) -> None:
-        """The hook for per-instance metrics: ``{instance name: {"cpu_percent", "rss_bytes"}}``.
+        """The hook for per-instance metrics: ``{instance name: {"cpu", "rss"}}`` (catalogue names).
 
         Whatever feeds instance metrics (the daemon is gaining them) calls
         this; until then CPU and RSS show "-". ``full`` replaces every entry.
@@ -178,7 +178,7 @@ class ServicesView(Vertical):
             event,
             "key",
             full,
-            lambda row: {hook: row.get(name) for name, hook in WATCHED_METRICS.items()},
+            lambda row: {name: row.get(name) for name in WATCHED_METRICS},
         )
         self.merge_metrics(self.metric_rows, full=True)
 
