@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from gdos.daemon.alerts import Rule, Snapshot, check_rule, instance_values, node_values, step
+from gdos.daemon.alert_rules import Rule, check_rule, step
+from gdos.daemon.alerts import Snapshot
 from gdos.daemon.hooks import command_env, post_webhook
 from gdos.devtools.waiting import free_port
 from gdos.errors import ErrorCode, GdosError
+from gdos.metric_catalog import instance_values, node_values
 
 BASE = {"name": "hot", "metric": "cpu", "op": ">", "value": 90}
 
