@@ -185,6 +185,7 @@ METRICS: tuple[Metric, ...] = (
 )
 NODE_METRICS = tuple(m for m in METRICS if m.scope == "node")
 INSTANCE_METRICS = tuple(m for m in METRICS if m.scope == "instance")
+_NODE_BY_NAME = {m.name: m for m in NODE_METRICS}  # the node list reads 4 per node
 
 
 def scope_metrics(instance: str | None) -> tuple[Metric, ...]:
@@ -206,7 +207,8 @@ def find_metric(name: str, instance: str | None) -> Metric:
 
 def value(sample: Mapping[str, Any] | None, name: str) -> float | None:
     """Node metric ``name`` of a sample (None: not in this sample, or no sample)."""
-    return find_metric(name, None).read(sample or {})
+    metric = _NODE_BY_NAME.get(name) or find_metric(name, None)  # unknown: a clear error
+    return metric.read(sample or {})
 
 
 def node_values(sample: Mapping[str, Any] | None) -> dict[str, float]:

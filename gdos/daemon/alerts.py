@@ -30,6 +30,8 @@ from gdos.model import FAILED_STATES
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from gdos.daemon.server import Daemon
+
 log = logging.getLogger("gdosd.alerts")
 
 EVALUATE_EVERY = 1.0
@@ -50,8 +52,7 @@ class Snapshot:
         if rule.metric == ONLINE:
             return {n: v for n, v in self.online.items() if rule.matches(n)}
         if rule.metric == FAILED:
-            source: Any = self.failed
-            return {f"{i}@{n}": v for (n, i), v in source.items() if rule.matches(n, i)}
+            return {f"{i}@{n}": v for (n, i), v in self.failed.items() if rule.matches(n, i)}
         if rule.per_instance:
             return {
                 f"{i}@{n}": vals[rule.metric]
@@ -65,7 +66,7 @@ class Snapshot:
         }
 
 
-def snapshot(daemon: Any, offline_grace: float, now: float) -> Snapshot:
+def snapshot(daemon: Daemon, offline_grace: float, now: float) -> Snapshot:
     """Current values from the daemon: each online node's latest sample, read
     through the metric catalogue, its online flag and its instances' states."""
     registry = daemon.registry
