@@ -22,6 +22,7 @@ from typing import Any, Literal, TypedDict, cast
 
 from gdos.errors import ErrorCode, GdosError
 from gdos.node_data import INSTANCE, METRICS_SAMPLE
+from gdos.units import human_bytes, number
 
 # An instance name as the metrics speak of it: ``system/module``, each a gdos name.
 INSTANCE_PATTERN = cast("re.Pattern[str]", INSTANCE.pattern)
@@ -92,13 +93,6 @@ def metric_sample(raw: Any) -> MetricSample:
     return cast(MetricSample, raw)
 
 
-def _number(value: Any) -> float | None:
-    """A sample value as a float; anything else (missing, text, bool, NaN) is None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return None if math.isnan(value) else float(value)
-
-
 Extract = Callable[[Mapping[str, Any]], Any]
 
 
@@ -109,7 +103,7 @@ def _field(key: str) -> Extract:
 def _fullest_disk(sample: Mapping[str, Any]) -> Any:
     disks = sample.get("disks")
     entries = disks if isinstance(disks, list) else []
-    numbers = [_number(d.get("percent")) for d in entries if isinstance(d, dict)]
+    numbers = [number(d.get("percent")) for d in entries if isinstance(d, dict)]
     return max((n for n in numbers if n is not None), default=None)
 
 
@@ -132,8 +126,9 @@ class Metric:
         return f"gdos_{self.scope}_{self.name}{_PROMETHEUS_SUFFIX[self.unit]}"
 
     def read(self, sample: Mapping[str, Any]) -> float | None:
-        """This metric's value in a node sample (or an instance entry), None when absent."""
-        return _number(self.extract(sample))
+        """This metric's value in a node sample (or an instance entry), None when absent
+        or not a finite number."""
+        return number(self.extract(sample))
 
     def format(self, value: float | None) -> str:
         """The value as an operator reads it: 42.0%, 1.5 MiB, 3.2 KiB/s, 0.75, 12."""
@@ -142,8 +137,6 @@ class Metric:
         if self.unit == "%":
             return f"{value:.1f}%"
         if self.unit in ("bytes", "B/s"):
-            from gdos.units import human_bytes
-
             return human_bytes(value) + ("/s" if self.unit == "B/s" else "")
         return f"{value:.2f}" if self.name.startswith("load") else f"{value:.0f}"
 
