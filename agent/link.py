@@ -34,6 +34,7 @@ from gdos import __version__, protocol
 from gdos.dialing import backoff_delay
 from gdos.errors import ErrorCode
 from gdos.keys import KeyPair, fingerprint
+from gdos.metric_catalog import MetricSample
 from gdos.protocol import Message, ProtocolError
 from gdos.tokens import JoinToken, proof
 
@@ -297,7 +298,7 @@ class Link:
         self._resend_unacked(time.monotonic(), every=0.0)
         self.services.welcomed()
 
-    def _metrics_sample(self) -> dict[str, object]:
+    def _metrics_sample(self) -> MetricSample:
         """The node's load plus each instance's (agent/metrics.py)."""
         return self.sampler.sample(self.services.supervisor.snapshot())
 

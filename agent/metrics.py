@@ -10,6 +10,10 @@ instance's main process and its descendants. One psutil.Process is kept per
 pid, because Process.cpu_percent measures since its own previous call, and
 is dropped as soon as the pid leaves every instance. The process tree is read
 once per sample (one /proc scan), not once per instance.
+
+A sample is a ``gdos.metric_catalog.MetricSample``: the one typed shape the
+daemon, the CLI and the dashboard read by catalogue name. It is checked
+against its schema once, when the link encodes the ``metrics`` message.
 """
 
 import contextlib
@@ -20,6 +24,8 @@ from typing import Any, NamedTuple
 
 import psutil
 from gdos.agent.facts import real_partitions
+
+from gdos.metric_catalog import DiskSample, GpuSample, InstanceSample, MetricSample
 
 LOOPBACK = "lo"
 
@@ -70,38 +76,38 @@ def _load_avg() -> tuple[float, float, float]:
     return float(one), float(five), float(fifteen)
 
 
-def _memory() -> dict[str, object]:
+def _memory() -> MetricSample:
     """RAM and swap usage; "used" means total minus available, as operators expect."""
     vm = psutil.virtual_memory()
     sw = psutil.swap_memory()
-    return {
-        "mem_total": int(vm.total),
-        "mem_used": int(vm.total - vm.available),
-        "mem_percent": float(vm.percent),
-        "swap_total": int(sw.total),
-        "swap_used": int(sw.used),
-        "swap_percent": float(sw.percent),
-    }
+    return MetricSample(
+        mem_total=int(vm.total),
+        mem_used=int(vm.total - vm.available),
+        mem_percent=float(vm.percent),
+        swap_total=int(sw.total),
+        swap_used=int(sw.used),
+        swap_percent=float(sw.percent),
+    )
 
 
-def _disks() -> list[dict[str, object]]:
+def _disks() -> list[DiskSample]:
     """Usage of the same mounts the facts inventory lists."""
     return [
-        {"mount": p.mount, "total": p.total, "used": p.used, "percent": p.percent}
+        DiskSample(mount=p.mount, total=p.total, used=p.used, percent=p.percent)
         for p in real_partitions()
     ]
 
 
-def _gpu_sample(nvml: Any, index: int) -> dict[str, object]:
+def _gpu_sample(nvml: Any, index: int) -> GpuSample:
     """Utilisation and memory of one NVIDIA device."""
     handle = nvml.nvmlDeviceGetHandleByIndex(index)
     mem = nvml.nvmlDeviceGetMemoryInfo(handle)
-    return {
-        "index": index,
-        "util_percent": float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
-        "mem_used": int(mem.used),
-        "mem_total": int(mem.total),
-    }
+    return GpuSample(
+        index=index,
+        util_percent=float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
+        mem_used=int(mem.used),
+        mem_total=int(mem.total),
+    )
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -160,7 +166,7 @@ class InstanceSampler:
         self._io: dict[int, tuple[int, int]] = {}
         self._last = time.monotonic()
 
-    def sample(self, pids_by_instance: dict[str, list[int]]) -> dict[str, dict[str, object]]:
+    def sample(self, pids_by_instance: dict[str, list[int]]) -> dict[str, InstanceSample]:
         """One reading per instance; rates are since the previous call."""
         now = time.monotonic()
         dt, self._last = now - self._last, now
@@ -173,7 +179,7 @@ class InstanceSampler:
             self._io.pop(pid, None)
         return result
 
-    def _instance(self, pids: list[int], dt: float, seen: set[int]) -> dict[str, object]:
+    def _instance(self, pids: list[int], dt: float, seen: set[int]) -> InstanceSample:
         """Sum the readings of ``pids``; io fields are left out if any pid hides them."""
         readings = []
         for pid in pids:
@@ -182,14 +188,14 @@ class InstanceSampler:
                 seen.add(pid)
                 readings.append((pid, reading))
         if not readings:
-            return {"pids": []}
-        out: dict[str, object] = {
-            "pids": [pid for pid, _ in readings],
-            "cpu_percent": round(sum(r.cpu for _, r in readings), 2),
-            "rss_bytes": sum(r.rss for _, r in readings),
-            "threads": sum(r.threads for _, r in readings),
-            "open_files": sum(r.fds for _, r in readings),
-        }
+            return InstanceSample(pids=[])
+        out = InstanceSample(
+            pids=[pid for pid, _ in readings],
+            cpu_percent=round(sum(r.cpu for _, r in readings), 2),
+            rss_bytes=sum(r.rss for _, r in readings),
+            threads=sum(r.threads for _, r in readings),
+            open_files=sum(r.fds for _, r in readings),
+        )
         if all(r.io is not None for _, r in readings):
             read = write = 0.0
             for pid, r in readings:
@@ -227,7 +233,7 @@ class InstanceSampler:
 
 
 class MetricsSampler:
-    """Produces one metrics dict per call, with rates since the previous call."""
+    """Produces one MetricSample per call, with rates since the previous call."""
 
     def __init__(self) -> None:
         """Prime the CPU baseline and IO counters so the first sample has rates."""
@@ -238,7 +244,7 @@ class MetricsSampler:
         self._nvml_unavailable = False
         self.instances = InstanceSampler()
 
-    def sample(self, snapshot: list[dict[str, Any]] | None = None) -> dict[str, object]:
+    def sample(self, snapshot: list[dict[str, Any]] | None = None) -> MetricSample:
         """Take one sample; cheap and non-blocking.
 
         ``snapshot`` is the supervisor's instance list; with it the sample
@@ -246,14 +252,14 @@ class MetricsSampler:
         """
         now = time.time()
         load1, load5, load15 = _load_avg()
-        result: dict[str, object] = {
-            "ts": now,
-            "cpu_percent": float(psutil.cpu_percent(interval=None)),
-            "cpu_per_core": [float(x) for x in psutil.cpu_percent(interval=None, percpu=True)],
-            "load1": load1,
-            "load5": load5,
-            "load15": load15,
-        }
+        result = MetricSample(
+            ts=now,
+            cpu_percent=float(psutil.cpu_percent(interval=None)),
+            cpu_per_core=[float(x) for x in psutil.cpu_percent(interval=None, percpu=True)],
+            load1=load1,
+            load5=load5,
+            load15=load15,
+        )
         result.update(_memory())
         result["disks"] = _disks()
         result.update(self._rates())
@@ -271,17 +277,17 @@ class MetricsSampler:
                 self._nvml.nvmlShutdown()
             self._nvml = None
 
-    def _rates(self) -> dict[str, float]:
+    def _rates(self) -> MetricSample:
         """Disk and network bytes/s since the previous sample (or __init__)."""
         cur = _read_counters()
         prev, self._prev = self._prev, cur
         dt = cur.t - prev.t
-        return {
-            "disk_read_bps": _rate(cur.disk_read, prev.disk_read, dt),
-            "disk_write_bps": _rate(cur.disk_write, prev.disk_write, dt),
-            "net_rx_bps": _rate(cur.net_rx, prev.net_rx, dt),
-            "net_tx_bps": _rate(cur.net_tx, prev.net_tx, dt),
-        }
+        return MetricSample(
+            disk_read_bps=_rate(cur.disk_read, prev.disk_read, dt),
+            disk_write_bps=_rate(cur.disk_write, prev.disk_write, dt),
+            net_rx_bps=_rate(cur.net_rx, prev.net_rx, dt),
+            net_tx_bps=_rate(cur.net_tx, prev.net_tx, dt),
+        )
 
     def _init_nvml(self) -> Any | None:
         """Import and initialise pynvml once; remember failure so we never retry.
@@ -301,7 +307,7 @@ class MetricsSampler:
         self._nvml = pynvml
         return pynvml
 
-    def _gpus(self) -> list[dict[str, object]]:
+    def _gpus(self) -> list[GpuSample]:
         """Per-GPU load; [] when NVML is absent or a query fails this time."""
         nvml = self._init_nvml()
         if nvml is None:

@@ -47,7 +47,8 @@ from support import (  # the folder is put on the path just above
     wait_for,
 )
 
-from gdos.daemon.metrics import NODE_METRICS, RING_SAMPLES, SAMPLES_ENV, ring_budget
+from gdos.daemon.metrics import RING_SAMPLES, SAMPLES_ENV, ring_budget
+from gdos.metric_catalog import NODE_METRICS
 
 
 def ring_bytes(port: int) -> float:

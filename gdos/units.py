@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from gdos.model import InstanceState
+
 
 def number(value: Any) -> float | None:
     """``value`` as a finite float, or None when it is not a real number.
@@ -60,14 +62,15 @@ def percent(value: Any) -> str:
 
 
 # Instance states, coloured the same by `gdos status` and the dashboard (Rich styles).
-STATE_STYLE = {
-    "running": "green",
-    "starting": "cyan",
-    "deploying": "cyan",
-    "installing": "cyan",
-    "stopping": "yellow",
-    "backoff": "yellow",
-    "stopped": "dim",
-    "failed": "bold red",
-    "error": "red",
+# Keys are enum members, equal to the state strings views look them up by.
+STATE_STYLE: dict[str, str] = {
+    InstanceState.RUNNING: "green",
+    InstanceState.STARTING: "cyan",
+    InstanceState.DEPLOYING: "cyan",
+    InstanceState.INSTALLING: "cyan",
+    InstanceState.STOPPING: "yellow",
+    InstanceState.BACKOFF: "yellow",
+    InstanceState.STOPPED: "dim",
+    InstanceState.FAILED: "bold red",
+    InstanceState.ERROR: "red",
 }

@@ -147,7 +147,7 @@ SVC_EVENTS: list[dict[str, Any]] = [
         "removed": ["billing/mailer@web-1"],
     },
 ]
-SVC_METRICS = {"shop/db@db-1": {"cpu_percent": 71.0, "rss_bytes": 812 * 1024 * 1024}}
+SVC_METRICS = {"shop/db@db-1": {"cpu": 71.0, "rss": 812 * 1024 * 1024}}
 
 
 @pytest.fixture(autouse=True)

@@ -75,7 +75,7 @@ def instance_detail(view: Mapping[str, Any], metrics: Mapping[str, Any] | None, 
     ]
     lines += [(name, field_text(name, facts[name], now)) for name in sorted(facts)]
     metrics = metrics or {}
-    lines.append(("cpu", percent(metrics.get("cpu_percent"))))
-    lines.append(("memory (rss)", human_bytes(metrics.get("rss_bytes"))))
+    lines.append(("cpu", percent(metrics.get("cpu"))))  # catalogue names, as metrics.watch sends
+    lines.append(("memory (rss)", human_bytes(metrics.get("rss"))))
     width = max(len(name) for name, _ in lines)
     return "\n".join(f"{name:<{width}}  {text}" for name, text in lines)

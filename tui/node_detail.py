@@ -3,8 +3,8 @@
 ``enter`` on a node opens it. Facts come from one ``node.show``; history
 from ``metrics.history`` for that node only, asked at most once a second
 while the pane is open and never after it closes. Names, units and
-formatting come from the daemon's METRICS declaration table
-(``gdos.daemon.metrics``), so a value reads here as in ``gdos metrics``.
+formatting come from the metric catalogue's METRICS table
+(``gdos.metric_catalog``), so a value reads here as in ``gdos metrics``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Sparkline, Static
 
-from gdos.daemon.metrics import Metric, find_metric
+from gdos.metric_catalog import Metric, find_metric
 from gdos.safe_text import safe_text
 from gdos.units import human_bytes, human_duration
 

@@ -54,8 +54,8 @@ CHANGES = ("operate", "deploy", "destroy")  # the actions --read-only refuses
 # An action's instance has settled (succeeded or not) once it reaches one of these.
 SETTLED = FAILED_STATES | {InstanceState.RUNNING, InstanceState.STOPPED, InstanceState.DESTROYED}
 UPTIME_TICK = 1.0
-# metrics.watch (instances) names, from the METRICS table -> the merge_metrics hook's keys
-WATCHED_METRICS = {"cpu": "cpu_percent", "rss": "rss_bytes"}
+# Instance metrics shown, by catalogue name (gdos/metric_catalog.py), as metrics.watch sends
+WATCHED_METRICS = ("cpu", "rss")
 NOTIFY_FAILURES = 5
 
 
@@ -154,7 +154,7 @@ class ServicesView(DashboardView):
         self.post_message(FleetChanged())
 
     def merge_metrics(self, metrics: Mapping[str, Mapping[str, Any]], full: bool = False) -> None:
-        """The hook for per-instance metrics: ``{instance name: {"cpu_percent", "rss_bytes"}}``.
+        """The hook for per-instance metrics: ``{instance name: {"cpu", "rss"}}`` (catalogue names).
 
         ``apply_metrics`` feeds it from ``metrics.watch``; an instance without
         an entry shows "-" for CPU and RSS. ``full`` replaces every entry.
@@ -175,7 +175,7 @@ class ServicesView(DashboardView):
             event,
             "key",
             full,
-            lambda row: {hook: row.get(name) for name, hook in WATCHED_METRICS.items()},
+            lambda row: {name: row.get(name) for name in WATCHED_METRICS},
         )
         self.merge_metrics(self.metric_rows, full=True)
 

@@ -118,7 +118,7 @@ def instance_cells(
     Uptime is computed here from ``started`` (the watch stream leaves it out
     so that it does not change every tick). ``busy`` marks an action under
     way on the row; ``metrics`` is the instance's entry of the metrics hook
-    (``cpu_percent``, ``rss_bytes``), "-" while there is none.
+    (``cpu``, ``rss``: catalogue names), "-" while there is none.
     """
     state = view.get("state") or "-"
     label = state + ("" if view.get("node_online", True) else " (node offline)")
@@ -129,7 +129,7 @@ def instance_cells(
     error = str(view.get("error") or "")
     if len(error) > ERROR_WIDTH:
         error = error[: ERROR_WIDTH - 1] + "…"
-    rss = (metrics or {}).get("rss_bytes")
+    rss = (metrics or {}).get("rss")
     return [
         (MARK if marked else " ", "bold magenta"),
         (view["instance"], "bold magenta" if marked else ""),
@@ -138,7 +138,7 @@ def instance_cells(
         (human_duration(uptime, fine_below=0.0), ""),
         (str(restarts), "yellow" if restarts else ""),
         (view.get("version") or "-", ""),
-        percent_cell((metrics or {}).get("cpu_percent")),
+        percent_cell((metrics or {}).get("cpu")),
         (human_bytes(rss), "" if rss is not None else "dim"),
         (error, "red"),
     ]

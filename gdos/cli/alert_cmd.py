@@ -169,7 +169,7 @@ def _when(ts: float | None) -> str:
 
 def _formatter(event: dict[str, Any]) -> Any:
     """Values of the event's metric with their unit (the metric catalogue's format)."""
-    from gdos.daemon.metrics import find_metric
+    from gdos.metric_catalog import find_metric
 
     try:
         metric = find_metric(str(event.get("metric")), "*" if event.get("instance_rule") else None)

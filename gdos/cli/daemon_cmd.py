@@ -72,7 +72,7 @@ def _observe(
 ) -> dict[str, object]:
     """Check the alert hook and backup schedule options before the daemon starts."""
     from gdos.cli.common import parse_duration
-    from gdos.daemon.alerts import check_command, check_webhook
+    from gdos.daemon.alert_rules import check_command, check_webhook
 
     try:
         check_command(alert_command)

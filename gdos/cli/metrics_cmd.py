@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
 def parse_target(target: str) -> tuple[str, str | None]:
     """``NODE`` -> (node, None); ``SYSTEM/MODULE@NODE`` -> (node, instance)."""
-    from gdos.daemon.metrics import INSTANCE_PATTERN
+    from gdos.metric_catalog import INSTANCE_PATTERN
     from gdos.names import check_name
 
     instance, at, node = target.rpartition("@")
@@ -89,7 +89,7 @@ def metrics_command(
     json: bool = JSON_OPTION,
 ) -> None:
     """Recent history of a node's or an instance's metrics: sparkline, min, avg, max, last."""
-    from gdos.daemon.metrics import find_metric
+    from gdos.metric_catalog import find_metric
 
     node, instance = parse_target(target)
     window = parse_duration(since, "--since")
@@ -113,7 +113,7 @@ def metrics_command(
 
 def _print(reply: dict[str, Any], target: str, since: str) -> None:
     from gdos.cli.tables import Column, available_width, print_table, visible_width
-    from gdos.daemon.metrics import find_metric
+    from gdos.metric_catalog import find_metric
 
     samples = max((s["samples"] for s in reply["series"]), default=0)
     rows = []

@@ -126,15 +126,17 @@ def _render_node(node: dict[str, Any]) -> None:
             f"driver {s(g.get('driver'))}  cc {s(g.get('compute_capability'))}"
         )
     if m:
+        from gdos.metric_catalog import value as v  # metrics by catalogue name
+
         loads = " ".join(_fixed(m.get(k, 0)) for k in ("load1", "load5", "load15"))
         lines.append(
-            f"load      cpu {percent(m.get('cpu_percent'))}  mem {percent(m.get('mem_percent'))}"
+            f"load      cpu {percent(v(m, 'cpu'))}  mem {percent(v(m, 'mem'))}"
             f"  load {loads}  procs {s(m.get('procs', '-'))}  up {human_duration(m.get('uptime'))}"
         )
         lines.append(
-            f"io        disk r {human_bytes(m.get('disk_read_bps'))}/s "
-            f"w {human_bytes(m.get('disk_write_bps'))}/s  net rx "
-            f"{human_bytes(m.get('net_rx_bps'))}/s tx {human_bytes(m.get('net_tx_bps'))}/s"
+            f"io        disk r {human_bytes(v(m, 'disk_read'))}/s "
+            f"w {human_bytes(v(m, 'disk_write'))}/s  net rx "
+            f"{human_bytes(v(m, 'net_rx'))}/s tx {human_bytes(v(m, 'net_tx'))}/s"
         )
     console().print("\n".join(lines), highlight=False)
 

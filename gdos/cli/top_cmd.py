@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
 def sort_key(sort: str, instances: bool) -> Callable[[Row], tuple[Any, ...]]:
     """Rows sort by ``sort``: names ascending, figures descending (missing last)."""
-    from gdos.daemon.metrics import INSTANCE_METRICS, NODE_METRICS
+    from gdos.metric_catalog import INSTANCE_METRICS, NODE_METRICS
 
     metrics = [m.name for m in (INSTANCE_METRICS if instances else NODE_METRICS)]
     aliases = INSTANCE_ALIASES if instances else NODE_ALIASES
@@ -69,7 +69,7 @@ def apply(rows: dict[str, Row], event: dict[str, Any]) -> None:
 def render(rows: list[Row], instances: bool, title: str) -> Any:
     from rich.table import Table
 
-    from gdos.daemon.metrics import INSTANCE_METRICS, NODE_METRICS
+    from gdos.metric_catalog import INSTANCE_METRICS, NODE_METRICS
 
     metrics = INSTANCE_METRICS if instances else NODE_METRICS
     table = Table(box=None, header_style="bold", title=title, title_justify="left")

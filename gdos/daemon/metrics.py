@@ -1,10 +1,4 @@
-"""Every metric gdos knows, declared once, and the in-memory history of each.
-
-``METRICS`` is the one declaration table: name, scope (``node`` or
-``instance``), unit, description and where the value comes from in an
-agent's metrics sample (agent/metrics.py). The CLI (``gdos top``,
-``gdos metrics``), the Prometheus export and the TUI read names, units and
-descriptions from here and nowhere else.
+"""The in-memory history of every metric of the catalogue (gdos/metric_catalog.py).
 
 History lives in fixed-size rings, one per node and one per running
 instance, allocated whole on the first sample and overwritten in place
@@ -28,131 +22,33 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 import time
 from array import array
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from gdos.errors import ErrorCode, GdosError
+from gdos.metric_catalog import (
+    INSTANCE_METRICS,
+    INSTANCE_PATTERN,
+    NODE_METRICS,
+    Metric,
+    MetricSample,
+    find_metric,
+    instance_values,
+    node_values,
+    scope_metrics,
+)
 
 RING_SAMPLES = 360
 # Benchmarks only (bench/metrics_rings.py): 0 keeps no history at all.
 SAMPLES_ENV = "GDOS_METRIC_SAMPLES"
 MAX_INSTANCES_PER_NODE = 1000  # a misbehaving agent cannot make us allocate without bound
 STAMP_HZ = 10  # timestamps are tenths of a second since the daemon started
-INSTANCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}/[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
-
-Extract = Callable[[dict[str, Any]], Any]
 
 
-def _field(key: str) -> Extract:
-    return lambda sample: sample.get(key)
-
-
-def _fullest_disk(sample: dict[str, Any]) -> Any:
-    disks = sample.get("disks")
-    values = (
-        [d.get("percent") for d in disks if isinstance(d, dict)] if isinstance(disks, list) else []
-    )
-    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-    return max(numbers) if numbers else None
-
-
-_PROMETHEUS_SUFFIX = {"%": "_percent", "bytes": "_bytes", "B/s": "_bytes_per_second", "": ""}
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One metric: what operators see and how to read it from a sample."""
-
-    name: str
-    scope: str  # "node" or "instance"
-    unit: str  # "%", "bytes", "B/s" or "" (a plain number)
-    description: str
-    source: str  # the sample field(s), for documentation
-    extract: Extract
-
-    @property
-    def prometheus_name(self) -> str:
-        return f"gdos_{self.scope}_{self.name}{_PROMETHEUS_SUFFIX[self.unit]}"
-
-    def format(self, value: float | None) -> str:
-        """The value as an operator reads it: 42.0%, 1.5 MiB, 3.2 KiB/s, 0.75, 12."""
-        if value is None or math.isnan(value):
-            return "-"
-        if self.unit == "%":
-            return f"{value:.1f}%"
-        if self.unit in ("bytes", "B/s"):
-            from gdos.units import human_bytes
-
-            return human_bytes(value) + ("/s" if self.unit == "B/s" else "")
-        return f"{value:.2f}" if self.name.startswith("load") else f"{value:.0f}"
-
-    def describe(self) -> dict[str, str]:
-        return {
-            "name": self.name,
-            "scope": self.scope,
-            "unit": self.unit,
-            "description": self.description,
-            "source": self.source,
-        }
-
-
-def _node(name: str, unit: str, description: str, key: str) -> Metric:
-    return Metric(name, "node", unit, description, key, _field(key))
-
-
-def _instance(name: str, unit: str, description: str, key: str) -> Metric:
-    return Metric(name, "instance", unit, description, f"instances[].{key}", _field(key))
-
-
-METRICS: tuple[Metric, ...] = (
-    _node("cpu", "%", "CPU busy, % of all cores", "cpu_percent"),
-    _node("mem", "%", "memory in use (total minus available)", "mem_percent"),
-    Metric(
-        "disk", "node", "%", "usage of the fullest mount", "max(disks[].percent)", _fullest_disk
-    ),
-    _node("load1", "", "1-minute load average", "load1"),
-    _node("net_rx", "B/s", "network bytes received per second (loopback excluded)", "net_rx_bps"),
-    _node("net_tx", "B/s", "network bytes sent per second (loopback excluded)", "net_tx_bps"),
-    _node("disk_read", "B/s", "disk bytes read per second, all devices", "disk_read_bps"),
-    _node("disk_write", "B/s", "disk bytes written per second, all devices", "disk_write_bps"),
-    _instance("cpu", "%", "CPU, % of one core, children summed", "cpu_percent"),
-    _instance("rss", "bytes", "resident memory, children summed", "rss_bytes"),
-    _instance("read", "B/s", "storage bytes read per second, children summed", "read_bps"),
-    _instance("write", "B/s", "storage bytes written per second, children summed", "write_bps"),
-    _instance("threads", "", "threads, children summed", "threads"),
-    _instance("open_files", "", "open file descriptors, children summed", "open_files"),
-)
-NODE_METRICS = tuple(m for m in METRICS if m.scope == "node")
-INSTANCE_METRICS = tuple(m for m in METRICS if m.scope == "instance")
-
-
-def scope_metrics(instance: str | None) -> tuple[Metric, ...]:
-    return NODE_METRICS if instance is None else INSTANCE_METRICS
-
-
-def find_metric(name: str, instance: str | None) -> Metric:
-    """The metric ``name`` of a node (``instance`` None) or an instance, or a clear error."""
-    metrics = scope_metrics(instance)
-    for metric in metrics:
-        if metric.name == name:
-            return metric
-    scope = "node" if instance is None else "instance"
-    raise GdosError(
-        ErrorCode.INVALID_ARGUMENT,
-        f"no {scope} metric {name!r}; choose from {', '.join(m.name for m in metrics)}.",
-    )
-
-
-def _number(value: Any) -> float:
-    """A sample value as float; anything else (missing, text, bool) is NaN."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return math.nan
+def _row(values: dict[str, float], metrics: tuple[Metric, ...]) -> list[float]:
+    """One ring row in catalogue order; NaN where the sample had no value."""
+    return [values.get(m.name, math.nan) for m in metrics]
 
 
 class Ring:
@@ -237,7 +133,7 @@ class MetricRings:
         return self.epoch + stamp / STAMP_HZ
 
     # -- writing ------------------------------------------------------------------
-    def record(self, node: str, sample: dict[str, Any], now: float | None = None) -> None:
+    def record(self, node: str, sample: MetricSample, now: float | None = None) -> None:
         """Append one agent sample (node and instance values); never raises on bad data."""
         if self.capacity <= 0:
             return
@@ -245,25 +141,24 @@ class MetricRings:
         ring = self.nodes.get(node)
         if ring is None:
             ring = self.nodes[node] = Ring(len(NODE_METRICS), self.capacity)
-        ring.append(stamp, [_number(m.extract(sample)) for m in NODE_METRICS])
-        self._record_instances(node, sample.get("instances"), stamp)
+        ring.append(stamp, _row(node_values(sample), NODE_METRICS))
+        self._record_instances(node, instance_values(sample), stamp)
 
-    def _record_instances(self, node: str, reported: Any, stamp: int) -> None:
+    def _record_instances(
+        self, node: str, reported: dict[str, dict[str, float]], stamp: int
+    ) -> None:
         rings = self.instances.setdefault(node, {})
-        entries = reported if isinstance(reported, dict) else {}
-        for name in [n for n in rings if n not in entries]:
+        for name in [n for n in rings if n not in reported]:
             del rings[name]  # destroyed on the agent
-        for name, entry in entries.items():
-            if not isinstance(entry, dict) or "cpu_percent" not in entry:
+        for name, values in reported.items():
+            if "cpu" not in values:
                 continue  # not running: keep its history, add nothing
             ring = rings.get(name)
             if ring is None:
-                if len(rings) >= MAX_INSTANCES_PER_NODE or not (
-                    isinstance(name, str) and INSTANCE_PATTERN.match(name)
-                ):
+                if len(rings) >= MAX_INSTANCES_PER_NODE or not INSTANCE_PATTERN.match(name):
                     continue
                 ring = rings[name] = Ring(len(INSTANCE_METRICS), self.capacity)
-            ring.append(stamp, [_number(m.extract(entry)) for m in INSTANCE_METRICS])
+            ring.append(stamp, _row(values, INSTANCE_METRICS))
         if not rings:
             del self.instances[node]
 

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from gdos import protocol
 from gdos.daemon.control import ControlConnection
-from gdos.daemon.metrics import INSTANCE_PATTERN, find_metric, scope_metrics
 from gdos.daemon.watch import NodeDiff, watch, watch_interval
 from gdos.errors import ErrorCode, GdosError
+from gdos.metric_catalog import INSTANCE_PATTERN, find_metric, scope_metrics
 from gdos.names import check_name
 from gdos.protocol import Message
 

@@ -6,7 +6,7 @@ scrape reads the daemon's state on the thread that owns it (the registry,
 the metric rings, SQLite) and keeps no copy between scrapes: a snapshot is
 taken on the loop, and only the text formatting runs in a worker thread.
 
-Exported, from the declaration table in gdos/daemon/metrics.py: every node
+Exported, from the metric catalogue (gdos/metric_catalog.py): every node
 metric as ``gdos_node_<name>[_unit]{node}`` and every instance metric as
 ``gdos_instance_<name>[_unit]{node,instance}``, for online nodes only (a
 silent node's last values would be stale). Beside them: nodes known and
@@ -19,19 +19,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gdos.daemon.metrics import INSTANCE_METRICS, NODE_METRICS
+from gdos.daemon import alert_rules
+from gdos.daemon.alert_store import AlertStore, tasks_by_status
 from gdos.errors import ErrorCode, GdosError
+from gdos.metric_catalog import INSTANCE_METRICS, NODE_METRICS
 
 if TYPE_CHECKING:
+    from gdos.daemon.metrics import MetricRings
+    from gdos.daemon.registry import LiveNode
     from gdos.daemon.server import Daemon
 
 log = logging.getLogger("gdosd.prometheus")
 
-SEVERITIES = ("info", "warning", "critical")
+SEVERITIES = ("info", *alert_rules.SEVERITIES)  # "info": exported, always 0
 MAX_REQUEST_BYTES = 8192
 REQUEST_TIMEOUT = 10.0
 
@@ -65,24 +69,22 @@ class Snapshot:
     ring_bytes: int
 
 
-def take_snapshot(daemon: Daemon) -> Snapshot:
-    nodes = daemon.registry.nodes
+def take_snapshot(
+    nodes: Mapping[str, LiveNode],
+    rings: MetricRings,
+    mesh_counters: Mapping[str, int],
+    alerts: AlertStore,
+) -> Snapshot:
+    """Everything one scrape exports, from the registry, the rings and the database."""
     online = {name for name, node in nodes.items() if node.online}
-    db = daemon.store.db
-    tasks = dict(db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall())
-    alerts = dict(
-        db.execute(
-            "SELECT severity, COUNT(*) FROM alert_events WHERE ended IS NULL GROUP BY severity"
-        ).fetchall()
-    )
     return Snapshot(
-        entries=[e for e in daemon.metrics.latest() if e["node"] in online],
+        entries=[e for e in rings.latest() if e["node"] in online],
         known=len(nodes),
         online=len(online),
-        mesh=dict(daemon.mesh.counters),
-        tasks={str(k): int(v) for k, v in tasks.items()},
-        alerts={**dict.fromkeys(SEVERITIES, 0), **{str(k): int(v) for k, v in alerts.items()}},
-        ring_bytes=daemon.metrics.memory_bytes(),
+        mesh=dict(mesh_counters),
+        tasks=tasks_by_status(alerts.db),
+        alerts={**dict.fromkeys(SEVERITIES, 0), **alerts.active_by_severity()},
+        ring_bytes=rings.memory_bytes(),
     )
 
 
@@ -149,8 +151,8 @@ def render(snapshot: Snapshot) -> bytes:
 class Exporter:
     """The running endpoint; ``close`` stops it."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.snapshot = snapshot  # taken on the daemon's loop, once per scrape
         self.server: asyncio.Server | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -163,7 +165,7 @@ class Exporter:
                 return
             from prometheus_client import CONTENT_TYPE_LATEST
 
-            body = await asyncio.to_thread(render, take_snapshot(self.daemon))
+            body = await asyncio.to_thread(render, self.snapshot())
             await _reply(writer, 200, b"" if method == "HEAD" else body, CONTENT_TYPE_LATEST)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             pass
@@ -203,7 +205,10 @@ async def start_exporter(daemon: Daemon, address: str) -> Exporter:
             ErrorCode.INVALID_ARGUMENT,
             "--prometheus needs the prometheus-client package; pip install prometheus-client.",
         ) from None
-    exporter = Exporter(daemon)
+    alerts = AlertStore(daemon.store.db)
+    exporter = Exporter(
+        lambda: take_snapshot(daemon.registry.nodes, daemon.metrics, daemon.mesh.counters, alerts)
+    )
     try:
         exporter.server = await asyncio.start_server(
             exporter.handle, host, port, limit=MAX_REQUEST_BYTES

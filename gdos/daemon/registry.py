@@ -16,18 +16,19 @@ from typing import Any
 from gdos.daemon.storage import storage_failure
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
+from gdos.metric_catalog import MetricSample, value
+from gdos.model import NodeState
 from gdos.names import natural_key
 
 log = logging.getLogger("gdosd.registry")
 
-STATES = ("normal", "maintenance", "disabled")
 MAX_REASON = 200
 
 
 @dataclass(slots=True)
 class LiveNode:
     name: str
-    state: str = "normal"
+    state: NodeState = NodeState.NORMAL
     state_reason: str | None = None  # the operator's --reason for drain or disable
     state_since: float | None = None
     key: str | None = None
@@ -36,34 +37,27 @@ class LiveNode:
     online: bool = False
     last_seen: float | None = None
     connected_at: float | None = None
-    metrics: dict[str, Any] | None = None
+    metrics: MetricSample | None = None  # the latest sample, read through gdos.metric_catalog
     summary: dict[str, Any] = field(default_factory=dict)
 
     def view(self) -> dict[str, Any]:
         """What ``node list`` shows for this node."""
-        m = self.metrics or {}
+        m = self.metrics
         return {
             "name": self.name,
             "online": self.online,
             "state": self.state,
             "state_reason": self.state_reason,
             "state_since": self.state_since,
-            "cpu_percent": m.get("cpu_percent"),
-            "mem_percent": m.get("mem_percent"),
-            "load1": m.get("load1"),
-            "disk_percent": _max_disk_percent(m),
-            "uptime": m.get("uptime"),
+            "cpu_percent": value(m, "cpu"),
+            "mem_percent": value(m, "mem"),
+            "load1": value(m, "load1"),
+            "disk_percent": value(m, "disk"),
+            "uptime": (m or {}).get("uptime"),
             "agent_version": self.agent_version,
             "last_seen": self.last_seen,
             **self.summary,
         }
-
-
-def _max_disk_percent(sample: dict[str, Any]) -> float | None:
-    disks = sample.get("disks") or []
-    values = [d.get("percent") for d in disks if isinstance(d, dict)]
-    numbers = [v for v in values if isinstance(v, int | float)]
-    return max(numbers) if numbers else None
 
 
 class NodeRegistry:
@@ -79,7 +73,7 @@ class NodeRegistry:
         for row in store.nodes():
             self.nodes[row["name"]] = LiveNode(
                 name=row["name"],
-                state=row["state"],
+                state=NodeState(row["state"]),
                 state_reason=row.get("state_reason"),
                 state_since=row.get("state_since"),
                 key=row["key"],
@@ -142,10 +136,12 @@ class NodeRegistry:
 
     def set_state(self, name: str, state: str, reason: str | None = None) -> LiveNode:
         """Store and apply a maintenance state; ``normal`` forgets the reason."""
-        if state not in STATES:
+        try:
+            new = NodeState(state)
+        except ValueError:
             raise GdosError(
-                ErrorCode.INVALID_ARGUMENT, f"state must be one of {', '.join(STATES)}."
-            )
+                ErrorCode.INVALID_ARGUMENT, f"state must be one of {', '.join(NodeState)}."
+            ) from None
         reason = (reason or "").strip() or None
         if reason is not None and (len(reason) > MAX_REASON or not reason.isprintable()):
             raise GdosError(
@@ -153,10 +149,10 @@ class NodeRegistry:
                 f"--reason must be one line of at most {MAX_REASON} printable characters.",
             )
         node = self.get(name)
-        reason = None if state == "normal" else reason
-        since = node.state_since if node.state == state and node.state_since else time.time()
-        self.store.set_node_state(name, state, reason, since)
-        node.state, node.state_reason, node.state_since = state, reason, since
+        reason = None if new is NodeState.NORMAL else reason
+        since = node.state_since if node.state == new and node.state_since else time.time()
+        self.store.set_node_state(name, new, reason, since)
+        node.state, node.state_reason, node.state_since = new, reason, since
         return node
 
     def remove(self, name: str) -> LiveNode:

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from gdos.daemon.metrics import find_metric
+from gdos.metric_catalog import find_metric
 from tests.harness import Fleet, wait_for
 from tests.integration.services_kit import ok
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from gdos.daemon.alerts import Rule, Snapshot, check_rule, instance_values, node_values, step
-from gdos.daemon.hooks import command_env, post_webhook
+from gdos.daemon.alert_rules import Rule, check_rule, step
+from gdos.daemon.alert_store import AlertStore, tasks_by_status
+from gdos.daemon.alerts import Alerts, Snapshot
+from gdos.daemon.hooks import HookRunner, command_env, post_webhook
+from gdos.daemon.store import Store
 from gdos.devtools.waiting import free_port
 from gdos.errors import ErrorCode, GdosError
+from gdos.metric_catalog import instance_values, node_values
 
 BASE = {"name": "hot", "metric": "cpu", "op": ">", "value": 90}
 
@@ -133,3 +139,38 @@ def test_a_refused_webhook_is_tried_three_times_with_backoff() -> None:
     url = f"http://127.0.0.1:{free_port()}/hook"  # nobody listens there
     assert post_webhook(url, {"rule": "hot"}, sleep=pauses.append) is False
     assert pauses == [1.0, 2.0]
+
+
+def test_events_open_close_and_survive_a_restart_through_the_alert_store(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gdos.db")
+    cpu = {"n1": 95.0}
+    online = {"n1": 1.0}
+
+    def source(now: float) -> Snapshot:
+        return Snapshot({n: {"cpu": v} for n, v in cpu.items()}, {}, online, {})
+
+    alerts = Alerts(store, source, HookRunner())
+    alerts.add_rule({"name": "hot", "metric": "cpu", "op": ">", "value": 90})
+    alerts.evaluate(now=100.0)
+    [event] = alerts.events(active=True)
+    assert (event["rule"], event["target"], event["last_value"]) == ("hot", "n1", 95.0)
+    assert AlertStore(store.db).active_by_severity() == {"warning": 1}
+    assert tasks_by_status(store.db) == {}
+
+    again = Alerts(store, source, HookRunner())  # a daemon restart: built-ins once, event goes on
+    assert [r["name"] for r in again.rules_view()] == [
+        "disk-full",
+        "instance-failed",
+        "node-offline",
+        "hot",
+    ]
+    cpu["n1"] = 50.0
+    again.evaluate(now=101.0)
+    [closed] = again.events()
+    assert closed["id"] == event["id"] and not closed["active"]
+    assert (closed["min"], closed["max"], closed["samples"]) == (95.0, 95.0, 1)  # while it held
+    assert "resolved" in closed["message"]
+    assert AlertStore(store.db).active_by_severity() == {}
+    again.remove_rule("hot")
+    assert "hot" not in {r["name"] for r in AlertStore(store.db).rules()}
+    store.close()

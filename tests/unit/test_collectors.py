@@ -11,6 +11,8 @@ import pytest
 from gdos.agent.facts import IGNORED_FSTYPES, collect_facts, collect_gpus, real_partitions
 from gdos.agent.metrics import MetricsSampler, _rate
 
+from gdos.metric_catalog import NODE_METRICS, metric_sample
+
 FACT_TYPES: dict[str, type | tuple[type, ...]] = {
     "hostname": str,
     "os": str,
@@ -171,6 +173,15 @@ def test_sampler_two_samples(no_pynvml: None, tmp_path: Path) -> None:
     assert second["disk_write_bps"] >= 0.0
     assert [d["mount"] for d in second["disks"]] == [p.mount for p in real_partitions()]
     sampler.close()
+
+
+def test_a_real_sample_fits_its_schema_and_carries_every_node_metric(no_pynvml: None) -> None:
+    sampler = MetricsSampler()
+    sample = metric_sample(sampler.sample([]))  # the typed constructor checks the schema
+    sampler.close()
+    assert sample["instances"] == {}
+    for metric in NODE_METRICS:
+        assert metric.read(sample) is not None, metric.name
 
 
 def test_sampler_remembers_missing_nvml(no_pynvml: None) -> None:

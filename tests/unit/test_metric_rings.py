@@ -14,18 +14,21 @@ from gdos.agent.metrics import InstanceSampler, MetricsSampler, instance_pids
 
 from gdos.cli.metrics_cmd import parse_target, sparkline, summarise
 from gdos.cli.top_cmd import apply, sort_key
-from gdos.daemon.metrics import (
+from gdos.daemon.metrics import RING_SAMPLES, MetricRings, Ring, ring_budget
+from gdos.daemon.prometheus import Snapshot, parse_address, render
+from gdos.errors import GdosError
+from gdos.metric_catalog import (
     INSTANCE_METRICS,
     METRICS,
     NODE_METRICS,
-    RING_SAMPLES,
-    MetricRings,
-    Ring,
+    InstanceSample,
+    MetricSample,
     find_metric,
-    ring_budget,
+    metric_sample,
+    value,
 )
-from gdos.daemon.prometheus import Snapshot, parse_address, render
-from gdos.errors import GdosError
+from gdos.node_data import INSTANCE_SAMPLE, METRICS_SAMPLE
+from gdos.schema import SchemaError
 from tests.harness import wait_for
 
 T0 = 1_000.0
@@ -93,6 +96,18 @@ def test_declaration_table_names_and_units() -> None:
     assert find_metric("cpu", None).format(12.345) == "12.3%"
     assert find_metric("load1", None).format(0.5) == "0.50"
     assert find_metric("threads", "a/b").format(math.nan) == "-"
+
+
+def test_the_typed_sample_is_the_schema_and_is_read_by_name() -> None:
+    assert set(MetricSample.__annotations__) == set(METRICS_SAMPLE.optional)
+    assert set(InstanceSample.__annotations__) == set(INSTANCE_SAMPLE.optional)
+    sample = metric_sample(node_sample(12.0))
+    assert value(sample, "cpu") == 12.0
+    assert value(sample, "disk") == 70.5  # the fullest mount
+    assert value({"disks": [{"percent": 0}]}, "disk") == 0.0
+    assert value(None, "mem") is None
+    with pytest.raises(SchemaError, match=r"sample\.cpu_percent"):
+        metric_sample({"cpu_percent": "busy"})
 
 
 def test_latest_reads_every_node_metric(rings: MetricRings) -> None:
