@@ -33,7 +33,7 @@ from gdos.daemon.catalog import Catalog
 from gdos.daemon.control import ControlConnection, Stream
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode, NodeRegistry
-from gdos.daemon.services import ADOPTED
+from gdos.daemon.service_plans import ADOPTED
 from gdos.errors import ErrorCode, GdosError
 from gdos.flow import CreditRelay
 from gdos.names import check_name
