@@ -65,7 +65,6 @@ class Services:
         self.watchers: list[Emit] = []
         self.planner = Planner(catalog, registry)
         self.ops = Dispatcher(registry, mesh, op_ids)
-        self.dispatch = self.ops.dispatch
         self.reports = InstanceReports(catalog, mesh, self._publish, self.view)
 
     # -- definitions -------------------------------------------------------------
@@ -292,9 +291,9 @@ class Services:
                 },
             )
             spec = step.spec()
-            return await self.dispatch(node, "svc.deploy", {"spec": spec}, DEPLOY_TIMEOUT)
+            return await self.ops.dispatch(node, "svc.deploy", {"spec": spec}, DEPLOY_TIMEOUT)
         body = {"instance": step.key, "action": step.action}
-        return await self.dispatch(node, "svc.action", body, _action_timeout(step.action))
+        return await self.ops.dispatch(node, "svc.action", body, _action_timeout(step.action))
 
     def _forget(self, step: Step) -> dict[str, Any]:
         """Destroying what the node does not have (an older agent says so) is done."""
@@ -324,7 +323,7 @@ class Services:
         adopt = {k: body.get(k) for k in keys} | {"logs": body.get("logs") or {}}
         spec = {"instance": f"{ADOPTED}/{name}", "kind": "adopted", "adopt": adopt}
         request = {"spec": spec, "replace": bool(body.get("replace"))}
-        state = await self.dispatch(node, "svc.adopt", request, ADOPT_TIMEOUT)
+        state = await self.ops.dispatch(node, "svc.adopt", request, ADOPT_TIMEOUT)
         row = self.catalog.instance(ADOPTED, name, node.name)
         return {"instance": self.view(row) if row else state}
 
