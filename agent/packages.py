@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from gdos import protocol
 from gdos.errors import ErrorCode, GdosError
+from gdos.flow import CreditRelay
 
 log = logging.getLogger("gdos.agent.packages")
 
@@ -43,7 +44,7 @@ class _Fetch:
     done: asyncio.Future[Path]
     watcher: asyncio.Future[None] | None = None
     id: int = 0
-    unacked: int = 0
+    relay: CreditRelay | None = None  # the current request's credit, granted as chunks land
     progress: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -95,7 +96,11 @@ class PackageCache:
     def _ask(self, fetch: _Fetch) -> None:
         self.by_id.pop(fetch.id, None)
         fetch.id = next(_FETCH_IDS)
-        fetch.unacked = 0
+        fetch_id = fetch.id
+        fetch.relay = CreditRelay(
+            protocol.PACKAGE_CREDIT,
+            lambda credit: self.send("pkg.credit", {"fetch": fetch_id, "credit": credit}),
+        )
         self.by_id[fetch.id] = fetch
         body = {
             "fetch": fetch.id,
@@ -132,6 +137,8 @@ class PackageCache:
         if fetch is None or body["offset"] != fetch.offset:
             return  # a chunk of an older request: the current one resends it
         data = body["data"]
+        if fetch.relay is None or not fetch.relay.admit():
+            return  # past the granted window: dropped, the stall watch asks again
         if fetch.offset + len(data) > fetch.size:
             self._fail(
                 fetch, GdosError(ErrorCode.PACKAGE_CORRUPT, "the daemon sent too many bytes")
@@ -144,10 +151,7 @@ class PackageCache:
         if fetch.offset == fetch.size:
             self._finish(fetch)
             return
-        fetch.unacked += 1
-        if fetch.unacked >= protocol.PACKAGE_CREDIT // 2:
-            self.send("pkg.credit", {"fetch": fetch.id, "credit": fetch.unacked})
-            fetch.unacked = 0
+        fetch.relay.passed()  # on disk: the daemon may send more
 
     def on_error(self, body: dict[str, Any]) -> None:
         fetch = self.by_id.get(body["fetch"])

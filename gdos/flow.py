@@ -8,6 +8,7 @@ reader makes the writer wait instead of letting a queue grow.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 class CreditWindow:
@@ -60,3 +61,52 @@ class CreditGranter:
             grant, self._consumed = self._consumed, 0
             return grant
         return 0
+
+
+class CreditRelay:
+    """One stream's credit where frames are received and passed on (or consumed).
+
+    The sender upstream was given ``window`` credits. Each frame it sends is
+    ``admit``-ted first: one past the window is refused (the caller drops it,
+    so a misbehaving sender never grows a queue here). Once the frame has been
+    passed on downstream (written to a client whose own stream credit
+    throttles that write, or to disk), ``passed`` re-grants credit upstream in
+    batches of half the window. So the relay holds at most one window per
+    stream, and a slow reader slows the sender instead of filling memory.
+    After ``close`` nothing more is granted (the sender is gone or told to stop).
+    """
+
+    def __init__(self, window: int, grant: Callable[[int], object]) -> None:
+        self.window = window
+        self.outstanding = 0  # admitted frames not yet passed on
+        self.closed = False
+        self._grant = grant
+        self._granter = CreditGranter(window)
+
+    def admit(self) -> bool:
+        """Count one arriving frame; False when it overruns the window (drop it)."""
+        if self.outstanding >= self.window:
+            return False
+        self.outstanding += 1
+        return True
+
+    def passed(self) -> None:
+        """One admitted frame went on: re-grant upstream once half a window has."""
+        self.outstanding = max(0, self.outstanding - 1)
+        grant = self._granter.consumed()
+        if grant and not self.closed:
+            self._grant(grant)
+
+    def passed_after(self, copies: int) -> Callable[[], None]:
+        """An ack for each of ``copies`` readers of one frame: it passed once all acked."""
+        remaining = [copies]
+
+        def ack() -> None:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                self.passed()
+
+        return ack
+
+    def close(self) -> None:
+        self.closed = True

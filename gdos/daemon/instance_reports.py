@@ -25,6 +25,7 @@ from typing import Any
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode
+from gdos.model import InstanceState
 
 log = logging.getLogger("gdosd.services")
 
@@ -131,11 +132,11 @@ class InstanceReports:
             if row.get("kind") == ADOPTED_KIND:
                 views += self.forget(row["system"], row["module"], node)
                 continue
-            if row["state"] == "error" and row.get("error"):
+            if row["state"] == InstanceState.ERROR and row.get("error"):
                 views += self.record(row, {"pid": None})  # keeps why (a deploy that failed)
                 continue
-            error = INTERRUPTED if row["state"] == "deploying" else UNKNOWN_ON_NODE
-            views += self.record(row, {"state": "error", "error": error, "pid": None})
+            error = INTERRUPTED if row["state"] == InstanceState.DEPLOYING else UNKNOWN_ON_NODE
+            views += self.record(row, {"state": InstanceState.ERROR, "error": error, "pid": None})
         return views
 
     def _apply(self, node: str, state: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -144,7 +145,7 @@ class InstanceReports:
         if not isinstance(name, str) or name.count("/") != 1:
             return None
         system, module = name.split("/")
-        if state.get("state") == "destroyed":
+        if state.get("state") == InstanceState.DESTROYED:
             return self.forget(system, module, node)
         fields = {k: state.get(k) for k in ("state", "pid", "started", "version", "sha256")}
         fields |= {
@@ -166,7 +167,13 @@ class InstanceReports:
 
     def forget(self, system: str, module: str, node: str) -> list[dict[str, Any]]:
         self.catalog.delete_instance(system, module, node)
-        return [{"instance": f"{system}/{module}@{node}", "node": node, "state": "destroyed"}]
+        return [
+            {
+                "instance": f"{system}/{module}@{node}",
+                "node": node,
+                "state": InstanceState.DESTROYED,
+            }
+        ]
 
     def record(self, row: dict[str, Any], fields: dict[str, Any]) -> list[dict[str, Any]]:
         """Store one row's new fields; the view to publish when anything changed."""

@@ -20,6 +20,7 @@ client leaves, every source still open gets a ``log.close``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import re
@@ -32,9 +33,9 @@ from gdos.daemon.catalog import Catalog
 from gdos.daemon.control import ControlConnection, Stream
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode, NodeRegistry
-from gdos.daemon.services import ADOPTED
+from gdos.daemon.service_plans import ADOPTED
 from gdos.errors import ErrorCode, GdosError
-from gdos.flow import CreditGranter
+from gdos.flow import CreditRelay
 from gdos.names import check_name
 from gdos.protocol import Message
 
@@ -59,14 +60,9 @@ class Source:
     instance: str | None
     file: str
     session: LogSession
-    credit: int
+    relay: CreditRelay
     routing_id: bytes | None = None
-    granter: CreditGranter = field(init=False)
-    unacked: int = 0
     ended: bool = False
-
-    def __post_init__(self) -> None:
-        self.granter = CreditGranter(self.credit)
 
     def label(self) -> Event:
         return {"node": self.node, "instance": self.instance, "file": self.file}
@@ -103,7 +99,9 @@ class LogRelay:
         credit = max(MIN_SOURCE_CREDIT, min(MAX_SOURCE_CREDIT, LOG_BUDGET // len(plan)))
         session = LogSession(conn, conn.open_stream(msg.id, protocol.CONTROL_STREAM_CREDIT))
         for node, instance, file in plan:
-            source = Source(next(self._ids), node, instance, file, session, credit)
+            source_id = next(self._ids)
+            relay = CreditRelay(credit, functools.partial(self._grant, source_id))
+            source = Source(source_id, node, instance, file, session, relay)
             session.sources[source.id] = source
             self.sources[source.id] = source
             self._start(source, request)
@@ -119,7 +117,7 @@ class LogRelay:
             self._finish(source, ErrorCode.NODE_OFFLINE, f"node {source.node} is offline{seen}.")
             return
         source.routing_id = node.routing_id
-        body = {**request, "stream": source.id, "credit": source.credit}
+        body = {**request, "stream": source.id, "credit": source.relay.window}
         if source.instance is not None:
             body |= {"instance": source.instance, "file": source.file}
         if not self.mesh.send(node, "log.open", body):
@@ -193,12 +191,7 @@ class LogRelay:
                 if event["type"] == "end":
                     remaining -= 1
                     continue
-                source.unacked -= 1
-                grant = source.granter.consumed()
-                if grant and not source.ended and source.routing_id is not None:
-                    self.mesh.send_rid(
-                        source.routing_id, "log.credit", {"stream": source.id, "credit": grant}
-                    )
+                source.relay.passed()
             await session.stream.end({"type": "done"})
         finally:
             for source in session.sources.values():
@@ -207,6 +200,13 @@ class LogRelay:
                         self.mesh.send_rid(source.routing_id, "log.close", {"stream": source.id})
                     source.ended = True
                 self.sources.pop(source.id, None)
+
+    def _grant(self, source_id: int, credit: int) -> None:
+        source = self.sources.get(source_id)
+        if source is not None and source.routing_id is not None:
+            self.mesh.send_rid(
+                source.routing_id, "log.credit", {"stream": source_id, "credit": credit}
+            )
 
     # -- agent messages -------------------------------------------------------------------
     def _source(self, node: LiveNode, msg: Message) -> Source | None:
@@ -220,7 +220,7 @@ class LogRelay:
         if source is None:
             self.mesh.send(node, "log.close", {"stream": msg.body["stream"]})
             return
-        if source.unacked >= source.credit:
+        if not source.relay.admit():
             log.warning("%s sent log lines past its credit; dropped", node.name)
             return
         lines = [line for line in msg.body["lines"] if isinstance(line, bytes)]
@@ -228,7 +228,6 @@ class LogRelay:
         event["ts"] = msg.body.get("ts") or time.time()
         if "stamps" in msg.body:
             event["stamps"] = msg.body["stamps"]
-        source.unacked += 1
         source.session.outbox.put_nowait((event, source))
 
     def _on_end(self, node: LiveNode, msg: Message) -> None:
@@ -262,6 +261,7 @@ class LogRelay:
         if source.ended:
             return
         source.ended = True
+        source.relay.close()
         self.sources.pop(source.id, None)
         event: Event = {"type": "end", **source.label()}
         if code:

@@ -36,7 +36,8 @@ from gdos.daemon.recordings import Recordings
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
-from gdos.flow import CreditGranter
+from gdos.flow import CreditRelay
+from gdos.model import Action, refusal
 from gdos.protocol import Message
 
 log = logging.getLogger("gdosd.shells")
@@ -54,11 +55,11 @@ class ShellSession:
     conn: ControlConnection
     stream: Stream
     request: dict[str, Any]
+    relay: CreditRelay  # output chunks from the agent, until written to the client
     started: float = field(default_factory=time.time)
     status: str = "opening"
     recorder: SessionJournal | None = None
     outbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
-    unacked: int = 0  # output chunks from the agent not yet written to the client
     input_inflight: int = 0  # input chunks sent on that the agent has not granted back
     input_seq: int = 0
     bytes_in: int = 0
@@ -102,12 +103,9 @@ class Shells:
         if msg.id is None:
             raise GdosError(ErrorCode.BAD_MESSAGE, "shell.open needs a request id.")
         node = self.registry.get(body["node"])
-        if node.state == "disabled":
-            raise GdosError(
-                ErrorCode.NODE_DISABLED,
-                f"node {node.name} is disabled; "
-                f"run 'gdos node enable {node.name}' to allow shells.",
-            )
+        refused = refusal(node.state, Action.SHELL, node.name)
+        if refused is not None:
+            raise refused
         if not node.online or node.routing_id is None:
             raise GdosError(
                 ErrorCode.NODE_OFFLINE,
@@ -127,7 +125,9 @@ class Shells:
             }
         )
         stream = conn.open_stream(msg.id, protocol.SHELL_STREAM_CREDIT)
-        session = ShellSession(session_id, node.name, node.routing_id, conn, stream, request)
+        session = ShellSession(
+            session_id, node.name, node.routing_id, conn, stream, request, self._relay(session_id)
+        )
         self.live[session_id] = session
         pty_open = {k: v for k, v in request.items() if k != "idle_timeout"}
         pty_open |= {"session": session_id, "credit": protocol.SHELL_OUTPUT_CREDIT}
@@ -138,6 +138,17 @@ class Shells:
         conn.spawn(self._pump(session))
         log.info("shell session %d: %s on %s", session_id, user, node.name)
         return {"session": session_id, "stream": msg.id}
+
+    def _relay(self, session_id: int) -> CreditRelay:
+        """The output credit of one session: granted back as the client takes output."""
+
+        def grant(credit: int) -> None:
+            session = self.live.get(session_id)
+            if session is not None:
+                body = {"session": session_id, "credit": credit}
+                self.mesh.send_rid(session.routing_id, "pty.credit", body)
+
+        return CreditRelay(protocol.SHELL_OUTPUT_CREDIT, grant)
 
     def _owned(self, conn: ControlConnection, body: dict[str, Any]) -> ShellSession | None:
         """The live session, if ``conn`` opened it (nobody types into another's shell)."""
@@ -197,7 +208,6 @@ class Shells:
 
     async def _pump(self, session: ShellSession) -> None:
         """Write the session's events to its client; grant the agent output credit."""
-        granter = CreditGranter(protocol.SHELL_OUTPUT_CREDIT)
         try:
             while True:
                 event = await session.outbox.get()
@@ -207,14 +217,7 @@ class Shells:
                 if not await session.stream.send(event):
                     return
                 if event["type"] == "output":
-                    session.unacked -= 1
-                    grant = granter.consumed()
-                    if grant and not session.ended:
-                        self.mesh.send_rid(
-                            session.routing_id,
-                            "pty.credit",
-                            {"session": session.id, "credit": grant},
-                        )
+                    session.relay.passed()
         finally:
             if not session.ended:
                 self._close(session, "closed", "the client left the session")
@@ -258,7 +261,7 @@ class Shells:
         if session is None:
             self.mesh.send(node, "pty.close", {"session": msg.body["session"]})
             return
-        if session.unacked >= protocol.SHELL_OUTPUT_CREDIT:
+        if not session.relay.admit():
             log.warning("%s sent shell output past its credit; dropped", node.name)
             return
         data = msg.body["data"]
@@ -267,7 +270,6 @@ class Shells:
             session.recorder.output(data, stream)
         session.bytes_out += len(data)
         session.last_activity = time.monotonic()
-        session.unacked += 1
         session.outbox.put_nowait({"type": "output", "data": data, "stream": stream})
 
     def _on_exit(self, node: LiveNode, msg: Message) -> None:
@@ -348,6 +350,7 @@ class Shells:
         if session.ended:
             return
         session.ended, session.status = True, status
+        session.relay.close()
         self.live.pop(session.id, None)
         if session.recorder is not None:
             session.recorder.close()

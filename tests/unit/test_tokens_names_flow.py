@@ -12,7 +12,7 @@ import pytest
 
 from gdos import tokens
 from gdos.errors import ErrorCode, ExitCode, GdosError
-from gdos.flow import CreditGranter, CreditWindow
+from gdos.flow import CreditGranter, CreditRelay, CreditWindow
 from gdos.names import check_name, natural_key
 from gdos.tokens import JoinToken
 
@@ -343,6 +343,69 @@ def test_granter_keeps_the_sender_inside_its_window() -> None:
 
         await asyncio.gather(sender(), receiver())
         assert 0 < most <= window_size
+
+    run(test)
+
+
+def test_relay_refuses_a_frame_past_the_window_and_regrants_in_half_windows() -> None:
+    grants: list[int] = []
+    relay = CreditRelay(4, grants.append)
+    assert [relay.admit() for _ in range(5)] == [True] * 4 + [False]
+    assert relay.outstanding == 4
+    relay.passed()
+    assert grants == [] and relay.outstanding == 3
+    relay.passed()
+    assert grants == [2]
+    assert relay.admit() and relay.admit() and not relay.admit()
+
+
+def test_relay_grants_nothing_once_closed() -> None:
+    grants: list[int] = []
+    relay = CreditRelay(2, grants.append)
+    assert relay.admit() and relay.admit()
+    relay.close()
+    relay.passed()
+    relay.passed()
+    assert grants == [] and relay.outstanding == 0
+
+
+def test_relay_frame_passes_once_every_reader_acked_it() -> None:
+    grants: list[int] = []
+    relay = CreditRelay(1, grants.append)
+    assert relay.admit()
+    ack = relay.passed_after(3)
+    ack()
+    ack()
+    assert grants == [] and not relay.admit()
+    ack()
+    assert grants == [1] and relay.admit()
+
+
+def test_relay_between_sender_and_slow_reader_holds_at_most_one_window() -> None:
+    """Sender -> relay -> slow reader: the relay's queue never outgrows the window."""
+
+    async def test() -> None:
+        window = CreditWindow(6)
+        relay = CreditRelay(6, window.grant)
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        most = 0
+
+        async def sender() -> None:
+            for i in range(100):
+                assert await window.acquire()
+                assert relay.admit()
+                queue.put_nowait(i)
+
+        async def reader() -> None:
+            nonlocal most
+            for expected in range(100):
+                most = max(most, queue.qsize())
+                assert await queue.get() == expected
+                await asyncio.sleep(0)
+                relay.passed()
+
+        await asyncio.gather(sender(), reader())
+        assert 0 < most <= 6 and relay.outstanding == 0
 
     run(test)
 
