@@ -36,7 +36,7 @@ from gdos.agent.work import AgentWork
 from zmq.utils.monitor import parse_monitor_message
 
 from gdos import protocol
-from gdos.dialing import backoff_delay
+from gdos.dialing import backoff_delay, configure_dealer
 from gdos.errors import ErrorCode
 from gdos.keys import KeyPair, fingerprint
 from gdos.protocol import ProtocolError
@@ -128,19 +128,11 @@ class Link:
         self.session.finish(task, result)
 
     def _make_socket(self) -> zmq.asyncio.Socket:
-        s = self.ctx.socket(zmq.DEALER)
-        s.linger = 0
-        s.routing_id = protocol.routing_id(self.config.name)
-        s.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES + 4096)
-        s.setsockopt(zmq.SNDHWM, 10_000)
-        s.setsockopt(zmq.RECONNECT_IVL, 200)
-        s.setsockopt(zmq.HEARTBEAT_IVL, 10_000)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 30_000)
-        if self.config.keypair is not None and self.config.server_key:
-            s.curve_serverkey = self.config.server_key.encode()
-            s.curve_publickey = self.config.keypair.public
-            s.curve_secretkey = self.config.keypair.secret
-        return s
+        sock = self.ctx.socket(zmq.DEALER)
+        keypair, server_key = self.config.keypair, self.config.server_key
+        curve = (server_key, keypair.public, keypair.secret) if keypair and server_key else None
+        configure_dealer(sock, self.config.name, sndhwm=10_000, curve=curve)
+        return sock
 
     async def _session(self) -> bool:
         """One connection; returns True when the daemon welcomed us."""

@@ -27,7 +27,7 @@ import zmq
 from gdos import __version__, protocol
 from gdos.agent.session import BACKOFF_BASE, BYE_LINGER_MS, CLOSE, Session, WorkHandler
 from gdos.agent.shells import refuse_shell
-from gdos.dialing import backoff_delay
+from gdos.dialing import backoff_delay, configure_dealer
 from gdos.errors import ErrorCode
 from gdos.model import HostStatus, NodeState
 
@@ -268,17 +268,9 @@ class SimAgent:
         """Open a socket, say hello, wait for the welcome."""
         c = self.cluster
         s: zmq.Socket[bytes] = c.ctx.socket(zmq.DEALER)
-        s.linger = 0
-        s.routing_id = protocol.routing_id(self.name)
-        s.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES + 4096)
-        s.setsockopt(zmq.SNDHWM, 1000)
-        s.setsockopt(zmq.RECONNECT_IVL, 200)
-        s.setsockopt(zmq.HEARTBEAT_IVL, 10_000)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 30_000)
-        if c.config.server_key is not None:
-            s.curve_serverkey = c.config.server_key.encode()
-            s.curve_publickey = self.public
-            s.curve_secretkey = self.secret
+        key = c.config.server_key
+        curve = None if key is None else (key, self.public, self.secret)
+        configure_dealer(s, self.name, sndhwm=1000, curve=curve)
         s.connect(c.config.address)
         self.socket, self.fd = s, int(s.getsockopt(zmq.FD))  # type: ignore[arg-type]
         c.loop.add_reader(self.fd, self.drain)
