@@ -191,8 +191,10 @@ class Session:
         try:
             return handler(self, body)
         except Exception as exc:  # one odd frame must not stop the agent
-            log.debug("handling %s failed", kind, exc_info=True)
-            self._say(logging.ERROR, f"handling {kind} failed: {exc!r}")
+            if self.note is None:
+                log.exception("handling %s failed", kind)
+            else:
+                self.note(f"handling {kind} failed: {exc!r}")
             return None
 
     def _say(self, level: int, text: str) -> None:
