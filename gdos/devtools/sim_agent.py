@@ -1,14 +1,15 @@
 """One simulated agent of the mock cluster: the agent's protocol, without processes.
 
-A ``SimAgent`` is a real DEALER socket with its own CURVE keypair that speaks
-the mesh protocol (hello with a join proof, welcome, heartbeats and metrics
-on the pushed intervals, rehello, results
-kept until acknowledged, goodbye on stop) through the agent's own session
-core, agent/session.py, so the two cannot drift. Commands are simulated: ``true``, ``false``,
-``echo ARGS``, ``sleep S`` (cancellable, bounded by the timeout); anything
-else succeeds with no output; remote shells are refused. Agents are
-callbacks on one loop (``add_reader`` and ``call_later``), not tasks, so an
-idle one costs a socket and a few small objects.
+A ``SimAgent`` is a real DEALER socket with its own CURVE keypair driven by
+the agent's own session core (agent/session.py), so the two cannot drift:
+hello with a join proof, welcome, heartbeats and metrics on the pushed
+intervals, rehello, refusal by node state, results kept until acknowledged,
+goodbye on stop. Only the work is fake: commands are simulated (``true``,
+``false``, ``echo ARGS``, ``sleep S``, cancellable and bounded by the
+timeout; anything else succeeds with no output), remote shells are refused,
+services, packages and logs are not simulated. Agents are callbacks on one
+loop (``add_reader`` and ``call_later``), not tasks, so an idle one costs a
+socket and a few small objects.
 """
 
 from __future__ import annotations

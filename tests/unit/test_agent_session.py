@@ -281,3 +281,32 @@ def test_the_simulator_is_driven_by_the_same_core(tmp_path: Path) -> None:
     assert sim_sent[0][1].keys() == real_sent[0][1].keys()
     assert sim_sent[0][1]["version"] == real_sent[0][1]["version"]
     assert sim_sent[1] == real_sent[1]
+
+
+@pytest.mark.parametrize(
+    ("state", "action", "code"),
+    [
+        ("maintenance", "rollback", "node_maintenance"),  # as the daemon refuses it
+        ("maintenance", "adopt", "node_maintenance"),
+        ("maintenance", "stop", None),
+        ("disabled", "destroy", None),  # removing what is there is always allowed
+        ("disabled", "stop", "node_disabled"),
+        ("normal", "deploy", None),
+    ],
+)
+def test_services_on_the_agent_refuse_as_the_daemon_does(
+    tmp_path: Path, state: str, action: str, code: str | None
+) -> None:
+    from gdos.agent.services import ServiceHost
+
+    from gdos.errors import GdosError
+    from gdos.model import Action
+
+    host = ServiceHost(tmp_path, lambda kind, body: None, lambda work: work.close())
+    host.node_state = state
+    if code is None:
+        host._refuse_work(Action(action))
+    else:
+        with pytest.raises(GdosError) as refused:
+            host._refuse_work(Action(action))
+        assert refused.value.code == code
