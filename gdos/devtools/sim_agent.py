@@ -284,11 +284,12 @@ class SimAgent:
         for timer in self.timers.values():
             timer.cancel()
         self.timers.clear()
+        linger = BYE_LINGER_MS if bye and self.session.online else 0
         if bye:
             self.session.bye()
         if self.socket is not None:
             self.cluster.loop.remove_reader(self.fd)
-            self.socket.close(linger=BYE_LINGER_MS if bye else 0)
+            self.socket.close(linger=linger)
             self.socket = None
         self.session.lost()
         if self.counted:
