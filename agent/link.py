@@ -65,6 +65,8 @@ class LinkConfig:
 
 
 class Link:
+    """Dials the daemon and carries the session's frames; owns nothing said on them."""
+
     def __init__(self, config: LinkConfig, facts: dict[str, Any]) -> None:
         self.config = config
         self.ctx = zmq.asyncio.Context()
@@ -99,7 +101,7 @@ class Link:
         attempt = 0
         while not self._stop.is_set():
             try:
-                welcomed = await self._session()
+                welcomed = await self._connection()
             except (zmq.ZMQError, OSError):  # a socket that could not be made: try again later
                 log.exception("connection attempt to %s failed", self.config.address)
                 welcomed = False
@@ -134,7 +136,7 @@ class Link:
         configure_dealer(sock, self.config.name, sndhwm=10_000, curve=curve)
         return sock
 
-    async def _session(self) -> bool:
+    async def _connection(self) -> bool:
         """One connection; returns True when the daemon welcomed us."""
         sock = self.socket = self._make_socket()
         monitor: zmq.asyncio.Socket | None = None

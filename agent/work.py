@@ -70,7 +70,7 @@ class AgentWork:
         self.logs.close_all()
         self.services.link_lost()
 
-    def metrics_sample(self) -> dict[str, object]:
+    def metrics_sample(self) -> Mapping[str, object]:
         """The node's load plus each instance's (agent/metrics.py)."""
         return self.sampler.sample(self.services.supervisor.snapshot())
 
