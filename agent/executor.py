@@ -1,6 +1,10 @@
-"""Run one exec command on this node the way an operator expects.
+"""Exec on this node: the commands the daemon sends, run the way an operator expects.
 
-The command runs in its own session (process group) with stdin from
+``ExecRuns`` holds this node's running commands (the session core,
+agent/session.py, admits each ``exec.run`` and stores its result until the
+daemon acknowledges it); ``ExecRun`` is one of them.
+
+A command runs in its own session (process group) with stdin from
 /dev/null. Output is captured (capped) for the final result and streamed to
 the daemon chunk by chunk, each chunk waiting for credit, so a slow reader
 slows the command instead of filling the agent's memory. Timeout and cancel
@@ -11,19 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from gdos.agent.procs import KILL_GRACE, SpawnRefused, kill_group, login_env, resolve_account
 
 from gdos.flow import CreditWindow
+from gdos.model import HostStatus
 from gdos.protocol import CHUNK_BYTES, OUTPUT_CAP_BYTES
 
+log = logging.getLogger("gdos.agent")
+
 Send = Callable[[str, dict[str, Any]], None]
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+Finish = Callable[[int, dict[str, Any]], None]  # Session.finish: kept until acknowledged
+STOPPED_REASON = "the agent was stopped while the command ran; process group killed"
 
 
 @dataclass
@@ -60,7 +71,7 @@ class ExecRun:
         try:
             self.proc = await self._spawn()
         except SpawnRefused as exc:
-            return self._result("failed", exit_code=exc.exit_code, reason=str(exc))
+            return self._result(HostStatus.FAILED, exit_code=exc.exit_code, reason=str(exc))
         self.send("exec.started", {"task": self.task_id, "pid": self.proc.pid})
         out, err = Capture(), Capture()
         readers = asyncio.gather(
@@ -76,7 +87,7 @@ class ExecRun:
             leader_done = self.proc.returncode is not None
             await self._kill_group()
             if not leader_done:
-                self.outcome = self.outcome or "timed_out"
+                self.outcome = self.outcome or HostStatus.TIMED_OUT
             pipes_note = "background processes held the output open; killed at the timeout"
         with contextlib.suppress(Exception):
             await asyncio.wait_for(readers, KILL_GRACE)
@@ -90,17 +101,17 @@ class ExecRun:
             "stdout_truncated": out.truncated,
             "stderr_truncated": err.truncated,
         }
-        if self.outcome == "timed_out":
+        if self.outcome == HostStatus.TIMED_OUT:
             reason = f"timed out after {self.request['timeout']:g}s; process group killed"
-            return self._result("timed_out", exit_code=code, reason=reason, **extra)
-        if self.outcome == "canceled":
+            return self._result(HostStatus.TIMED_OUT, exit_code=code, reason=reason, **extra)
+        if self.outcome == HostStatus.CANCELED:
             return self._result(
-                "canceled", exit_code=code, reason="canceled by the operator", **extra
+                HostStatus.CANCELED, exit_code=code, reason="canceled by the operator", **extra
             )
         if code is not None and code < 0:
             reason = f"killed by signal {signal.Signals(-code).name}"
-            return self._result("failed", exit_code=code, reason=reason, **extra)
-        status = "succeeded" if code == 0 else "failed"
+            return self._result(HostStatus.FAILED, exit_code=code, reason=reason, **extra)
+        status = HostStatus.SUCCEEDED if code == 0 else HostStatus.FAILED
         why = note or (None if code == 0 else f"exited with code {code}")
         return self._result(status, exit_code=code, reason=why, **extra)
 
@@ -114,7 +125,7 @@ class ExecRun:
         }
 
     async def cancel(self) -> None:
-        self.outcome = self.outcome or "canceled"
+        self.outcome = self.outcome or HostStatus.CANCELED
         await self._kill_group()
 
     async def _kill_group(self) -> None:
@@ -168,3 +179,55 @@ class ExecRun:
             raise SpawnRefused(f"permission denied: {argv[0]}", None, 126) from None
         except OSError as exc:
             raise SpawnRefused(f"could not start {argv[0]}: {exc.strerror}", None) from None
+
+
+class ExecRuns:
+    """This node's running commands by task: started, credited, canceled, ended."""
+
+    def __init__(self, send: Send, spawn: Spawn, finish: Finish) -> None:
+        self.send, self.spawn, self.finish = send, spawn, finish
+        self.runs: dict[int, ExecRun] = {}
+        self.stopping = False  # the agent is exiting: a cancel says so
+
+    def start(self, body: dict[str, Any]) -> None:
+        run = ExecRun(body, self.send)
+        self.runs[run.task_id] = run
+        self.spawn(self._execute(run))
+
+    async def _execute(self, run: ExecRun) -> None:
+        try:
+            result = await run.run()
+        except Exception as exc:  # the agent must answer whatever happens
+            log.exception("exec of task %d failed", run.task_id)
+            result = run._result(HostStatus.FAILED, reason=f"agent error: {exc}")
+        if self.stopping and result.get("status") == HostStatus.CANCELED:
+            result["reason"] = STOPPED_REASON
+        self.runs.pop(run.task_id, None)
+        self.finish(run.task_id, result)
+
+    def cancel(self, body: dict[str, Any]) -> None:
+        if (run := self.runs.get(body["task"])) is not None:
+            self.spawn(run.cancel())
+
+    def credit(self, body: dict[str, Any]) -> None:
+        if (run := self.runs.get(body["task"])) is not None:
+            run.window.grant(body["credit"])
+
+    def reset_credit(self) -> None:
+        """After a welcome the daemon counts every window afresh."""
+        for run in self.runs.values():
+            run.reset_credit()
+
+    async def end(self, wait: float) -> None:
+        """Cancel every command and wait (at most ``wait`` s) until their results went."""
+        self.stopping = True
+        for run in list(self.runs.values()):
+            self.spawn(run.cancel())
+        deadline = time.monotonic() + wait
+        while self.runs and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def kill_all(self) -> None:
+        """At exit, with no daemon to tell: kill what still runs."""
+        for run in list(self.runs.values()):
+            await run.cancel()

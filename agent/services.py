@@ -34,6 +34,7 @@ from gdos.agent.supervisor import Supervisor
 
 from gdos.archive import extract_zip
 from gdos.errors import ErrorCode, GdosError
+from gdos.model import Action, InstanceState, NodeState, refusal
 
 log = logging.getLogger("gdos.agent.services")
 
@@ -41,7 +42,11 @@ Send = Callable[[str, dict[str, Any]], None]
 Spawn = Callable[[Any], None]
 KEEP_ANSWERS = 256
 RESEND_AFTER = 5.0  # seconds without an acknowledgement before sending again
-ACTIONS = ("start", "stop", "restart", "destroy", "rollback")
+ACTIONS = frozenset({Action.START, Action.STOP, Action.RESTART, Action.DESTROY, Action.ROLLBACK})
+# An instance in these states has no process to stop when its node is disabled.
+AT_REST = frozenset(
+    {InstanceState.STOPPED, InstanceState.FAILED, InstanceState.ERROR, InstanceState.DESTROYED}
+)
 
 
 class ServiceHost:
@@ -71,7 +76,7 @@ class ServiceHost:
         self.answers: OrderedDict[int, list[Any]] = OrderedDict()
         self.running: set[int] = set()  # ops under way, reported so the daemon can tell lost ones
         self.deploying: dict[str, dict[str, Any]] = {}  # instance -> its state while fetched
-        self.node_state = "normal"
+        self.node_state: str = NodeState.NORMAL
         self.seq = self.acked = 0  # last state/report sent, last one the daemon stored
         self.unacked_since: float | None = None
         self.reported_at = 0.0
@@ -149,9 +154,9 @@ class ServiceHost:
     def set_node_state(self, state: str) -> None:
         """A disabled node stops every instance and refuses work until enabled."""
         before, self.node_state = self.node_state, state
-        if state == "disabled" and before != "disabled":
+        if state == NodeState.DISABLED and before != NodeState.DISABLED:
             for item in self.supervisor.snapshot():
-                if item["state"] not in ("stopped", "failed", "error", "destroyed"):
+                if item["state"] not in AT_REST:
                     self.spawn(self._quietly(self.supervisor.stop(item["instance"])))
 
     async def _quietly(self, work: Any) -> None:
@@ -201,20 +206,18 @@ class ServiceHost:
             self.answers.popitem(last=False)
         self._send_answer(op)
 
-    def _refuse_work(self, action: str) -> None:
-        if self.node_state == "disabled":
-            raise GdosError(ErrorCode.NODE_DISABLED, "node is disabled; the agent refuses work")
-        if self.node_state == "maintenance" and action in ("deploy", "start", "restart"):
-            raise GdosError(
-                ErrorCode.NODE_MAINTENANCE, "node is in maintenance; the agent takes no new work"
-            )
+    def _refuse_work(self, action: Action) -> None:
+        """The node state's policy (gdos/model.py), checked again on arrival."""
+        error = refusal(self.node_state, action, "", by_agent=True)
+        if error is not None:
+            raise error
 
     async def _deploy(self, spec: dict[str, Any]) -> dict[str, Any]:
-        self._refuse_work("deploy")
+        self._refuse_work(Action.DEPLOY)
         package = spec["package"]
         installing = {
             "instance": spec["instance"],
-            "state": "installing",
+            "state": InstanceState.INSTALLING,
             "version": package["version"],
             "sha256": package["sha256"],
             "package": package["name"],
@@ -240,7 +243,7 @@ class ServiceHost:
             self._emit(
                 {
                     "instance": spec["instance"],
-                    "state": "error",
+                    "state": InstanceState.ERROR,
                     "error": exc.message,
                     "kind": "managed",
                     "time": time.time(),
@@ -251,13 +254,13 @@ class ServiceHost:
             self.deploying.pop(spec["instance"], None)
 
     async def _act(self, instance: str, action: str) -> dict[str, Any]:
-        self._refuse_work(action)
+        self._refuse_work(Action(action))
         method = getattr(self.supervisor, action)
         result: dict[str, Any] = await method(instance)
         return result
 
     async def _adopt(self, spec: dict[str, Any], replace: bool) -> dict[str, Any]:
-        self._refuse_work("start")
+        self._refuse_work(Action.ADOPT)
         logs = (spec.get("adopt") or {}).get("logs") or {}
         for path in logs.values() if isinstance(logs, dict) else []:
             check_log_location(Path(str(path)), self.log_roots)  # what `gdos logs` will allow

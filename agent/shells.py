@@ -14,11 +14,22 @@ from typing import Any
 
 from gdos.agent.pty_session import PtySession, Send
 
-from gdos.errors import ErrorCode
+from gdos.model import Action, refusal
 
 log = logging.getLogger("gdos.agent.shell")
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+def refuse_shell(send: Send, session: int, state: str) -> bool:
+    """Answer ``pty.exit`` when a node in ``state`` refuses shells; True if it did.
+
+    The simulator (gdos/devtools/sim_agent.py) refuses through here too.
+    """
+    error = refusal(state, Action.SHELL, "", by_agent=True)
+    if error is not None:
+        send("pty.exit", {"session": session, "code": str(error.code), "reason": error.message})
+    return error is not None
 
 
 class ShellSessions:
@@ -27,17 +38,9 @@ class ShellSessions:
         self.live: dict[int, PtySession] = {}
 
     def open(self, body: dict[str, Any], state: str) -> None:
-        """Start a session, unless the node is disabled (maintenance allows shells)."""
+        """Start a session, unless the node state refuses shells (gdos/model.py)."""
         session_id = body["session"]
-        if state == "disabled":
-            self.send(
-                "pty.exit",
-                {
-                    "session": session_id,
-                    "code": str(ErrorCode.NODE_DISABLED),
-                    "reason": "node is disabled; the agent refuses shells",
-                },
-            )
+        if refuse_shell(self.send, session_id, state):
             return
         if session_id in self.live:
             return

@@ -27,6 +27,7 @@ from typing import Any
 
 import zmq
 
+from gdos.agent.session import HELLO_TIMEOUT
 from gdos.devtools.sim_agent import SimAgent
 from gdos.dialing import normalize_address, raise_fd_limit
 from gdos.errors import ErrorCode, GdosError
@@ -37,7 +38,6 @@ from gdos.tokens import decode as decode_token
 
 log = logging.getLogger("gdos.mock")
 
-HELLO_TIMEOUT = 5.0  # as agent/link.py (--hello-timeout changes it, to study enrollment storms)
 FDS_PER_AGENT = 2  # the socket's mailbox and its TCP connection
 FD_RESERVE = 128
 AGENTS_PER_PROC = 4000  # what --procs 0 (auto) aims for
@@ -59,7 +59,7 @@ class ClusterConfig:
     keys_dir: str | None = None
     rate: float = 0.0  # connects per second; 0: as fast as the loop goes
     backoff_max: float = 5.0
-    hello_timeout: float = HELLO_TIMEOUT
+    hello_timeout: float = HELLO_TIMEOUT  # --hello-timeout: to study enrollment storms
     width: int = 5  # digits in the node number
 
     def name(self, index: int) -> str:
@@ -241,8 +241,9 @@ class Cluster:
                 await asyncio.sleep(0)
 
     def close(self) -> None:
+        """Every agent says goodbye, as the real one does on SIGTERM; term waits for them."""
         for agent in self.agents:
-            agent.close()
+            agent.close(bye=True)
         self.ctx.term()
 
     def status(self) -> Body:

@@ -1,13 +1,15 @@
 """One simulated agent of the mock cluster: the agent's protocol, without processes.
 
-A ``SimAgent`` is a real DEALER socket with its own CURVE keypair that speaks
-the mesh protocol as ``agent/link.py`` does (hello with a join proof,
-welcome, heartbeats and metrics on the pushed intervals, rehello, results
-kept until acknowledged). Commands are simulated: ``true``, ``false``,
-``echo ARGS``, ``sleep S`` (cancellable, bounded by the timeout); anything
-else succeeds with no output; remote shells are refused. Agents are
-callbacks on one loop (``add_reader`` and ``call_later``), not tasks, so an
-idle one costs a socket and a few small objects.
+A ``SimAgent`` is a real DEALER socket with its own CURVE keypair driven by
+the agent's own session core (agent/session.py), so the two cannot drift:
+hello with a join proof, welcome, heartbeats and metrics on the pushed
+intervals, rehello, refusal by node state, results kept until acknowledged,
+goodbye on stop. Only the work is fake: commands are simulated (``true``,
+``false``, ``echo ARGS``, ``sleep S``, cancellable and bounded by the
+timeout; anything else succeeds with no output), remote shells are refused,
+services, packages and logs are not simulated. Agents are callbacks on one
+loop (``add_reader`` and ``call_later``), not tasks, so an idle one costs a
+socket and a few small objects.
 """
 
 from __future__ import annotations
@@ -18,23 +20,21 @@ import random
 import shlex
 import signal
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import zmq
 
 from gdos import __version__, protocol
-from gdos.dialing import backoff_delay
+from gdos.agent.session import BACKOFF_BASE, BYE_LINGER_MS, CLOSE, Session, WorkHandler
+from gdos.agent.shells import refuse_shell
+from gdos.dialing import backoff_delay, configure_dealer
 from gdos.errors import ErrorCode
-from gdos.protocol import Message, ProtocolError
-from gdos.tokens import proof
+from gdos.model import HostStatus, NodeState
 
 if TYPE_CHECKING:
     from gdos.devtools.mock_cluster import Cluster
 
-SILENCE_FACTOR, MIN_SILENCE = 3.0, 10.0  # as agent/link.py
-HELLO_TIMEOUT_MAX = 30.0  # as agent/link.py
-BACKOFF_BASE = 0.5
 TERM = -int(signal.SIGTERM)  # exit code of a killed 'sleep'
 GIB = 1024**3
 
@@ -169,7 +169,7 @@ class SimRun:
             timer.cancel()
         self.timers.clear()
         self.status, self.exit_code, self.reason = status, exit_code, reason
-        if status in ("timed_out", "canceled"):
+        if status in (HostStatus.TIMED_OUT, HostStatus.CANCELED):
             self.chunks.clear()  # the real agent closes the window on a kill
         self.pump()
 
@@ -218,30 +218,26 @@ class SimRun:
 
 
 class SimAgent:
-    """One node: a DEALER socket driven by loop callbacks."""
+    """One node: a DEALER socket driven by loop callbacks, the agent's session core inside."""
 
     __slots__ = (
         "attempt",
         "cluster",
         "cores",
+        "counted",
         "draining",
         "fd",
-        "hb_interval",
         "hello_wait",
         "index",
         "last_rx",
-        "metrics_interval",
         "name",
-        "online",
         "pid",
         "public",
         "runs",
         "secret",
+        "session",
         "socket",
-        "started",
-        "state",
         "timers",
-        "unacked",
         "welcomed_once",
     )
 
@@ -252,67 +248,57 @@ class SimAgent:
         self.cores = (2, 4, 8, 16)[index % 4]
         self.socket: zmq.Socket[bytes] | None = None
         self.fd = -1
-        self.online = self.welcomed_once = self.draining = False
-        self.state = "normal"
-        self.hb_interval, self.metrics_interval = 15.0, 5.0
+        self.counted = self.welcomed_once = self.draining = False  # counted: in cluster.online
         self.last_rx = 0.0
         self.attempt = 0
-        self.started = time.time()
         self.pid = 1000 + index % 30000
         self.runs: dict[int, SimRun] = {}
-        self.unacked: dict[int, Body] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.session = Session(
+            self.name,
+            lambda: fake_facts(self.name, self.index),
+            self.send,
+            self,
+            token=cluster.token,
+            public_key=public or None,
+            note=cluster.note,
+        )
 
-    # -- session ------------------------------------------------------------
+    # -- connection -----------------------------------------------------------
     def connect(self) -> None:
         """Open a socket, say hello, wait for the welcome."""
         c = self.cluster
         s: zmq.Socket[bytes] = c.ctx.socket(zmq.DEALER)
-        s.linger = 0
-        s.routing_id = protocol.routing_id(self.name)
-        s.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES + 4096)
-        s.setsockopt(zmq.SNDHWM, 1000)
-        s.setsockopt(zmq.RECONNECT_IVL, 200)
-        s.setsockopt(zmq.HEARTBEAT_IVL, 10_000)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 30_000)
-        if c.config.server_key is not None:
-            s.curve_serverkey = c.config.server_key.encode()
-            s.curve_publickey = self.public
-            s.curve_secretkey = self.secret
+        key = c.config.server_key
+        curve = None if key is None else (key, self.public, self.secret)
+        configure_dealer(s, self.name, sndhwm=1000, curve=curve)
         s.connect(c.config.address)
         self.socket, self.fd = s, int(s.getsockopt(zmq.FD))  # type: ignore[arg-type]
         c.loop.add_reader(self.fd, self.drain)
-        self.online = False
-        self.send("hello", self.hello_body())
+        self.session.hello()
         self.hello_wait = c.config.hello_timeout
         self._timer("hello", self.hello_wait, self._hello_timeout)
 
-    def hello_body(self) -> Body:
-        body: Body = {
-            "name": self.name,
-            "version": __version__,
-            "facts": fake_facts(self.name, self.index),
-        }
-        token = self.cluster.token
-        if token is not None:
-            body["join"] = {"token": token.token_id, "proof": proof(token.secret, self.public)}
-        return body
-
-    def close(self) -> None:
+    def close(self, *, bye: bool = False) -> None:
+        """Drop the connection; ``bye`` (the cluster stops) says goodbye first, as the agent."""
         for timer in self.timers.values():
             timer.cancel()
         self.timers.clear()
+        linger = BYE_LINGER_MS if bye and self.session.online else 0
+        if bye:
+            self.session.bye()
         if self.socket is not None:
             self.cluster.loop.remove_reader(self.fd)
-            self.socket.close(linger=0)
+            self.socket.close(linger=linger)
             self.socket = None
-        if self.online:
-            self.online = False
+        self.session.lost()
+        if self.counted:
+            self.counted = False
             self.cluster.online -= 1
 
     def _end_session(self) -> None:
         """Drop this connection and dial again after a backoff, like the agent."""
-        welcomed = self.online
+        welcomed = self.session.online
         self.close()
         self.attempt = 0 if welcomed else self.attempt + 1
         delay = backoff_delay(self.attempt, BACKOFF_BASE, self.cluster.config.backoff_max)
@@ -320,9 +306,9 @@ class SimAgent:
 
     def _hello_timeout(self) -> None:
         """As the agent: a busy daemon is asked again on the same connection."""
-        self.hello_wait = min(self.hello_wait * 2, HELLO_TIMEOUT_MAX)
+        self.hello_wait = self.session.next_hello_wait(self.hello_wait)
         self.cluster.note("no welcome yet; asking again")
-        self.send("hello", self.hello_body())
+        self.session.hello()
         self._timer("hello", self.hello_wait, self._hello_timeout)
 
     def _timer(self, name: str, delay: float, callback: Callable[[], None]) -> None:
@@ -330,6 +316,20 @@ class SimAgent:
         if old is not None:
             old.cancel()
         self.timers[name] = self.cluster.loop.call_later(delay, callback)
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if self.session.silent_too_long(now, self.last_rx):
+            self.cluster.note("daemon silent; reconnecting")
+            self._end_session()
+            return
+        self.session.heartbeat(now)
+        self._timer("heartbeat", self.session.heartbeat_interval, self._heartbeat)
+
+    def _metrics(self) -> None:
+        uptime = time.time() - self.session.started
+        self.send("metrics", {"sample": fake_sample(uptime, self.cores)})
+        self._timer("metrics", self.session.metrics_interval, self._metrics)
 
     # -- wire ---------------------------------------------------------------
     def send(self, kind: str, body: Body) -> None:
@@ -356,94 +356,35 @@ class SimAgent:
                     return
                 self.last_rx = time.monotonic()
                 self.cluster.frames_in += 1
-                self.receive(data)
+                if self.session.receive(data) == CLOSE:  # revoked, or the key refused
+                    self._end_session()
         finally:
             self.draining = False
 
-    def receive(self, data: bytes) -> None:
-        try:
-            msg = protocol.decode(data)
-        except ProtocolError as exc:
-            self.cluster.note(f"bad frame from the daemon: {exc}")
-            return
-        handler = _HANDLERS.get(msg.kind)
-        if handler is None:
-            self.cluster.note(f"unexpected {msg.kind} from the daemon")
-            return
-        try:
-            handler(self, msg)
-        except Exception as exc:  # one odd frame must not stop this agent
-            self.cluster.note(f"handling {msg.kind} failed: {exc!r}")
-
-    # -- daemon messages ----------------------------------------------------
-    def _apply_config(self, msg: Message) -> None:
-        config = msg.body["config"]
-        self.hb_interval = protocol.pushed_interval(config.get("heartbeat_interval"), 15.0)
-        self.metrics_interval = protocol.pushed_interval(config.get("metrics_interval"), 5.0)
-        self.state = msg.body["state"]
-
-    def on_welcome(self, msg: Message) -> None:
-        self._apply_config(msg)
+    # -- session events (the Work protocol of agent/session.py) ------------------
+    def welcomed(self) -> None:
         hello = self.timers.pop("hello", None)
         if hello is not None:
             hello.cancel()
-        if not self.online:
-            self.online = True
+        if not self.counted:
+            self.counted = True
             self.cluster.online += 1
         if not self.welcomed_once:
             self.welcomed_once = True
             self.cluster.welcomed += 1
         # First sends jittered over one interval so agents do not fire in lockstep.
-        self._timer("heartbeat", random.uniform(0, self.hb_interval), self._heartbeat)
-        self._timer("metrics", random.uniform(0, self.metrics_interval), self._metrics)
+        session = self.session
+        self._timer("heartbeat", random.uniform(0, session.heartbeat_interval), self._heartbeat)
+        self._timer("metrics", random.uniform(0, session.metrics_interval), self._metrics)
         for run in self.runs.values():
             run.reset_credit()
-        for body in self.unacked.values():
-            self.send("exec.result", body)
 
-    def on_config(self, msg: Message) -> None:
-        self._apply_config(msg)
+    def set_node_state(self, state: NodeState) -> None:
+        """Nothing runs here for a disabled node to stop."""
 
-    def on_rehello(self, msg: Message) -> None:
-        self.send("hello", self.hello_body())
-
-    def on_revoked(self, msg: Message) -> None:
-        self.cluster.note(f"revoked: {msg.body['reason']}")
-        self._end_session()
-
-    def on_error(self, msg: Message) -> None:
-        self.cluster.note(f"error[{msg.body['code']}]: {msg.body['message']}")
-        if msg.body["code"] == ErrorCode.KEY_NOT_ACCEPTED:
-            self._end_session()
-
-    def _heartbeat(self) -> None:
-        silence = max(MIN_SILENCE, SILENCE_FACTOR * self.hb_interval)
-        if time.monotonic() - self.last_rx > silence:
-            self.cluster.note("daemon silent; reconnecting")
-            self._end_session()
-            return
-        self.send("heartbeat", {"uptime": time.time() - self.started})
-        self._timer("heartbeat", self.hb_interval, self._heartbeat)
-
-    def _metrics(self) -> None:
-        self.send("metrics", {"sample": fake_sample(time.time() - self.started, self.cores)})
-        self._timer("metrics", self.metrics_interval, self._metrics)
-
-    # -- exec ---------------------------------------------------------------
-    def on_exec_run(self, msg: Message) -> None:
-        body = msg.body
+    def start_exec(self, body: Body) -> None:
+        """A command the session admitted: simulated by its program name."""
         task = body["task"]
-        if task in self.runs:
-            return
-        if task in self.unacked:
-            self.send("exec.result", self.unacked[task])
-            return
-        refusal = self._refusal(bool(body.get("allow_drained")))
-        if refusal:
-            now = time.time()
-            result = {"task": task, "status": "unreachable", "started": now, "ended": now}
-            self.finish(task, {**result, "reason": refusal})
-            return
         argv = [str(a) for a in body["argv"]]
         if body.get("shell"):
             with contextlib.suppress(ValueError):
@@ -454,80 +395,57 @@ class SimAgent:
         self.send("exec.started", {"task": task, "pid": self.pid})
         program, args = (argv[0], argv[1:]) if argv else ("", [])
         if program == "false":
-            run.end("failed", 1, "exited with code 1")
+            run.end(HostStatus.FAILED, 1, "exited with code 1")
         elif program == "echo":
             run.output((" ".join(args) + "\n").encode())
-            run.end("succeeded", 0, None)
+            run.end(HostStatus.SUCCEEDED, 0, None)
         elif program == "sleep":
             self._sleep(run, args, float(body["timeout"]))
         else:  # 'true' and anything else
-            run.end("succeeded", 0, None)
+            run.end(HostStatus.SUCCEEDED, 0, None)
 
     def _sleep(self, run: SimRun, args: list[str], timeout: float) -> None:
         try:
             seconds = float(args[0]) if args else 0.0
         except ValueError:
-            run.end("failed", 1, "exited with code 1")
+            run.end(HostStatus.FAILED, 1, "exited with code 1")
             return
         loop = self.cluster.loop
-        run.timers.append(loop.call_later(max(0.0, seconds), run.end, "succeeded", 0, None))
+        succeed = (HostStatus.SUCCEEDED, 0, None)
+        run.timers.append(loop.call_later(max(0.0, seconds), run.end, *succeed))
         reason = f"timed out after {timeout:g}s; process group killed"
-        run.timers.append(loop.call_later(timeout, run.end, "timed_out", TERM, reason))
-
-    def _refusal(self, allow_drained: bool) -> str | None:
-        if self.state == "disabled":
-            return "node is disabled; the agent refuses work"
-        if self.state == "maintenance" and not allow_drained:
-            return "node is in maintenance; the agent takes no new work"
-        return None
+        run.timers.append(loop.call_later(timeout, run.end, HostStatus.TIMED_OUT, TERM, reason))
 
     def finish(self, task: int, result: Body) -> None:
         self.runs.pop(task, None)
-        self.unacked[task] = result
-        self.send("exec.result", result)
+        self.session.finish(task, result)
 
-    def on_exec_cancel(self, msg: Message) -> None:
-        run = self.runs.get(msg.body["task"])
+    # -- the work's handlers -----------------------------------------------------
+    def on_exec_cancel(self, body: Body) -> None:
+        run = self.runs.get(body["task"])
         if run is not None:
-            run.end("canceled", TERM, "canceled by the operator")
+            run.end(HostStatus.CANCELED, TERM, "canceled by the operator")
 
-    def on_exec_credit(self, msg: Message) -> None:
-        run = self.runs.get(msg.body["task"])
+    def on_exec_credit(self, body: Body) -> None:
+        run = self.runs.get(body["task"])
         if run is not None:
-            run.grant(msg.body["credit"])
+            run.grant(body["credit"])
 
-    def on_exec_result_ack(self, msg: Message) -> None:
-        self.unacked.pop(msg.body["task"], None)
+    def on_pty_open(self, body: Body) -> None:
+        """Remote shells are refused, so 'gdos shell sim-...' ends at once."""
+        if not refuse_shell(self.send, body["session"], self.session.state):
+            reason = "simulated agent (gdos dev mock-cluster): no shell"
+            code = str(ErrorCode.SPAWN_FAILED)
+            self.send("pty.exit", {"session": body["session"], "code": code, "reason": reason})
 
-    # -- remote shell: refused, so 'gdos shell sim-...' ends at once --------------
-    def on_pty_open(self, msg: Message) -> None:
-        disabled = self.state == "disabled"
-        body: Body = {
-            "session": msg.body["session"],
-            "code": str(ErrorCode.NODE_DISABLED if disabled else ErrorCode.SPAWN_FAILED),
-            "reason": "node is disabled; the agent refuses shells"
-            if disabled
-            else "simulated agent (gdos dev mock-cluster): no shell",
-        }
-        self.send("pty.exit", body)
-
-    def ignore(self, msg: Message) -> None:
+    def ignore(self, body: Body) -> None:
         """Frames for a shell session that never opened."""
 
-
-_HANDLERS: dict[str, Callable[[SimAgent, Message], None]] = {
-    "welcome": SimAgent.on_welcome,
-    "heartbeat.ack": SimAgent.on_config,
-    "config": SimAgent.on_config,
-    "rehello": SimAgent.on_rehello,
-    "revoked": SimAgent.on_revoked,
-    "error": SimAgent.on_error,
-    "exec.run": SimAgent.on_exec_run,
-    "exec.cancel": SimAgent.on_exec_cancel,
-    "exec.credit": SimAgent.on_exec_credit,
-    "exec.result.ack": SimAgent.on_exec_result_ack,
-    "pty.open": SimAgent.on_pty_open,
-    **dict.fromkeys(
-        ("pty.input", "pty.eof", "pty.resize", "pty.credit", "pty.close"), SimAgent.ignore
-    ),
-}
+    # The simulator's part of the agent's dispatch table (agent/session.py adds the
+    # session's own kinds). Services, packages and logs are not simulated.
+    HANDLERS: ClassVar[Mapping[str, WorkHandler]] = {
+        "exec.cancel": on_exec_cancel,
+        "exec.credit": on_exec_credit,
+        "pty.open": on_pty_open,
+        **dict.fromkeys(("pty.input", "pty.eof", "pty.resize", "pty.credit", "pty.close"), ignore),
+    }

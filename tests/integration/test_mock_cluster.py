@@ -89,6 +89,7 @@ def test_sim_agent_protocol() -> None:
         ctx = zmq.asyncio.Context()
         daemon = FakeDaemon(ctx, port)
         cluster = Cluster(config)
+        closed = False
         try:
             await cluster.start()
             hello = await daemon.expect("hello")
@@ -127,8 +128,15 @@ def test_sim_agent_protocol() -> None:
             await daemon.send("exec.cancel", {"task": 3})
             canceled = await daemon.expect("exec.result")
             assert canceled.body["status"] == "canceled"
-        finally:
+
+            # Stopping says goodbye, as the real agent does on SIGTERM.
             cluster.close()
+            closed = True
+            bye = await daemon.expect("bye")
+            assert bye.body["reason"] == "the agent is stopping"
+        finally:
+            if not closed:
+                cluster.close()
             daemon.socket.close()
             ctx.term()
 
