@@ -68,6 +68,19 @@ class TaskStatus(StrEnum):
 FINAL_HOST_STATUSES = frozenset(HostStatus) - {HostStatus.RUNNING}
 
 
+class ShellStatus(StrEnum):
+    """A remote shell session, as ``gdos shell --list``-style views and the store see it."""
+
+    OPENING = "opening"  # asked of the agent; no answer yet
+    RUNNING = "running"
+    EXITED = "exited"  # the program ended (its exit code is kept)
+    REFUSED = "refused"  # the agent would not open it
+    CLOSED = "closed"  # the operator or the client ended it
+    FAILED = "failed"  # the node was not connected, never started it, or the client broke credit
+    TIMED_OUT = "timed_out"  # idle past its --idle-timeout
+    LOST = "lost"  # the node or the daemon went away mid-session
+
+
 class Action(StrEnum):
     """The kinds of work a node state may refuse."""
 

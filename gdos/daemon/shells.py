@@ -37,7 +37,7 @@ from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
 from gdos.flow import CreditRelay
-from gdos.model import Action, refusal
+from gdos.model import Action, ShellStatus, refusal
 from gdos.protocol import Message
 
 log = logging.getLogger("gdosd.shells")
@@ -57,7 +57,7 @@ class ShellSession:
     request: dict[str, Any]
     relay: CreditRelay  # output chunks from the agent, until written to the client
     started: float = field(default_factory=time.time)
-    status: str = "opening"
+    status: str = ShellStatus.OPENING
     recorder: SessionJournal | None = None
     outbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     input_inflight: int = 0  # input chunks sent on that the agent has not granted back
@@ -133,7 +133,7 @@ class Shells:
         pty_open |= {"session": session_id, "credit": protocol.SHELL_OUTPUT_CREDIT}
         if not self.mesh.send(node, "pty.open", pty_open):
             conn.streams.pop(msg.id, None)
-            self._finish(session, "failed", reason="node is not connected")
+            self._finish(session, ShellStatus.FAILED, reason="node is not connected")
             raise GdosError(ErrorCode.NODE_OFFLINE, f"node {node.name} is not connected.")
         conn.spawn(self._pump(session))
         log.info("shell session %d: %s on %s", session_id, user, node.name)
@@ -163,7 +163,7 @@ class Shells:
         over = session.input_inflight >= protocol.SHELL_INPUT_CREDIT
         if over or len(data) > protocol.CHUNK_BYTES:
             log.warning("shell session %d: client sent input past its credit", session.id)
-            self._close(session, "failed", "the client sent input past its credit")
+            self._close(session, ShellStatus.FAILED, "the client sent input past its credit")
             session.outbox.put_nowait(
                 _error(ErrorCode.FLOW_VIOLATION, "input past its credit; session closed.")
             )
@@ -201,7 +201,7 @@ class Shells:
     def close(self, conn: ControlConnection, body: dict[str, Any]) -> None:
         session = self._owned(conn, body)
         if session is not None:
-            self._close(session, "closed", "closed by the operator")
+            self._close(session, ShellStatus.CLOSED, "closed by the operator")
             session.outbox.put_nowait(
                 {"type": "exit", "exit_code": None, "reason": "closed by the operator"}
             )
@@ -220,7 +220,7 @@ class Shells:
                     session.relay.passed()
         finally:
             if not session.ended:
-                self._close(session, "closed", "the client left the session")
+                self._close(session, ShellStatus.CLOSED, "the client left the session")
 
     # -- agent messages ---------------------------------------------------------------
     def _session(self, node: LiveNode, msg: Message) -> ShellSession | None:
@@ -252,8 +252,8 @@ class Shells:
                 recorder.input(data)
             session.recorder = recorder
         session.early_input.clear()
-        session.status = "running"
-        self.store.update_shell_session(session.id, {"status": "running"})
+        session.status = ShellStatus.RUNNING
+        self.store.update_shell_session(session.id, {"status": ShellStatus.RUNNING})
         session.outbox.put_nowait({"type": "opened", "pid": msg.body["pid"], "shell": shell})
 
     def _on_output(self, node: LiveNode, msg: Message) -> None:
@@ -280,11 +280,11 @@ class Shells:
         reason = body.get("reason")
         if body.get("code"):
             message = f"{reason or 'refused'} (node {node.name})."
-            self._finish(session, "refused", reason=reason)
+            self._finish(session, ShellStatus.REFUSED, reason=reason)
             session.outbox.put_nowait(_error(body["code"], message))
             return
         code = body.get("exit_code")
-        self._finish(session, "exited", exit_code=code, reason=reason)
+        self._finish(session, ShellStatus.EXITED, exit_code=code, reason=reason)
         session.outbox.put_nowait({"type": "exit", "exit_code": code, "reason": reason})
 
     def _on_input_credit(self, node: LiveNode, msg: Message) -> None:
@@ -312,7 +312,7 @@ class Shells:
         return [s for s in self.live.values() if s.node == name]
 
     def _lost(self, session: ShellSession, why: str) -> None:
-        self._finish(session, "lost", reason=why)
+        self._finish(session, ShellStatus.LOST, reason=why)
         session.outbox.put_nowait(
             _error(ErrorCode.SESSION_LOST, f"{why}; the shell session is over.")
         )
@@ -323,13 +323,16 @@ class Shells:
         now = now or time.monotonic()
         for session in list(self.live.values()):
             idle = session.request.get("idle_timeout")
-            if session.status == "opening" and time.time() - session.started > OPEN_TIMEOUT:
+            if (
+                session.status == ShellStatus.OPENING
+                and time.time() - session.started > OPEN_TIMEOUT
+            ):
                 why = f"node {session.node} did not start the shell within {OPEN_TIMEOUT:g}s"
-                self._close(session, "failed", why)
+                self._close(session, ShellStatus.FAILED, why)
                 session.outbox.put_nowait(_error(ErrorCode.NODE_OFFLINE, why + "."))
             elif idle and now - session.last_activity > idle:
                 why = f"no input or output for {idle:g}s"
-                self._close(session, "timed_out", why)
+                self._close(session, ShellStatus.TIMED_OUT, why)
                 session.outbox.put_nowait(
                     _error(ErrorCode.IDLE_TIMEOUT, f"{why}; the shell session was closed.")
                 )
@@ -372,7 +375,7 @@ class Shells:
     def close_all(self) -> None:
         """At shutdown: end every session; unconverted journals wait for the next start."""
         for session in list(self.live.values()):
-            self._close(session, "lost", "the daemon stopped")
+            self._close(session, ShellStatus.LOST, "the daemon stopped")
         self.recordings.close()
 
 
