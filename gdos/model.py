@@ -69,7 +69,7 @@ FINAL_HOST_STATUSES = frozenset(HostStatus) - {HostStatus.RUNNING}
 
 
 class ShellStatus(StrEnum):
-    """A remote shell session, as ``gdos shell --list``-style views and the store see it."""
+    """A remote shell session, as the daemon records it in the store."""
 
     OPENING = "opening"  # asked of the agent; no answer yet
     RUNNING = "running"
