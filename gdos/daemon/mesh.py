@@ -49,12 +49,6 @@ SNDHWM = 2_000
 RCVHWM = 1_000
 HANDSHAKE_IVL_MS = 10_000
 YIELD_AFTER = 0.005  # seconds of back-to-back frames before other tasks get a turn
-AGENT_KINDS = frozenset(
-    {"hello", "heartbeat", "bye", "metrics", "exec.started", "exec.output", "exec.result", "error"}
-    | {"pty.opened", "pty.output", "pty.exit", "pty.credit"}
-    | {"svc.done", "svc.state", "svc.report", "pkg.fetch", "pkg.credit", "pkg.cancel"}
-    | {"log.data", "log.end"}
-)
 
 
 class Mesh:
@@ -169,7 +163,7 @@ class Mesh:
             self._refuse(rid, exc)
             self._refused_body(rid, user_id, exc)
             return
-        if msg.kind not in AGENT_KINDS:
+        if msg.kind not in protocol.AGENT_SENDS:
             self._refuse(
                 rid,
                 ProtocolError(ErrorCode.UNKNOWN_KIND, f"{msg.kind!r} is not sent by agents."),
