@@ -33,8 +33,9 @@ from gdos import wire_control, wire_mesh  # noqa: F401  (they declare the kinds)
 from gdos.errors import ErrorCode, GdosError
 from gdos.schema import PLAIN, SchemaError, Spec, check_fields, legacy
 from gdos.wire import CHUNK_BYTES as CHUNK_BYTES
-from gdos.wire import DECLARED, Declared, Link, Way
+from gdos.wire import DECLARED as DECLARED
 from gdos.wire import OUTPUT_CAP_BYTES as OUTPUT_CAP_BYTES
+from gdos.wire import Declared, Link, Way
 
 VERSION = 1
 MAX_FRAME_BYTES = 4 * 1024 * 1024

@@ -18,9 +18,19 @@ listed by hand.
 
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, NotRequired, TypedDict, TypeVar, Union, get_args, get_origin
+from typing import (
+    Annotated,
+    Any,
+    ForwardRef,
+    NamedTuple,
+    NotRequired,
+    TypedDict,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+)
 
 from gdos import node_data as nd
 from gdos.schema import Int, Opt, Record, Spec, Str
@@ -49,9 +59,9 @@ class Way(StrEnum):
 Declared = Spec | tuple[type, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Kind:
-    """One declared message kind."""
+class Kind(NamedTuple):
+    """One declared message kind (a NamedTuple: cheaper to define than a dataclass,
+    and this module is imported by every gdos command)."""
 
     name: str
     link: Link
@@ -100,7 +110,7 @@ def fields_of(body: type) -> tuple[dict[str, Declared], dict[str, Declared]]:
     # Read as evaluated at class creation (get_type_hints costs ~10 ms per start):
     # the modules that declare kinds do not use ``from __future__ import annotations``.
     for name, hint in body.__annotations__.items():
-        if isinstance(hint, str):
+        if isinstance(hint, str | ForwardRef):
             raise TypeError(f"{body.__name__}.{name}: declare kinds with evaluated annotations")
         target = required
         if get_origin(hint) is NotRequired:

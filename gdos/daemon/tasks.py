@@ -138,7 +138,7 @@ class ExecTasks:
         self._unsaved_bytes = 0  # output bytes in _pending
         self.storage_problem: GdosError | None = None  # the last refused write, until one works
         self._flush_handle: asyncio.TimerHandle | None = None
-        mesh.handlers.update(
+        mesh.handlers.register(
             {
                 "exec.started": self._on_started,
                 "exec.output": self._on_output,
