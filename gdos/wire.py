@@ -93,14 +93,12 @@ def kind(name: str, link: Link, way: Way) -> Callable[[T], T]:
 
 
 class Empty(TypedDict):
-    """The body of a kind that carries no field."""
+    """The body of a kind that declares no field."""
 
 
 def empty(name: str, link: Link, way: Way) -> None:
-    """Declare a kind whose body is always empty."""
-    if name in DECLARED:
-        raise ValueError(f"message kind {name!r} is declared twice")
-    DECLARED[name] = Kind(name, link, way, Empty, {}, {})
+    """Declare a kind whose body declares no field."""
+    kind(name, link, way)(Empty)
 
 
 def fields_of(body: type) -> tuple[dict[str, Declared], dict[str, Declared]]:

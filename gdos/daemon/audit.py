@@ -21,6 +21,7 @@ from typing import Any
 from gdos.daemon.storage import storage_failure
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
+from gdos.model import NodeState
 
 log = logging.getLogger("gdosd.audit")
 
@@ -69,7 +70,11 @@ def _key_fingerprints(body: Body, reply: Body | None) -> Any:
     return {"fingerprints": [k["fingerprint"] for k in keys]} if reply else None
 
 
-_STATE_ACTIONS = {"maintenance": "node.drain", "disabled": "node.disable", "normal": "node.enable"}
+_STATE_ACTIONS: dict[str, str] = {
+    NodeState.MAINTENANCE: "node.drain",
+    NodeState.DISABLED: "node.disable",
+    NodeState.NORMAL: "node.enable",
+}
 
 
 def _state_action(body: Body) -> str:

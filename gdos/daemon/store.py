@@ -18,6 +18,7 @@ from typing import Any
 import sqlite_utils
 
 from gdos.errors import ErrorCode, GdosError
+from gdos.model import HostStatus, TaskStatus
 
 MIGRATIONS: list[str] = [
     # 1: nodes, keys, tokens, exec tasks
@@ -283,10 +284,11 @@ class Store:
     ) -> int:
         with self.db.conn:
             self.db.conn.execute("BEGIN")
+            row = [kind, json.dumps(argv), json.dumps(options), user, TaskStatus.RUNNING]
             cursor = self.db.conn.execute(
                 "INSERT INTO tasks (kind, argv, options, user, status, created) "
-                "VALUES (?, ?, ?, ?, 'running', ?)",
-                [kind, json.dumps(argv), json.dumps(options), user, time.time()],
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [*row, time.time()],
             )
             task_id = int(cursor.lastrowid or 0)
             self.db.conn.executemany(
@@ -345,16 +347,16 @@ class Store:
         self._table("tasks").update(task_id, {"status": status, "finished": time.time()})
 
     def reopen_task(self, task_id: int) -> None:
-        self._table("tasks").update(task_id, {"status": "running", "finished": None})
+        self._table("tasks").update(task_id, {"status": TaskStatus.RUNNING, "finished": None})
 
     def tasks(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT t.*, "
             "(SELECT COUNT(*) FROM task_hosts h WHERE h.task_id = t.id) AS hosts, "
             "(SELECT COUNT(*) FROM task_hosts h WHERE h.task_id = t.id "
-            "  AND h.status = 'succeeded') AS succeeded "
+            "  AND h.status = ?) AS succeeded "
             "FROM tasks t ORDER BY t.id DESC LIMIT ?",
-            [limit],
+            [HostStatus.SUCCEEDED, limit],
         )
         columns = [c[0] for c in rows.description]
         return [_task_row(dict(zip(columns, r, strict=True))) for r in rows.fetchall()]
@@ -377,7 +379,8 @@ class Store:
         return [_host_row(r) for r in rows]
 
     def running_task_ids(self) -> list[int]:
-        return [r["id"] for r in self.db["tasks"].rows_where("status = 'running'")]
+        rows = self.db["tasks"].rows_where("status = ?", [TaskStatus.RUNNING])
+        return [r["id"] for r in rows]
 
     # -- shell sessions ---------------------------------------------------
     def create_shell_session(self, row: dict[str, Any]) -> int:

@@ -82,6 +82,9 @@ def test_the_daemon_registers_every_kind_it_receives(tmp_path: Path) -> None:
     try:
         assert daemon.handlers.missing() == set()
         assert set(ACTIONS) <= set(daemon.handlers.control)
+        for kind in ACTIONS:  # wrapped by the audit policy, not the concern's own method
+            assert not hasattr(daemon.handlers.control[kind], "__self__"), kind
+        assert hasattr(daemon.handlers.control["node.list"], "__self__")  # not audited
     finally:
         daemon._release()
 
