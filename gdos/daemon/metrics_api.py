@@ -8,18 +8,21 @@ running instance, each carrying every metric of its scope by name.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gdos import protocol
 from gdos.daemon.control import ControlConnection
-from gdos.daemon.handlers import Handlers
-from gdos.daemon.metrics import INSTANCE_PATTERN, MetricRings, find_metric, scope_metrics
-from gdos.daemon.registry import NodeRegistry
+from gdos.daemon.metrics import INSTANCE_PATTERN, find_metric, scope_metrics
 from gdos.daemon.watch import NodeDiff, watch, watch_interval
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import check_name
 from gdos.protocol import Message
-from gdos.wire_control import MetricsHistory, MetricsWatch
+
+if TYPE_CHECKING:  # annotations only
+    from gdos.daemon.handlers import Handlers
+    from gdos.daemon.metrics import MetricRings
+    from gdos.daemon.registry import NodeRegistry
+    from gdos.wire_control import MetricsHistory, MetricsWatch
 
 MAX_WINDOW = 7 * 86400.0
 
