@@ -1,6 +1,6 @@
 """Schemas of the structured values an agent sends: facts, metrics, instance states.
 
-``gdos.protocol.KINDS`` uses these for the agent -> daemon kinds, so a value
+The agent -> daemon kinds (gdos/wire_mesh.py) declare their fields with these, so a value
 of the wrong type, out of range or oversized is refused at the mesh edge
 before it is stored or shown (agent/facts.py, agent/metrics.py and
 agent/supervisor.py produce them; gdos/devtools/sim_agent.py fakes them).

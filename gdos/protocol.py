@@ -11,40 +11,34 @@ fields do not match the kind's schema raises ``ProtocolError`` with a stable
 code. Receivers answer with an ``error`` frame and keep serving. Bulk bytes
 (output chunks, file chunks, pty data) are msgpack ``bin``, never base64.
 
-Streams (exec output and pty sessions now; logs and metrics later) carry a stream id and a
-sequence number, and the receiver grants credit in ``*.credit`` frames: a
+Each kind is declared once, as a typed body grouped by link and direction
+(gdos/wire.py, gdos/wire_mesh.py, gdos/wire_control.py); this module derives
+the checks and the sets of kinds each side accepts from those declarations.
+
+Streams (exec output, pty sessions, logs, control streams) carry a stream id
+and a sequence number, and the receiver grants credit in ``*.credit`` frames: a
 sender never has more than its credit in flight, so a slow reader slows the
 writer instead of growing a queue.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgpack
 
-from gdos import node_data as nd
+from gdos import wire_control, wire_mesh  # noqa: F401  (they declare the kinds)
 from gdos.errors import ErrorCode, GdosError
-from gdos.schema import (
-    PLAIN,
-    Bin,
-    Bool,
-    Int,
-    ListOf,
-    Opt,
-    Record,
-    SchemaError,
-    Spec,
-    Str,
-    check_fields,
-    legacy,
-)
+from gdos.schema import PLAIN, SchemaError, Spec, check_fields, legacy
+from gdos.wire import CHUNK_BYTES as CHUNK_BYTES
+from gdos.wire import DECLARED as DECLARED
+from gdos.wire import OUTPUT_CAP_BYTES as OUTPUT_CAP_BYTES
+from gdos.wire import Declared, Link, Way
 
 VERSION = 1
 MAX_FRAME_BYTES = 4 * 1024 * 1024
-CHUNK_BYTES = 64 * 1024
-OUTPUT_CAP_BYTES = 1024 * 1024
 INITIAL_CREDIT = 16
 CONTROL_STREAM_CREDIT = 512
 # Remote shell windows, in chunks of at most CHUNK_BYTES: output the agent may
@@ -69,289 +63,22 @@ REPORT_MAX_ENTRIES = 500  # instances in one svc.report, and instances per node
 REPLY_PART_BYTES = 1024 * 1024
 MAX_REPLY_BYTES = 256 * 1024 * 1024
 
-Schema = dict[str, tuple[type, ...] | Spec]
-
-NUM = (int, float)
-STR = (str,)
-INT = (int,)
-BOOL = (bool,)
-BIN = (bytes,)
-MAP = (dict,)
-LIST = (list,)
-OPT_STR = (str, type(None))
-OPT_NUM = (int, float, type(None))
-OPT_INT = (int, type(None))
-
-# What a node may send, bounded (gdos/node_data.py has the nested records).
-SEQ = Int(0, 2**63 - 1)
-ID = Int(0, 2**63 - 1)
-CREDIT = Int(0, 2**31 - 1)
-OUT_STREAM = Str(16, frozenset({"stdout", "stderr"}))
-EXEC_RESULT = Record(
-    required={"task": ID, "status": nd.EXEC_STATUS, "started": nd.TIME, "ended": nd.TIME},
-    optional={
-        # A signal death is negative; anything beyond 32 bits is not an exit status.
-        "exit_code": Opt(Int(-(2**31), 2**31 - 1)),
-        "stdout": Bin(OUTPUT_CAP_BYTES),
-        "stderr": Bin(OUTPUT_CAP_BYTES),
-        "stdout_truncated": Bool(),
-        "stderr_truncated": Bool(),
-        "reason": Opt(nd.ERROR_TEXT),
-    },
-)
-LOG_LINE = Bin(64 * 1024)
-# agent/logreader.py batches count 8 bytes per line within 60 KiB: room for more.
-LOG_BATCH_LINES = 16_384
-
-# kind -> (required fields, optional fields). A field is declared by a Spec
-# (gdos/schema.py: types, ranges, sizes, nested fields) or, for control kinds
-# that only the local operator sends, by a tuple of types (ints still within
-# 64 bits, floats finite). Unknown extra fields are allowed, bounded, so a
-# newer peer may add fields without breaking an older one.
-KINDS: dict[str, tuple[Schema, Schema]] = {
-    # replies, both links
-    "ok": ({}, {}),
-    "error": ({"code": nd.CODE, "message": Str(64 * 1024)}, {}),
-    "reply.part": ({"data": BIN, "more": BOOL}, {}),
-    # mesh: agent -> daemon
-    "hello": (
-        {"name": nd.SHORT, "version": nd.SHORT, "facts": nd.FACTS},
-        {"join": nd.JOIN, "results": ListOf(EXEC_RESULT, 64)},
-    ),
-    "heartbeat": ({}, {"uptime": nd.DURATION}),
-    "bye": ({}, {"reason": Str(1024)}),  # the agent is stopping: offline now, not after silence
-    "metrics": ({"sample": nd.METRICS_SAMPLE}, {}),
-    "exec.started": ({"task": ID, "pid": nd.PID}, {}),
-    "exec.output": (
-        {"task": ID, "stream": OUT_STREAM, "seq": SEQ, "data": Bin(CHUNK_BYTES)},
-        {},
-    ),
-    "exec.result": (dict(EXEC_RESULT.required), dict(EXEC_RESULT.optional)),
-    # mesh: daemon -> agent
-    "welcome": ({"config": MAP, "state": STR}, {}),
-    "heartbeat.ack": ({"config": MAP, "state": STR}, {}),
-    "config": ({"config": MAP, "state": STR}, {}),
-    "rehello": ({}, {}),
-    "revoked": ({"reason": STR}, {}),
-    "exec.run": (
-        {"task": INT, "argv": LIST, "timeout": NUM},
-        {
-            "shell": BOOL,
-            "env": MAP,
-            "cwd": OPT_STR,
-            "user": OPT_STR,
-            "credit": INT,
-            "allow_drained": BOOL,
-        },
-    ),
-    "exec.cancel": ({"task": INT}, {}),
-    "exec.credit": ({"task": INT, "credit": INT}, {}),
-    "exec.result.ack": ({"task": INT}, {}),
-    # remote shell, mesh. Credit flows back to whoever sends the data: agent ->
-    # daemon pty.credit grants input, daemon -> agent pty.credit grants output.
-    "pty.open": (
-        {"session": INT, "rows": INT, "cols": INT, "tty": BOOL},
-        {"argv": LIST, "user": OPT_STR, "cwd": OPT_STR, "term": OPT_STR, "credit": INT},
-    ),
-    "pty.input": ({"session": INT, "seq": INT, "data": BIN}, {}),
-    "pty.eof": ({"session": INT}, {}),
-    "pty.resize": ({"session": INT, "rows": INT, "cols": INT}, {}),
-    "pty.close": ({"session": INT}, {"reason": OPT_STR}),
-    "pty.credit": ({"session": ID, "credit": CREDIT}, {}),
-    "pty.opened": ({"session": ID, "pid": nd.PID}, {"shell": Opt(nd.PATH)}),
-    "pty.output": ({"session": ID, "seq": SEQ, "data": Bin(CHUNK_BYTES)}, {"stream": OUT_STREAM}),
-    "pty.exit": (
-        {"session": ID},
-        {
-            "exit_code": Opt(Int(-(2**31), 2**31 - 1)),
-            "reason": Opt(nd.ERROR_TEXT),
-            "code": Opt(nd.CODE),
-        },
-    ),
-    # services, mesh. The daemon sends an operation (op id) and the agent answers
-    # svc.done once it settled; svc.state reports every instance state change and
-    # svc.report the whole list after each welcome, so the daemon converges.
-    "svc.deploy": ({"op": INT, "spec": MAP}, {}),
-    "svc.action": ({"op": INT, "instance": STR, "action": STR}, {}),
-    "svc.adopt": ({"op": INT, "spec": MAP}, {"replace": BOOL}),
-    "svc.done": (
-        {"op": ID, "ok": Bool()},
-        {"state": nd.INSTANCE_STATE, "code": Opt(nd.CODE), "message": Opt(nd.ERROR_TEXT)},
-    ),
-    "svc.state": ({"state": nd.INSTANCE_STATE}, {"seq": ID}),
-    "svc.report": (
-        {"instances": ListOf(nd.INSTANCE_STATE, nd.MAX_INSTANCES)},
-        {"ops": ListOf(ID, nd.MAX_INSTANCES), "seq": ID},
-    ),
-    # store, then acknowledge (daemon -> agent): an answer is dropped once acked;
-    # svc.state.ack says every state and report up to seq is stored.
-    "svc.done.ack": ({"op": INT}, {}),
-    "svc.state.ack": ({"seq": INT}, {}),
-    # package bytes, mesh: the agent asks from an offset (resuming after a
-    # reconnect) and grants credit; the daemon sends chunks within it.
-    "pkg.fetch": ({"fetch": ID, "sha256": nd.SHORT, "offset": nd.BYTES, "credit": CREDIT}, {}),
-    "pkg.credit": ({"fetch": ID, "credit": CREDIT}, {}),
-    "pkg.cancel": ({"fetch": ID}, {}),
-    "pkg.chunk": ({"fetch": INT, "offset": INT, "data": BIN}, {}),
-    "pkg.error": ({"fetch": INT, "code": STR, "message": STR}, {}),
-    # logs, mesh (agent/logs.py, gdos/daemon/logs.py): the daemon opens a stream
-    # with credit; the agent sends batches of lines within it and ends it once.
-    "log.open": (
-        {"stream": INT, "credit": INT},
-        {
-            "instance": OPT_STR,
-            "file": OPT_STR,
-            "path": OPT_STR,
-            "lines": INT,
-            "grep": OPT_STR,
-            "since": OPT_NUM,
-            "follow": BOOL,
-            "stamps": BOOL,
-        },
-    ),
-    "log.credit": ({"stream": INT, "credit": INT}, {}),
-    "log.close": ({"stream": INT}, {}),
-    "log.data": (
-        {"stream": ID, "seq": SEQ, "lines": ListOf(LOG_LINE, LOG_BATCH_LINES)},
-        {"ts": nd.TIME, "stamps": ListOf(Opt(nd.TIME), LOG_BATCH_LINES)},
-    ),
-    "log.end": ({"stream": ID}, {"code": Opt(nd.CODE), "message": Opt(nd.ERROR_TEXT)}),
-    # control: client -> daemon
-    "ping": ({}, {}),
-    "node.list": ({}, {}),
-    "node.names": ({}, {"prefix": STR}),
-    "node.show": ({"name": STR}, {}),
-    "node.rm": ({"name": STR}, {}),
-    "node.set_state": ({"name": STR, "state": STR}, {"reason": OPT_STR}),
-    "node.watch": ({}, {"interval": NUM}),
-    "key.list": ({}, {}),
-    "key.accept": ({}, {"name": STR, "all": BOOL}),
-    "key.reject": ({"name": STR}, {}),
-    "key.delete": ({"name": STR}, {}),
-    "token.create": ({}, {"ttl": NUM, "uses": OPT_INT, "address": OPT_STR}),
-    "token.list": ({}, {}),
-    "exec.start": (
-        {"argv": LIST},
-        {
-            "targets": LIST,
-            "all": BOOL,
-            "match": OPT_STR,
-            "shell": BOOL,
-            "env": MAP,
-            "cwd": OPT_STR,
-            "user": OPT_STR,
-            "timeout": NUM,
-            "allow_drained": BOOL,
-            "follow": BOOL,
-        },
-    ),
-    "task.list": ({}, {"limit": INT}),
-    "task.show": ({"id": INT}, {}),
-    "task.cancel": ({"id": INT}, {}),
-    "stream.data": ({"stream": INT, "seq": INT, "event": MAP}, {}),
-    "stream.end": ({"stream": INT, "seq": INT}, {"event": MAP}),
-    "stream.credit": ({"stream": INT, "credit": INT}, {}),
-    "stream.cancel": ({"stream": INT}, {}),
-    # remote shell, control: the output comes on the stream shell.open opens;
-    # shell.credit (daemon -> client) grants input credit.
-    "shell.open": (
-        {"node": STR, "rows": INT, "cols": INT, "tty": BOOL},
-        {
-            "argv": LIST,
-            "user": OPT_STR,
-            "cwd": OPT_STR,
-            "term": OPT_STR,
-            "idle_timeout": OPT_NUM,
-        },
-    ),
-    "shell.input": ({"session": INT, "data": BIN}, {}),
-    "shell.eof": ({"session": INT}, {}),
-    "shell.resize": ({"session": INT, "rows": INT, "cols": INT}, {}),
-    "shell.close": ({"session": INT}, {}),
-    "shell.credit": ({"session": INT, "credit": INT}, {}),
-    "shell.sessions": ({}, {"limit": INT}),
-    "shell.cast": ({"session": INT}, {}),
-    # packages, control: an upload is begun, sent in offset-addressed chunks, and
-    # ended with the client's sha256, which the daemon checks before storing.
-    "package.upload": ({"size": INT}, {"filename": STR}),
-    "package.chunk": ({"upload": INT, "offset": INT, "data": BIN}, {}),
-    "package.commit": ({"upload": INT, "sha256": STR}, {}),
-    "package.list": ({}, {"name": STR}),
-    "package.show": ({"name": STR}, {"version": OPT_STR}),
-    "package.rm": ({"name": STR, "version": STR}, {}),
-    # systems, modules, instances, control
-    "system.create": ({"name": STR}, {}),
-    "system.add": (
-        {"system": STR, "module": STR, "package": STR},
-        {
-            "version": OPT_STR,
-            "after": (list, type(None)),
-            "args": (list, type(None)),
-            "env": (dict, type(None)),
-            "probe": (dict, type(None)),
-            "replace": BOOL,
-        },
-    ),
-    "system.show": ({"name": STR}, {}),
-    "system.list": ({}, {}),
-    "system.rm": ({"name": STR}, {"module": OPT_STR}),
-    "svc.run": (
-        {"action": STR, "target": STR},
-        {"nodes": LIST, "match": OPT_STR, "wait": BOOL},
-    ),
-    "svc.status": ({}, {"target": OPT_STR}),
-    "svc.watch": ({}, {"interval": NUM}),
-    # metrics, control (gdos/daemon/metrics_api.py)
-    "metrics.latest": ({}, {}),
-    "metrics.history": ({"node": STR}, {"instance": OPT_STR, "metrics": LIST, "since": NUM}),
-    "metrics.watch": ({}, {"instances": BOOL, "interval": NUM}),
-    "svc.events": ({}, {"target": OPT_STR, "limit": INT, "after": OPT_INT}),
-    # observe, control (gdos/daemon/observe_api.py): audit trail, alerts, backups
-    "audit.list": ({}, {"since": OPT_NUM, "user": OPT_STR, "action": OPT_STR, "limit": INT}),
-    "alert.rule.add": (
-        {"name": STR, "metric": STR, "op": STR, "value": NUM},
-        {
-            "for_seconds": NUM,
-            "node": OPT_STR,
-            "instance": OPT_STR,
-            "severity": OPT_STR,
-            "command": OPT_STR,
-            "webhook": OPT_STR,
-        },
-    ),
-    "alert.rule.list": ({}, {}),
-    "alert.rule.rm": ({"name": STR}, {}),
-    "alert.list": ({}, {"active": BOOL, "limit": INT}),
-    "backup.create": ({}, {"path": OPT_STR}),
-    "backup.list": ({}, {}),
-    "backup.restore": ({"path": STR}, {}),
-    # logs, control: events come on the stream logs.open opens
-    "logs.open": (
-        {"targets": LIST},
-        {
-            "file": OPT_STR,
-            "path": OPT_STR,
-            "lines": INT,
-            "grep": OPT_STR,
-            "since": OPT_NUM,
-            "follow": BOOL,
-            "stamps": BOOL,
-        },
-    ),
-    "svc.adopt.start": (
-        {"node": STR, "name": STR},
-        {
-            "pid": OPT_INT,
-            "pid_file": OPT_STR,
-            "process_name": OPT_STR,
-            "choose": OPT_STR,
-            "start_cmd": OPT_STR,
-            "stop_cmd": OPT_STR,
-            "logs": MAP,
-            "replace": BOOL,
-        },
-    ),
+# Every kind, declared once with its typed body (gdos/wire.py says how):
+# kind -> (required fields, optional fields), each a Spec or a tuple of types.
+KINDS: dict[str, tuple[dict[str, Declared], dict[str, Declared]]] = {
+    k.name: (k.required, k.optional) for k in DECLARED.values()
 }
+
+
+def kinds_of(link: Link, way: Way) -> frozenset[str]:
+    """The kinds that travel on ``link`` in direction ``way``."""
+    return frozenset(k.name for k in DECLARED.values() if k.travels(link, way))
+
+
+AGENT_SENDS = kinds_of(Link.MESH, Way.UP)  # all the mesh accepts from agents
+DAEMON_TO_AGENT = kinds_of(Link.MESH, Way.DOWN)
+CLIENT_SENDS = kinds_of(Link.CONTROL, Way.UP)
+DAEMON_TO_CLIENT = kinds_of(Link.CONTROL, Way.DOWN)
 
 
 def pushed_interval(value: Any, default: float) -> float:
@@ -398,19 +125,24 @@ class ProtocolError(GdosError):
     body: dict[str, Any] | None = None
 
 
+Body = TypeVar("Body")
+
+
 @dataclass(slots=True)
-class Message:
-    """One decoded frame."""
+class Message(Generic[Body]):
+    """One decoded frame. A handler names its kind's body type (``Message[ExecRun]``,
+    the TypedDicts of gdos/wire_mesh.py and gdos/wire_control.py); a bare
+    ``Message`` reads its body as ``Any``."""
 
     kind: str
-    body: dict[str, Any] = field(default_factory=dict)
+    body: Body = field(default_factory=dict)  # type: ignore[assignment]
     id: int | None = None
     re: int | None = None
 
 
 def encode(
     kind: str,
-    body: dict[str, Any] | None = None,
+    body: Mapping[str, Any] | None = None,
     *,
     id: int | None = None,
     re: int | None = None,
@@ -441,7 +173,7 @@ def error_frame(code: ErrorCode | str, message: str, *, re: int | None = None) -
     return encode("error", {"code": str(code), "message": message}, re=re)
 
 
-def decode(data: bytes, limit: int = MAX_FRAME_BYTES) -> Message:
+def decode(data: bytes, limit: int = MAX_FRAME_BYTES) -> Message[Any]:
     """Unpack and validate one frame; raises ProtocolError with a stable code."""
     if len(data) > limit:
         raise ProtocolError(
@@ -484,11 +216,11 @@ def _optional_int(frame: dict[str, Any], key: str, kind: str) -> int | None:
     raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind}: {key!r} must be an integer.")
 
 
-def _fields(fields: Schema) -> dict[str, Spec]:
+def _fields(fields: dict[str, Declared]) -> dict[str, Spec]:
     return {name: f if isinstance(f, Spec) else legacy(f) for name, f in fields.items()}
 
 
-def _derive(required: Schema, optional: Schema) -> KindSpec:
+def _derive(required: dict[str, Declared], optional: dict[str, Declared]) -> KindSpec:
     """A kind declared with any Spec is node-facing: its unknown fields are bounded too."""
     strict = any(isinstance(f, Spec) for f in (*required.values(), *optional.values()))
     return KindSpec(_fields(required), _fields(optional), PLAIN if strict else None)
@@ -507,7 +239,7 @@ class KindSpec:
 SPECS: dict[str, KindSpec] = {kind: _derive(*fields) for kind, fields in KINDS.items()}
 
 
-def _check_body(kind: str, body: dict[str, Any]) -> None:
+def _check_body(kind: str, body: Mapping[str, Any]) -> None:
     spec = SPECS[kind]
     try:
         check_fields(body, spec.required, spec.optional, extra=spec.extra)

@@ -4,8 +4,8 @@ A node is trusted to speak for itself only: every value it sends is checked
 here, at the mesh edge, before anything stores or shows it. One schema object
 per field says its type, its range (integers that SQLite can hold, finite
 floats), its size (string and byte lengths, list and map counts) and, for
-maps, the fields inside. ``gdos.protocol.KINDS`` holds one declaration per
-kind built from these, so the check, the limits and the documentation cannot
+maps, the fields inside. Each message kind's typed body (gdos/wire.py)
+is declared with these, so the check, the limits and the documentation cannot
 drift apart.
 
 ``check`` raises ``SchemaError`` naming the dotted path of the first bad value
@@ -294,7 +294,7 @@ class Record(Spec):
 
 
 def check_fields(
-    body: dict[str, Any],
+    body: Mapping[str, Any],
     required: Mapping[str, Spec],
     optional: Mapping[str, Spec],
     prefix: str = "",

@@ -1,94 +1,94 @@
-"""Control requests: one small handler per request kind.
+"""Control requests of nodes, keys, tokens, exec tasks and shells.
 
+One small class per concern, each given only what it answers from, and each
+registering its handlers with the daemon's table (gdos/daemon/handlers.py).
 Handlers validate their arguments, call the registry, key ring or task
-engine, and return a plain reply body. They hold no state of their own.
+engine, and return a plain reply body; they hold no state of their own.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from gdos import __version__, protocol
+from gdos import protocol
+from gdos.daemon.auth import KeyRing
+from gdos.daemon.config import DaemonConfig
 from gdos.daemon.control import ControlConnection
+from gdos.daemon.handlers import Handlers
+from gdos.daemon.mesh import Mesh
+from gdos.daemon.metrics import MetricRings
+from gdos.daemon.registry import NodeRegistry
+from gdos.daemon.shells import Shells
+from gdos.daemon.store import Store
+from gdos.daemon.tasks import ExecTasks
 from gdos.daemon.watch import watch_interval, watch_nodes
 from gdos.errors import ErrorCode, GdosError
 from gdos.keys import fingerprint
 from gdos.names import check_name, natural_key
 from gdos.protocol import Message
 from gdos.tokens import JoinToken
+from gdos.wire_control import (
+    Interval,
+    KeyAccept,
+    Limited,
+    Named,
+    NodeNames,
+    NodeSetState,
+    ShellSession,
+    TaskId,
+    TokenCreate,
+)
 
-if TYPE_CHECKING:
-    from gdos.daemon.server import Daemon
-
-Handler = Callable[[ControlConnection, Message], Awaitable[dict[str, Any] | None]]
+Body = dict[str, Any]
 MAX_TOKEN_TTL = 366 * 86400
 
 
-class Api:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
-        self.handlers: dict[str, Handler] = {
-            "ping": self.ping,
-            "node.list": self.node_list,
-            "node.names": self.node_names,
-            "node.show": self.node_show,
-            "node.rm": self.node_rm,
-            "node.set_state": self.node_set_state,
-            "node.watch": self.node_watch,
-            "key.list": self.key_list,
-            "key.accept": self.key_accept,
-            "key.reject": self.key_reject,
-            "key.delete": self.key_delete,
-            "token.create": self.token_create,
-            "token.list": self.token_list,
-            "exec.start": self.exec_start,
-            "task.list": self.task_list,
-            "task.show": self.task_show,
-            "task.cancel": self.task_cancel,
-            "shell.open": self.shell_open,
-            "shell.input": self.shell_input,
-            "shell.eof": self.shell_eof,
-            "shell.resize": self.shell_resize,
-            "shell.close": self.shell_close,
-            "shell.sessions": self.shell_sessions,
-            "shell.cast": self.shell_cast,
-        }
+class NodeApi:
+    """ping and the node requests."""
 
-    async def ping(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        d = self.d
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "started": d.started,
-            "mesh": d.mesh_endpoint,
-            "public_key": d.public_key,
-            "insecure": d.config.insecure,
-            "nodes": len(d.registry.nodes),
-            "online": sum(1 for n in d.registry.nodes.values() if n.online),
-            "user": conn.user,
-            "mesh_counters": d.mesh.stats(),
-            # a write the disk refused, until one works again (gdos/daemon/storage.py)
-            "storage_error": str(d.tasks.storage_problem) if d.tasks.storage_problem else None,
-            "unsaved_rows": d.tasks.unsaved,
-        }
+    def __init__(
+        self,
+        handlers: Handlers,
+        config: DaemonConfig,
+        store: Store,
+        registry: NodeRegistry,
+        mesh: Mesh,
+        metrics: MetricRings,
+        about: Callable[[], Body],
+    ) -> None:
+        self.config, self.store, self.registry = config, store, registry
+        self.mesh, self.metrics, self.about = mesh, metrics, about
+        handlers.register(
+            {
+                "ping": self.ping,
+                "node.list": self.node_list,
+                "node.names": self.node_names,
+                "node.show": self.node_show,
+                "node.rm": self.node_rm,
+                "node.set_state": self.node_set_state,
+                "node.watch": self.node_watch,
+            }
+        )
 
-    # -- nodes --------------------------------------------------------------
-    async def node_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return {"nodes": self.d.registry.list()}
+    async def ping(self, conn: ControlConnection, msg: Message[Any]) -> Body:
+        """The daemon's figures (``about``), and who is asking."""
+        return {**self.about(), "user": conn.user}
 
-    async def node_names(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def node_list(self, conn: ControlConnection, msg: Message[Any]) -> Body:
+        return {"nodes": self.registry.list()}
+
+    async def node_names(self, conn: ControlConnection, msg: Message[NodeNames]) -> Body:
         prefix = msg.body.get("prefix", "")
-        names = (n for n in self.d.registry.nodes if n.startswith(prefix))
+        names = (n for n in self.registry.nodes if n.startswith(prefix))
         return {"names": sorted(names, key=natural_key)}
 
-    async def node_show(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def node_show(self, conn: ControlConnection, msg: Message[Named]) -> Body:
         name = msg.body["name"]
-        live = self.d.registry.get(name)
-        row = self.d.store.node(name) or {}
+        live = self.registry.get(name)
+        row = self.store.node(name) or {}
         return {
             "node": {
                 **live.view(),
@@ -101,92 +101,116 @@ class Api:
             }
         }
 
-    async def node_rm(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        node = self.d.registry.get(msg.body["name"])
+    async def node_rm(self, conn: ControlConnection, msg: Message[Named]) -> Body:
+        node = self.registry.get(msg.body["name"])
         if node.online:
-            self.d.mesh.send(node, "revoked", {"reason": "node removed by the operator"})
-        self.d.registry.remove(node.name)
-        self.d.metrics.drop_node(node.name)
+            self.mesh.send(node, "revoked", {"reason": "node removed by the operator"})
+        self.registry.remove(node.name)
+        self.metrics.drop_node(node.name)
         return {"removed": node.name}
 
-    async def node_set_state(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def node_set_state(self, conn: ControlConnection, msg: Message[NodeSetState]) -> Body:
         body = msg.body
-        node = self.d.registry.set_state(body["name"], body["state"], body.get("reason"))
-        self.d.mesh.send(
-            node, "config", {"config": self.d.config.agent_config(), "state": node.state}
-        )
+        node = self.registry.set_state(body["name"], body["state"], body.get("reason"))
+        self.mesh.send(node, "config", {"config": self.config.agent_config(), "state": node.state})
         return {"name": node.name, "state": node.state, "reason": node.state_reason}
 
-    async def node_watch(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def node_watch(self, conn: ControlConnection, msg: Message[Interval]) -> Body:
         """Open a stream of node changes (gdos/daemon/watch.py)."""
         if msg.id is None:
             raise GdosError(ErrorCode.BAD_MESSAGE, "node.watch needs a request id.")
         interval = watch_interval(msg.body.get("interval"))
         stream = conn.open_stream(msg.id, protocol.CONTROL_STREAM_CREDIT)
-        conn.spawn(watch_nodes(self.d.registry, conn, stream, interval))
+        conn.spawn(watch_nodes(self.registry, conn, stream, interval))
         return {"stream": msg.id, "interval": interval}
 
-    # -- keys and tokens ----------------------------------------------------
-    async def key_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        held = self.d.ring.accepted_names
+
+class KeyApi:
+    """Node keys and join tokens."""
+
+    def __init__(
+        self,
+        handlers: Handlers,
+        config: DaemonConfig,
+        store: Store,
+        ring: KeyRing,
+        registry: NodeRegistry,
+        mesh: Mesh,
+        public_key: str | None,
+    ) -> None:
+        self.config, self.store, self.ring = config, store, ring
+        self.registry, self.mesh, self.public_key = registry, mesh, public_key
+        handlers.register(
+            {
+                "key.list": self.key_list,
+                "key.accept": self.key_accept,
+                "key.reject": self.key_reject,
+                "key.delete": self.key_delete,
+                "token.create": self.token_create,
+                "token.list": self.token_list,
+            }
+        )
+
+    async def key_list(self, conn: ControlConnection, msg: Message[Any]) -> Body:
+        held = self.ring.accepted_names
         return {
             "keys": [
                 {**_key_view(r), "name_held": r["status"] == "pending" and r["name"] in held}
-                for r in self.d.ring.known()
+                for r in self.ring.known()
             ]
         }
 
-    async def key_accept(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def key_accept(self, conn: ControlConnection, msg: Message[KeyAccept]) -> Body:
         """One key by name or fingerprint, or every pending key that can be (--all)."""
         name = msg.body.get("name")
         if msg.body.get("all"):
-            accepted, refused = self.d.ring.accept_all()
+            accepted, refused = self.ring.accept_all()
             return {
                 "keys": [_key_view({**r, "status": "accepted"}) for r in accepted],
                 "refused": [{**_key_view(r), "reason": r["reason"]} for r in refused],
             }
         if not name:
             raise GdosError(ErrorCode.INVALID_ARGUMENT, "name a node or pass --all.")
-        row = self.d.ring.accept(name)
+        row = self.ring.accept(name)
         return {"keys": [_key_view({**row, "status": "accepted"})]}
 
-    async def key_reject(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        row = self.d.ring.reject(msg.body["name"])
+    async def key_reject(self, conn: ControlConnection, msg: Message[Named]) -> Body:
+        row = self.ring.reject(msg.body["name"])
         self._revoke(row["key"], "key rejected by the operator")
         return {"keys": [_key_view({**row, "status": "rejected"})]}
 
-    async def key_delete(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        row = self.d.ring.delete(msg.body["name"])
+    async def key_delete(self, conn: ControlConnection, msg: Message[Named]) -> Body:
+        row = self.ring.delete(msg.body["name"])
         self._revoke(row["key"], "key deleted by the operator")
         return {"keys": [_key_view(row)]}
 
     def _revoke(self, key: str, reason: str) -> None:
         """Disconnect the node whose session runs on ``key``, if any (only that one)."""
-        for node in list(self.d.registry.nodes.values()):
+        for node in list(self.registry.nodes.values()):
             if node.key == key and node.routing_id is not None:
-                self.d.mesh.send(node, "revoked", {"reason": reason})
-                self.d.registry.disconnect(node)
+                self.mesh.send(node, "revoked", {"reason": reason})
+                self.registry.disconnect(node)
 
-    async def token_create(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def token_create(self, conn: ControlConnection, msg: Message[TokenCreate]) -> Body:
         ttl = float(msg.body.get("ttl", 3600))
         uses = msg.body.get("uses")
         if not 0 < ttl <= MAX_TOKEN_TTL:
             raise GdosError(ErrorCode.INVALID_ARGUMENT, "--ttl must be between 1s and 366d.")
         if uses is not None and uses < 1:
             raise GdosError(ErrorCode.INVALID_ARGUMENT, "--uses must be at least 1.")
-        if self.d.public_key is None:
+        if self.public_key is None:
             raise GdosError(
                 ErrorCode.INVALID_ARGUMENT,
                 "the daemon runs with --insecure; join tokens need CURVE.",
             )
         token = JoinToken(
-            address=msg.body.get("address") or self.d.config.token_address(),
-            server_key=self.d.public_key,
+            address=msg.body.get("address") or self.config.token_address(),
+            server_key=self.public_key,
             token_id=secrets.token_hex(8),
             secret=secrets.token_bytes(24),
             expires_at=time.time() + ttl,
         )
-        self.d.store.add_token(token.token_id, token.secret, token.expires_at, uses)
+        self.store.add_token(token.token_id, token.secret, token.expires_at, uses)
         return {
             "token": token.encode(),
             "id": token.token_id,
@@ -195,8 +219,8 @@ class Api:
             "address": token.address,
         }
 
-    async def token_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        rows = self.d.store.tokens()
+    async def token_list(self, conn: ControlConnection, msg: Message[Any]) -> Body:
+        rows = self.store.tokens()
         return {
             "tokens": [
                 {k: r[k] for k in ("id", "created", "expires_at", "uses_left", "used")}
@@ -204,26 +228,49 @@ class Api:
             ]
         }
 
-    # -- exec and tasks -------------------------------------------------------
-    async def exec_start(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+
+class TaskApi:
+    """Exec tasks and remote shells."""
+
+    def __init__(self, handlers: Handlers, store: Store, tasks: ExecTasks, shells: Shells) -> None:
+        self.store, self.tasks, self.shells = store, tasks, shells
+        handlers.register(
+            {
+                "exec.start": self.exec_start,
+                "task.list": self.task_list,
+                "task.show": self.task_show,
+                "task.cancel": self.task_cancel,
+                "shell.open": self.shell_open,
+                "shell.input": self.shell_input,
+                "shell.eof": self.shell_eof,
+                "shell.resize": self.shell_resize,
+                "shell.close": self.shell_close,
+                "shell.sessions": self.shell_sessions,
+                "shell.cast": self.shell_cast,
+            }
+        )
+
+    # Bodies passed on whole (exec.start, shell.*) stay Message: their consumers
+    # (gdos/daemon/tasks.py, shells.py) read a plain dict.
+    async def exec_start(self, conn: ControlConnection, msg: Message) -> Body:
         for name in msg.body.get("targets") or []:
             check_name(name)
-        task, hosts = self.d.tasks.start(msg.body, conn.user)
-        reply: dict[str, Any] = {"task": task.id, "hosts": hosts}
+        task, hosts = self.tasks.start(msg.body, conn.user)
+        reply: Body = {"task": task.id, "hosts": hosts}
         if msg.body.get("follow") and msg.id is not None:
-            subscriber = self.d.tasks.subscribe(task)
+            subscriber = self.tasks.subscribe(task)
             stream = conn.open_stream(msg.id, protocol.CONTROL_STREAM_CREDIT)
             conn.spawn(_pump(subscriber, stream))
             reply["stream"] = msg.id
         return reply
 
-    async def task_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def task_list(self, conn: ControlConnection, msg: Message[Limited]) -> Body:
         limit = max(1, min(int(msg.body.get("limit", 50)), 10_000))
-        return {"tasks": self.d.store.tasks(limit)}
+        return {"tasks": self.store.tasks(limit)}
 
-    async def task_show(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        self.d.tasks.flush()
-        task = self.d.store.task(msg.body["id"])
+    async def task_show(self, conn: ControlConnection, msg: Message[TaskId]) -> Body:
+        self.tasks.flush()
+        task = self.store.task(msg.body["id"])
         if task is None:
             raise GdosError(
                 ErrorCode.TASK_UNKNOWN,
@@ -231,36 +278,35 @@ class Api:
             )
         return {"task": task}
 
-    async def task_cancel(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        task = self.d.tasks.cancel(msg.body["id"])
+    async def task_cancel(self, conn: ControlConnection, msg: Message[TaskId]) -> Body:
+        task = self.tasks.cancel(msg.body["id"])
         return {"task": task.id, "open": len(task.open_hosts())}
 
-    # -- remote shell (gdos/daemon/shells.py) ------------------------------------
-    async def shell_open(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return self.d.shells.open(conn, msg, conn.user)
+    async def shell_open(self, conn: ControlConnection, msg: Message) -> Body:
+        return self.shells.open(conn, msg, conn.user)
 
     async def shell_input(self, conn: ControlConnection, msg: Message) -> None:
-        self.d.shells.input(conn, msg.body)
+        self.shells.input(conn, msg.body)
 
     async def shell_eof(self, conn: ControlConnection, msg: Message) -> None:
-        self.d.shells.eof(conn, msg.body)
+        self.shells.eof(conn, msg.body)
 
     async def shell_resize(self, conn: ControlConnection, msg: Message) -> None:
-        self.d.shells.resize(conn, msg.body)
+        self.shells.resize(conn, msg.body)
 
     async def shell_close(self, conn: ControlConnection, msg: Message) -> None:
-        self.d.shells.close(conn, msg.body)
+        self.shells.close(conn, msg.body)
 
-    async def shell_sessions(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def shell_sessions(self, conn: ControlConnection, msg: Message[Limited]) -> Body:
         limit = max(1, min(int(msg.body.get("limit", 50)), 10_000))
-        return {"sessions": self.d.shells.recordings.describe(self.d.store.shell_sessions(limit))}
+        return {"sessions": self.shells.recordings.describe(self.store.shell_sessions(limit))}
 
-    async def shell_cast(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        self.d.shells.recordings.check(msg.body["session"])
+    async def shell_cast(self, conn: ControlConnection, msg: Message[ShellSession]) -> Body:
+        self.shells.recordings.check(msg.body["session"])
         if msg.id is None:
             raise GdosError(ErrorCode.BAD_MESSAGE, "shell.cast needs a request id.")
         stream = conn.open_stream(msg.id, protocol.CONTROL_STREAM_CREDIT)
-        conn.spawn(self.d.shells.recordings.send(msg.body["session"], stream))
+        conn.spawn(self.shells.recordings.send(msg.body["session"], stream))
         return {"session": msg.body["session"], "stream": msg.id}
 
 
@@ -281,7 +327,7 @@ async def _pump(subscriber: Any, stream: Any) -> None:
         subscriber.close()
 
 
-def _key_view(row: dict[str, Any]) -> dict[str, Any]:
+def _key_view(row: Body) -> Body:
     return {
         "name": row["name"],
         "status": row["status"],

@@ -2,9 +2,10 @@
 
 Rows go to the append-only ``audit`` table (migration 4: triggers refuse
 UPDATE and DELETE, and no control request removes a row). Changes made
-through the control socket are recorded in one place: ``AuditTrail.wrap``
-wraps the handler of every request kind listed in ``ACTIONS``, so a handler
-that succeeds appends ``ok`` and one that refuses appends its error code.
+through the control socket are recorded in one place: ``AuditTrail.policy``
+wraps the handler of every request kind listed in ``ACTIONS`` as it is
+registered (gdos/daemon/handlers.py), so a handler that succeeds appends
+``ok`` and one that refuses appends its error code.
 What no control request drives is recorded by explicit calls: enrollment by
 join token (``KeyRing.on_enroll``), the outcome of a service operation when
 it ends, scheduled backups and the restore itself (after the swap).
@@ -12,9 +13,7 @@ it ends, scheduled backups and the restore itself (after the swap).
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from gdos.daemon.storage import storage_failure
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
+from gdos.model import NodeState
 
 log = logging.getLogger("gdosd.audit")
 
@@ -70,7 +70,11 @@ def _key_fingerprints(body: Body, reply: Body | None) -> Any:
     return {"fingerprints": [k["fingerprint"] for k in keys]} if reply else None
 
 
-_STATE_ACTIONS = {"maintenance": "node.drain", "disabled": "node.disable", "normal": "node.enable"}
+_STATE_ACTIONS: dict[str, str] = {
+    NodeState.MAINTENANCE: "node.drain",
+    NodeState.DISABLED: "node.disable",
+    NodeState.NORMAL: "node.enable",
+}
 
 
 def _state_action(body: Body) -> str:
@@ -176,22 +180,17 @@ class AuditTrail:
     ) -> None:
         """Append one row. A failure is logged, never raised: auditing must not
         turn a change that happened into an error for the operator."""
-        text = None if detail is None else json.dumps(detail, default=str)[:4000]
         try:
-            self.store.db.execute(
-                "INSERT INTO audit (time, user, action, target, result, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [time.time(), user or "unknown", action, target, result, text],
-            )
+            self.store.append_audit(user or "unknown", action, target, result, detail)
         except Exception:
             log.exception("could not append audit row %s %s", action, target)
 
-    def wrap(self, handlers: dict[str, Handler]) -> None:
-        """Wrap, in place, the handler of every audited request kind."""
-        for kind, action in ACTIONS.items():
-            handler = handlers.get(kind)
-            if handler is not None and not getattr(handler, "audited", False):
-                handlers[kind] = self._audited(handler, action)
+    def policy(self, kind: str, handler: Handler) -> Handler:
+        """The handler of control request ``kind`` as the trail needs it: wrapped
+        when the kind changes something (``ACTIONS``), else unchanged. Applied as
+        each handler is registered (gdos/daemon/handlers.py)."""
+        action = ACTIONS.get(kind)
+        return handler if action is None else self._audited(handler, action)
 
     def _audited(self, handler: Handler, action: Action) -> Handler:
         async def audited(conn: Any, msg: Any) -> Body | None:
@@ -210,7 +209,6 @@ class AuditTrail:
                 self._record_request(conn, action, body, reply, "ok", None)
             return reply
 
-        audited.audited = True  # type: ignore[attr-defined]
         return audited
 
     def _record_request(
@@ -257,28 +255,5 @@ class AuditTrail:
         action: str | None = None,
         limit: int = 100,
     ) -> list[Body]:
-        """The newest ``limit`` matching rows, oldest first (like a log's tail)."""
-        clauses: list[str] = []
-        args: list[Any] = []
-        if since is not None:
-            clauses.append("time >= ?")
-            args.append(since)
-        if user:
-            clauses.append("user = ?")
-            args.append(user)
-        if action and any(c in action for c in "*?["):
-            clauses.append("action GLOB ?")
-            args.append(action)
-        elif action:  # 'node' also matches node.drain, node.rm, ...
-            clauses.append("(action = ? OR substr(action, 1, ?) = ?)")
-            args += [action, len(action) + 1, action + "."]
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        limit = max(1, min(int(limit), MAX_LIMIT))
-        cursor = self.store.db.execute(
-            f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?", [*args, limit]
-        )
-        columns = [c[0] for c in cursor.description]
-        rows = [dict(zip(columns, r, strict=True)) for r in cursor.fetchall()]
-        for row in rows:
-            row["detail"] = json.loads(row["detail"]) if row["detail"] else None
-        return list(reversed(rows))
+        """The newest ``limit`` matching rows, oldest first."""
+        return self.store.audit_rows(since, user, action, max(1, min(int(limit), MAX_LIMIT)))

@@ -169,26 +169,6 @@ def apply_pending(paths: Paths) -> dict[str, Any] | None:
     return dict(info) if isinstance(info, dict) else {}
 
 
-def carry_audit(db: Any, pre_restore: str | None) -> int:
-    """Append to the restored trail the rows written after the backup was taken.
-
-    The trail must survive a restore: what happened between the backup and
-    the restore is copied (original times) from the pre-restore copy.
-    """
-    if not pre_restore or not Path(pre_restore).is_file():
-        return 0
-    db.execute("ATTACH DATABASE ? AS pre", [pre_restore])
-    try:
-        cursor = db.execute(
-            "INSERT INTO main.audit (time, user, action, target, result, detail)"
-            " SELECT time, user, action, target, result, detail FROM pre.audit"
-            " WHERE time > (SELECT coalesce(max(time), 0) FROM main.audit) ORDER BY id"
-        )
-        return int(cursor.rowcount)
-    finally:
-        db.execute("DETACH DATABASE pre")
-
-
 def reexec() -> None:
     """Replace this process by a fresh daemon with the same command line."""
     for stream in (sys.stdout, sys.stderr):

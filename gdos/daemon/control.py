@@ -2,8 +2,15 @@
 
 An AF_UNIX stream socket in the owner-only runtime folder, mode 0600, with
 length-prefixed protocol frames (``gdos.transport``). Requests are answered
-by the handler table in ``gdos.daemon.api``; a handler may open a stream,
-whose events are written only while the client has granted credit.
+from the daemon's handler table (gdos/daemon/handlers.py); a handler may open
+a stream, whose events are written only while the client has granted credit.
+
+Each request runs as its own task, so a slow one (an adopt waits up to a
+minute) holds up neither the other requests of its connection nor the stream
+credit the client grants meanwhile: credit and cancel frames act as soon as
+they are read. Replies carry the request's id (``re``), so they may come back
+in any order; requests start in the order they arrive. A connection has at
+most ``MAX_IN_FLIGHT`` requests unanswered; one more is refused at once.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gdos import protocol
+from gdos.daemon.handlers import Handlers
 from gdos.daemon.storage import storage_failure
 from gdos.errors import ErrorCode, GdosError
 from gdos.flow import CreditWindow
@@ -27,6 +35,8 @@ from gdos.replies import encode_reply
 from gdos.transport import frame_bytes, read_message
 
 log = logging.getLogger("gdosd.control")
+
+MAX_IN_FLIGHT = 64  # unanswered requests per connection
 
 
 class Stream:
@@ -62,7 +72,8 @@ class ControlConnection:
         self.reader, self.writer = reader, writer
         self.user = _peer_user(writer)
         self.streams: dict[int, Stream] = {}
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()  # stream pumps, ended with the connection
+        self.requests = 0  # in flight
         self.closed = False
 
     async def write(self, kind: str, body: dict[str, Any], re: int | None = None) -> bool:
@@ -74,9 +85,9 @@ class ControlConnection:
             log.warning("cannot send a %s reply: %s", kind, exc)
             frames = [protocol.encode("error", exc.to_body(), re=re)]
         try:
-            for frame in frames:
-                self.writer.write(frame_bytes(frame))
-                await self.writer.drain()
+            # all frames of one reply at once: another task's frames never come between
+            self.writer.write(b"".join(frame_bytes(frame) for frame in frames))
+            await self.writer.drain()
             return True
         except (ConnectionError, RuntimeError):
             self.closed = True
@@ -85,6 +96,8 @@ class ControlConnection:
     def open_stream(self, stream_id: int, credit: int = 0) -> Stream:
         stream = Stream(self, stream_id, credit)
         self.streams[stream_id] = stream
+        if self.closed:  # the client left while its request ran: nothing to send
+            stream.window.close()
         return stream
 
     def spawn(self, coro: Any) -> None:
@@ -102,13 +115,15 @@ class ControlConnection:
 
 
 class ControlServer:
-    """Accepts local clients and dispatches their requests to the API."""
+    """Accepts local clients and answers their requests from the handler table."""
 
-    def __init__(self, path: Path, api: Any, storage_path: Path) -> None:
-        self.path, self.api = path, api
+    def __init__(self, path: Path, handlers: Handlers, storage_path: Path) -> None:
+        self.path, self.handlers = path, handlers
         self.storage_path = storage_path  # named in storage_failed errors from SQLite
         self.server: asyncio.AbstractServer | None = None
         self.connections: set[ControlConnection] = set()
+        # requests still running, whether or not their client is still there
+        self.requests: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         ensure_private_dir(self.path.parent)
@@ -149,20 +164,40 @@ class ControlServer:
                 continue
             if msg is None:
                 return
-            await self._dispatch(conn, msg)
+            await self._receive(conn, msg)
 
-    async def _dispatch(self, conn: ControlConnection, msg: Message) -> None:
+    async def _receive(self, conn: ControlConnection, msg: Message) -> None:
+        """Act on credit and cancel at once; start a request as its own task."""
         if msg.kind == "stream.credit":
             stream = conn.streams.get(msg.body["stream"])
             if stream:
                 stream.window.grant(msg.body["credit"])
-            return
-        if msg.kind == "stream.cancel":
+        elif msg.kind == "stream.cancel":
             stream = conn.streams.pop(msg.body["stream"], None)
             if stream:
                 stream.window.close()
-            return
-        handler = self.api.handlers.get(msg.kind)
+        elif conn.requests >= MAX_IN_FLIGHT:
+            message = (
+                f"{msg.kind}: this connection already has {MAX_IN_FLIGHT} requests in "
+                "flight; wait for their answers before sending more."
+            )
+            await conn.write(
+                "error", {"code": str(ErrorCode.LIMIT_EXCEEDED), "message": message}, re=msg.id
+            )
+        else:
+            conn.requests += 1
+            task = asyncio.create_task(self._request(conn, msg))
+            self.requests.add(task)
+            task.add_done_callback(self.requests.discard)
+
+    async def _request(self, conn: ControlConnection, msg: Message) -> None:
+        try:
+            await self._dispatch(conn, msg)
+        finally:
+            conn.requests -= 1
+
+    async def _dispatch(self, conn: ControlConnection, msg: Message) -> None:
+        handler = self.handlers.control.get(msg.kind)
         if handler is None:
             await conn.write(
                 "error",
@@ -203,6 +238,8 @@ class ControlServer:
             self.server.close()
         for conn in list(self.connections):
             conn.close()
+        for task in list(self.requests):
+            task.cancel()
         if self.path.exists():
             self.path.unlink()
 

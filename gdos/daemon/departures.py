@@ -28,6 +28,7 @@ from gdos import protocol
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.protocol import Message
+from gdos.wire_mesh import Bye
 
 log = logging.getLogger("gdosd.departures")
 
@@ -40,10 +41,10 @@ class Departures:
     def __init__(self, mesh: Mesh, registry: NodeRegistry) -> None:
         self.mesh, self.registry = mesh, registry
         self._probes: set[asyncio.Task[None]] = set()
-        mesh.handlers["bye"] = self.on_bye
+        mesh.handlers.register({"bye": self.on_bye})
         mesh.guard.on_disconnect.append(self.on_disconnect)
 
-    def on_bye(self, node: LiveNode, msg: Message) -> None:
+    def on_bye(self, node: LiveNode, msg: Message[Bye]) -> None:
         reason = msg.body.get("reason") or "the agent stopped"
         log.info("node %s offline (said goodbye: %s)", node.name, reason)
         self.registry.mark_offline(node)

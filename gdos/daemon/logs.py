@@ -83,7 +83,7 @@ class LogRelay:
         self.catalog, self.registry, self.mesh = catalog, registry, mesh
         self.sources: dict[int, Source] = {}
         self._ids = itertools.count(1)
-        mesh.handlers.update({"log.data": self._on_data, "log.end": self._on_end})
+        mesh.handlers.register({"log.data": self._on_data, "log.end": self._on_end})
         mesh.on_hello.append(self._on_hello)
         registry.on_offline.append(self._on_offline)
 

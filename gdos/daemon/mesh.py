@@ -4,8 +4,9 @@ Each frame is ``[routing id, protocol frame]``. Frames are checked in order:
 size (ZMQ_MAXMSGSIZE drops oversized ones before they reach us), the
 sender's quota and authenticated key (an unaccepted key may send only a
 small hello; anything else is dropped undecoded), decode, then the kind's
-handler. A bad frame gets an ``error`` reply with a stable code and is logged
-once per peer, code and interval; nothing a peer sends can stop the loop.
+handler (gdos/daemon/handlers.py). A bad frame gets an ``error`` reply with a
+stable code and is logged once per peer, code and interval; nothing a peer
+sends can stop the loop.
 Connection caps, quotas and log throttling live in gdos/daemon/guard.py.
 """
 
@@ -30,16 +31,17 @@ from gdos.daemon.guard import (
     Throttle,
     accepted_quota,
 )
+from gdos.daemon.handlers import Handlers
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.daemon.storage import storage_failure
 from gdos.errors import ErrorCode, GdosError
 from gdos.keys import KeyPair, fingerprint
 from gdos.names import NAME_PATTERN
 from gdos.protocol import Message, ProtocolError
+from gdos.wire_mesh import Hello
 
 log = logging.getLogger("gdosd.mesh")
 
-Handler = Callable[[LiveNode, Message], None]
 HelloHook = Callable[[LiveNode, Message], None]
 RefusedHandler = Callable[[LiveNode, dict[str, Any], ProtocolError], None]
 
@@ -49,12 +51,6 @@ SNDHWM = 2_000
 RCVHWM = 1_000
 HANDSHAKE_IVL_MS = 10_000
 YIELD_AFTER = 0.005  # seconds of back-to-back frames before other tasks get a turn
-AGENT_KINDS = frozenset(
-    {"hello", "heartbeat", "bye", "metrics", "exec.started", "exec.output", "exec.result", "error"}
-    | {"pty.opened", "pty.output", "pty.exit", "pty.credit"}
-    | {"svc.done", "svc.state", "svc.report", "pkg.fetch", "pkg.credit", "pkg.cancel"}
-    | {"log.data", "log.end"}
-)
 
 
 class Mesh:
@@ -67,9 +63,10 @@ class Mesh:
         keypair: KeyPair | None,
         ring: KeyRing,
         registry: NodeRegistry,
+        handlers: Handlers,
     ) -> None:
         self.config, self.ring, self.registry = config, ring, registry
-        self.handlers: dict[str, Handler] = {}
+        self.handlers = handlers  # the daemon's one table; mesh kinds answered from it
         # kind -> what to do when a session's frame of that kind fails its schema
         self.on_refused: dict[str, RefusedHandler] = {}
         self.on_hello: list[HelloHook] = []
@@ -169,7 +166,7 @@ class Mesh:
             self._refuse(rid, exc)
             self._refused_body(rid, user_id, exc)
             return
-        if msg.kind not in AGENT_KINDS:
+        if msg.kind not in protocol.AGENT_SENDS:
             self._refuse(
                 rid,
                 ProtocolError(ErrorCode.UNKNOWN_KIND, f"{msg.kind!r} is not sent by agents."),
@@ -238,14 +235,16 @@ class Mesh:
                 self._drop(rid, "frame from a key that is no longer accepted")
             return
         self.registry.touch(node)
-        handler = self.handlers.get(msg.kind)
+        handler = self.handlers.mesh.get(msg.kind)
         if handler is not None:
             try:
                 handler(node, msg)
             except ProtocolError as exc:  # a handler's own limit or check
                 self._refuse(rid, exc, msg.id)
 
-    def _hello(self, rid: bytes, user_id: str | None, msg: Message, payload: zmq.Frame) -> None:
+    def _hello(
+        self, rid: bytes, user_id: str | None, msg: Message[Hello], payload: zmq.Frame
+    ) -> None:
         name = msg.body["name"]
         if not NAME_PATTERN.match(name) or protocol.routing_name(rid) != name:
             self._refuse(
@@ -274,7 +273,7 @@ class Mesh:
         for hook in self.on_hello:
             hook(node, msg)
 
-    def _provisional(self, rid: bytes, key: str, msg: Message, payload: zmq.Frame) -> None:
+    def _provisional(self, rid: bytes, key: str, msg: Message[Hello], payload: zmq.Frame) -> None:
         if msg.kind != "hello":
             self._drop(rid, "frame from a key that is not accepted")
             return

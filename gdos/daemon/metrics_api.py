@@ -18,36 +18,41 @@ from gdos.metric_catalog import INSTANCE_PATTERN, find_metric, scope_metrics
 from gdos.names import check_name
 from gdos.protocol import Message
 
-if TYPE_CHECKING:
-    from gdos.daemon.server import Daemon
+if TYPE_CHECKING:  # annotations only
+    from gdos.daemon.handlers import Handlers
+    from gdos.daemon.metrics import MetricRings
+    from gdos.daemon.registry import NodeRegistry
+    from gdos.wire_control import MetricsHistory, MetricsWatch
 
 MAX_WINDOW = 7 * 86400.0
 
+Body = dict[str, Any]
+
 
 class MetricsApi:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(self, handlers: Handlers, metrics: MetricRings, registry: NodeRegistry) -> None:
+        self.metrics, self.registry = metrics, registry
+        handlers.register(
+            {
+                "metrics.latest": self.latest,
+                "metrics.history": self.history,
+                "metrics.watch": self.watch,
+            }
+        )
 
-    def handlers(self) -> dict[str, Any]:
-        return {
-            "metrics.latest": self.latest,
-            "metrics.history": self.history,
-            "metrics.watch": self.watch,
-        }
+    async def latest(self, conn: ControlConnection, msg: Message) -> Body:
+        return {"entries": self.metrics.latest()}
 
-    async def latest(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return {"entries": self.d.metrics.latest()}
-
-    async def history(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def history(self, conn: ControlConnection, msg: Message[MetricsHistory]) -> Body:
         node = check_name(msg.body["node"])
-        self.d.registry.get(node)  # NODE_UNKNOWN with a hint
+        self.registry.get(node)  # NODE_UNKNOWN with a hint
         instance = _instance(msg.body.get("instance"))
         since = float(msg.body.get("since", 900.0))
         if not 0 < since <= MAX_WINDOW:
             raise GdosError(ErrorCode.INVALID_ARGUMENT, "--since must be between 1s and 7d.")
         names = [str(n) for n in msg.body.get("metrics") or []]
         metrics = [find_metric(n, instance) for n in names] or list(scope_metrics(instance))
-        if instance is not None and not self.d.metrics.has(node, instance):
+        if instance is not None and not self.metrics.has(node, instance):
             raise GdosError(
                 ErrorCode.INSTANCE_UNKNOWN,
                 f"no metrics for {instance}@{node}: it has not run there since the daemon "
@@ -57,13 +62,13 @@ class MetricsApi:
         series = [
             {
                 **m.describe(),
-                "points": [list(p) for p in self.d.metrics.history(node, instance, m.name, start)],
+                "points": [list(p) for p in self.metrics.history(node, instance, m.name, start)],
             }
             for m in metrics
         ]
         return {"node": node, "instance": instance, "since": start, "series": series}
 
-    async def watch(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def watch(self, conn: ControlConnection, msg: Message[MetricsWatch]) -> Body:
         """A stream of rows for ``gdos top``: nodes, or instances with ``instances``."""
         if msg.id is None:
             raise GdosError(ErrorCode.BAD_MESSAGE, "metrics.watch needs a request id.")
@@ -75,9 +80,9 @@ class MetricsApi:
 
     def node_rows(self) -> list[dict[str, Any]]:
         """Every known node, with its latest values when it has sent any."""
-        latest = {e["node"]: e for e in self.d.metrics.latest() if e["instance"] is None}
+        latest = {e["node"]: e for e in self.metrics.latest() if e["instance"] is None}
         rows = []
-        for name, node in self.d.registry.nodes.items():
+        for name, node in self.registry.nodes.items():
             entry = latest.get(name) or {"values": {}, "ts": None}
             rows.append(
                 {
@@ -101,7 +106,7 @@ class MetricsApi:
                 "ts": e["ts"],
                 **e["values"],
             }
-            for e in self.d.metrics.latest()
+            for e in self.metrics.latest()
             if e["instance"] is not None
         ]
 

@@ -10,79 +10,100 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from gdos.daemon import backups
-from gdos.daemon.alerts import Alerts, snapshot
+from gdos.daemon.alerts import Alerts, Snapshot
+from gdos.daemon.audit import AuditTrail
 from gdos.daemon.audit_digest import FailureDigest
+from gdos.daemon.auth import KeyRing
 from gdos.daemon.backups import Backups
+from gdos.daemon.config import DaemonConfig
 from gdos.daemon.control import ControlConnection
+from gdos.daemon.handlers import Handlers
 from gdos.daemon.hooks import HookRunner
+from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
 from gdos.keys import fingerprint
+from gdos.paths import Paths
 from gdos.protocol import Message
-
-if TYPE_CHECKING:
-    from gdos.daemon.server import Daemon
+from gdos.wire_control import AlertList, AuditList, BackupCreate, BackupRestore, Named
 
 log = logging.getLogger("gdosd.observe")
 
 MAX_LIMIT = 10_000
+Body = dict[str, Any]
 
 
 class Observe:
-    def __init__(self, daemon: Daemon, restored: dict[str, Any] | None = None) -> None:
-        self.d = daemon
-        config = daemon.config
-        self.audit = daemon.audit
+    def __init__(
+        self,
+        handlers: Handlers,
+        config: DaemonConfig,
+        paths: Paths,
+        store: Store,
+        audit: AuditTrail,
+        ring: KeyRing,
+        snapshot: Callable[[float], Snapshot],
+        stop: Callable[[], None],
+        started: float,
+        restored: dict[str, Any] | None = None,
+    ) -> None:
+        """``snapshot(now)``: current values for the alert rules; ``stop`` ends
+        the daemon (started at ``started``), which re-executes itself when a
+        restore is staged."""
+        self.audit, self.stop, self.started = audit, stop, started
         self.hooks = HookRunner()
         self.alerts = Alerts(
-            daemon.store,
-            lambda now: snapshot(daemon, config.offline_after, now),
+            store,
+            snapshot,
             self.hooks,
-            getattr(config, "alert_command", None),
-            getattr(config, "alert_webhook", None),
+            config.alert_command,
+            config.alert_webhook,
         )
         self.backups = Backups(
-            daemon.paths,
-            daemon.paths.db,
-            float(getattr(config, "backup_every", 0.0) or 0.0),
-            int(getattr(config, "backup_keep", 10)),
+            paths,
+            paths.db,
+            float(config.backup_every or 0.0),
+            int(config.backup_keep),
         )
         self.workers: list[asyncio.Task[Any]] = []
         self.enroll_failures = FailureDigest(self.audit.record)
-        on_enroll = getattr(daemon.ring, "on_enroll", None)
-        if on_enroll is not None:
-            on_enroll.append(self._enrolled)
+        ring.on_enroll.append(self._enrolled)
         if restored is not None:
-            try:
-                backups.carry_audit(daemon.store.db, restored.get("pre_restore"))
-            except Exception:
-                log.exception("could not carry the audit trail over the restore")
-            self.audit.record(
-                restored.get("user"),
-                "backup.restore",
-                restored.get("source"),
-                "ok",
-                {"pre_restore": restored.get("pre_restore")},
-            )
+            self._restored(store, restored)
+        handlers.register(
+            {
+                "audit.list": self.audit_list,
+                "alert.rule.add": self.rule_add,
+                "alert.rule.list": self.rule_list,
+                "alert.rule.rm": self.rule_rm,
+                "alert.list": self.alert_list,
+                "backup.create": self.backup_create,
+                "backup.list": self.backup_list,
+                "backup.restore": self.backup_restore,
+            }
+        )
 
-    def handlers(self) -> dict[str, Any]:
-        return {
-            "audit.list": self.audit_list,
-            "alert.rule.add": self.rule_add,
-            "alert.rule.list": self.rule_list,
-            "alert.rule.rm": self.rule_rm,
-            "alert.list": self.alert_list,
-            "backup.create": self.backup_create,
-            "backup.list": self.backup_list,
-            "backup.restore": self.backup_restore,
-        }
+    def _restored(self, store: Store, restored: dict[str, Any]) -> None:
+        """After a restore: carry the trail over, then record the restore itself."""
+        try:
+            store.carry_audit(restored.get("pre_restore"))
+        except Exception:
+            log.exception("could not carry the audit trail over the restore")
+        self.audit.record(
+            restored.get("user"),
+            "backup.restore",
+            restored.get("source"),
+            "ok",
+            {"pre_restore": restored.get("pre_restore")},
+        )
 
     def start(self) -> list[asyncio.Task[Any]]:
-        """Audit every handler registered so far, start the evaluator and schedules."""
-        self.audit.wrap(self.d.api.handlers)
+        """Start the alert evaluator, the hook workers and scheduled backups."""
         self.hooks.start()
         self.workers = [asyncio.create_task(self.alerts.run(), name="alerts")]
         if self.backups.every > 0:
@@ -120,7 +141,7 @@ class Observe:
         self.enroll_failures.add(who, "enroll", name, result, source, reason, detail)
 
     # -- audit ----------------------------------------------------------------------------
-    async def audit_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def audit_list(self, conn: ControlConnection, msg: Message[AuditList]) -> Body:
         body = msg.body
         return {
             "rows": self.audit.list(
@@ -132,40 +153,34 @@ class Observe:
         }
 
     # -- alerts ---------------------------------------------------------------------------
-    async def rule_add(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def rule_add(self, conn: ControlConnection, msg: Message) -> Body:
         return {"rule": self.alerts.add_rule(msg.body).view()}
 
-    async def rule_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def rule_list(self, conn: ControlConnection, msg: Message) -> Body:
         return {"rules": self.alerts.rules_view()}
 
-    async def rule_rm(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def rule_rm(self, conn: ControlConnection, msg: Message[Named]) -> Body:
         return {"removed": self.alerts.remove_rule(msg.body["name"]).name}
 
-    async def alert_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def alert_list(self, conn: ControlConnection, msg: Message[AlertList]) -> Body:
         active = bool(msg.body.get("active"))
         return {"events": self.alerts.events(active, _limit(msg.body, 50))}
 
     # -- backups --------------------------------------------------------------------------
-    async def backup_create(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def backup_create(self, conn: ControlConnection, msg: Message[BackupCreate]) -> Body:
         return await self.backups.create(msg.body.get("path"))
 
-    async def backup_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def backup_list(self, conn: ControlConnection, msg: Message) -> Body:
         return {"backups": self.backups.list()}
 
-    async def backup_restore(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def backup_restore(self, conn: ControlConnection, msg: Message[BackupRestore]) -> Body:
         """Stage the restore, answer, then stop; the daemon re-executes itself."""
         if self.backups.restart_requested:
             raise GdosError(ErrorCode.INVALID_ARGUMENT, "a restore is already under way.")
         reply = await self.backups.stage_restore(msg.body["path"], conn.user)
-        asyncio.get_running_loop().call_soon(self.d.stop)
-        return {**reply, "pid": _pid(), "started": self.d.started, "at": time.time()}
+        asyncio.get_running_loop().call_soon(self.stop)
+        return {**reply, "pid": os.getpid(), "started": self.started, "at": time.time()}
 
 
-def _limit(body: dict[str, Any], default: int) -> int:
+def _limit(body: AuditList | AlertList, default: int) -> int:
     return max(1, min(int(body.get("limit", default)), MAX_LIMIT))
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()

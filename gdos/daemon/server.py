@@ -13,13 +13,14 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
 
-from gdos import insecure, keys
-from gdos.daemon.api import Api
+from gdos import __version__, insecure, keys
+from gdos.daemon.alerts import snapshot
+from gdos.daemon.api import KeyApi, NodeApi, TaskApi
 from gdos.daemon.audit import AuditTrail
 from gdos.daemon.auth import KeyRing, ZapHandler
 from gdos.daemon.backups import apply_pending
@@ -29,6 +30,7 @@ from gdos.daemon.config import DaemonConfig
 from gdos.daemon.control import ControlServer
 from gdos.daemon.departures import Departures
 from gdos.daemon.guard import return_freed_memory, trim_heap
+from gdos.daemon.handlers import Handlers
 from gdos.daemon.logs import LogRelay
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.metrics import MetricRings
@@ -45,8 +47,10 @@ from gdos.daemon.shells import Shells
 from gdos.daemon.store import Store
 from gdos.daemon.tasks import ExecTasks
 from gdos.dialing import raise_fd_limit
+from gdos.metric_catalog import MetricSample
 from gdos.paths import Paths, ensure_private_dir
 from gdos.protocol import Message
+from gdos.wire_mesh import Heartbeat, Metrics
 
 log = logging.getLogger("gdosd")
 
@@ -64,6 +68,8 @@ class Daemon:
         restored = apply_pending(paths)  # a restore staged before a re-exec (backups.py)
         self.store = Store(paths.db)
         self.audit = AuditTrail(self.store)
+        # every mesh and control handler, control ones audited as registered
+        self.handlers = Handlers(self.audit.policy)
         self.keypair = None if config.insecure else keys.load_or_create(paths.keys_dir, "daemon")
         self.public_key = self.keypair.public.decode() if self.keypair else None
         self.ctx = zmq.asyncio.Context()
@@ -75,8 +81,8 @@ class Daemon:
         self.metrics = MetricRings()  # in-memory history, gdos/daemon/metrics.py
         self.prometheus: Any = None  # the /metrics endpoint when --prometheus is given
         self.zap = None if config.insecure else ZapHandler(self.ctx, self.ring)
-        self.mesh = Mesh(self.ctx, config, self.keypair, self.ring, self.registry)
-        self.mesh.handlers.update({"heartbeat": self._on_heartbeat, "metrics": self._on_metrics})
+        self.mesh = Mesh(self.ctx, config, self.keypair, self.ring, self.registry, self.handlers)
+        self.handlers.register({"heartbeat": self._on_heartbeat, "metrics": self._on_metrics})
         self.departures = Departures(self.mesh, self.registry)  # goodbye, closed connections
         self.tasks = ExecTasks(config, self.store, self.registry, self.mesh)
         self.shells = Shells(config, self.store, self.registry, self.mesh, paths.sessions_dir)
@@ -91,7 +97,7 @@ class Daemon:
         )
         op_ids = OpIds(paths.state_dir / OP_IDS_FILE)  # never reused, restores included
         self.services = Services(self.catalog, self.registry, self.mesh, op_ids)
-        self.mesh.handlers.update(
+        self.handlers.register(
             {
                 "svc.state": self.services.on_state,
                 "svc.report": self.services.on_report,
@@ -103,26 +109,65 @@ class Daemon:
         )
         self.mesh.on_hello.append(lambda node, msg: self.packages.node_gone(node))
         self.registry.on_offline.append(self.packages.node_gone)
-        self.service_api = ServiceApi(self)
-        self.api = Api(self)
-        self.api.handlers.update(self.service_api.handlers())
+        NodeApi(
+            self.handlers, config, self.store, self.registry, self.mesh, self.metrics, self._about
+        )
+        KeyApi(
+            self.handlers, config, self.store, self.ring, self.registry, self.mesh, self.public_key
+        )
+        TaskApi(self.handlers, self.store, self.tasks, self.shells)
+        self.service_api = ServiceApi(
+            self.handlers, self.packages, self.services, self.catalog, self.audit
+        )
         self.logs = LogRelay(self.catalog, self.registry, self.mesh)
-        self.api.handlers.update(self.logs.handlers())
-        self.api.handlers.update(MetricsApi(self).handlers())
-        self.observe = Observe(self, restored)  # audit, alerts, backups
-        self.api.handlers.update(self.observe.handlers())
-        self.control = ControlServer(paths.control_socket, self.api, paths.db)
+        self.handlers.register(self.logs.handlers())
+        MetricsApi(self.handlers, self.metrics, self.registry)
+        self.observe = Observe(  # audit, alerts, backups
+            self.handlers,
+            config,
+            paths,
+            self.store,
+            self.audit,
+            self.ring,
+            lambda now: snapshot(self, config.offline_after, now),
+            self.stop,
+            self.started,
+            restored,
+        )
+        self.handlers.check_complete()  # a received kind nobody answers: refuse to start
+        self.control = ControlServer(paths.control_socket, self.handlers, paths.db)
         self.mesh_endpoint = ""
         self._stop = asyncio.Event()
 
-    def _on_heartbeat(self, node: LiveNode, msg: Message) -> None:
+    def _about(self) -> dict[str, Any]:
+        """The daemon's own figures, for ``ping`` (``gdos daemon status``)."""
+        nodes = self.registry.nodes
+        problem = self.tasks.storage_problem
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started": self.started,
+            "mesh": self.mesh_endpoint,
+            "public_key": self.public_key,
+            "insecure": self.config.insecure,
+            "nodes": len(nodes),
+            "online": sum(1 for n in nodes.values() if n.online),
+            "mesh_counters": self.mesh.stats(),
+            # a write the disk refused, until one works again (gdos/daemon/storage.py)
+            "storage_error": str(problem) if problem else None,
+            "unsaved_rows": self.tasks.unsaved,
+        }
+
+    def _on_heartbeat(self, node: LiveNode, msg: Message[Heartbeat]) -> None:
         self.mesh.send(
             node, "heartbeat.ack", {"config": self.config.agent_config(), "state": node.state}
         )
 
-    def _on_metrics(self, node: LiveNode, msg: Message) -> None:
-        node.metrics = msg.body["sample"]
-        self.metrics.record(node.name, node.metrics)
+    def _on_metrics(self, node: LiveNode, msg: Message[Metrics]) -> None:
+        # the mesh edge checked it against node_data.METRICS_SAMPLE, MetricSample's schema
+        sample = cast(MetricSample, msg.body["sample"])
+        node.metrics = sample
+        self.metrics.record(node.name, sample)
 
     async def run(self) -> None:
         fd_limit = raise_fd_limit()
@@ -141,7 +186,7 @@ class Daemon:
             from gdos.daemon.prometheus import start_exporter
 
             self.prometheus = await start_exporter(self, self.config.prometheus)
-        self.observe.start()  # audits the handlers registered above; starts alerts
+        self.observe.start()  # alerts, hooks, scheduled backups
         await self.control.start()
         resumed = self.tasks.resume()
         self.shells.recordings.convert_leftovers()

@@ -10,88 +10,111 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gdos import protocol
+from gdos.daemon.audit import AuditTrail
+from gdos.daemon.catalog import Catalog
 from gdos.daemon.control import ControlConnection, Stream
+from gdos.daemon.handlers import Handlers
+from gdos.daemon.packages import Packages
+from gdos.daemon.services import Services
 from gdos.daemon.watch import NodeDiff, watch, watch_interval
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import check_name
 from gdos.protocol import Message
-
-if TYPE_CHECKING:
-    from gdos.daemon.server import Daemon
+from gdos.wire_control import (
+    Interval,
+    Named,
+    PackageChunk,
+    PackageCommit,
+    PackageList,
+    PackageRm,
+    PackageShow,
+    PackageUpload,
+    SvcEvents,
+    SvcStatus,
+    SystemRm,
+)
 
 log = logging.getLogger("gdosd.services")
+Body = dict[str, Any]
 
 
 class ServiceApi:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(
+        self,
+        handlers: Handlers,
+        packages: Packages,
+        services: Services,
+        catalog: Catalog,
+        audit: AuditTrail,
+    ) -> None:
+        self.packages, self.services, self.catalog, self.audit = packages, services, catalog, audit
         self.operations: set[asyncio.Task[Any]] = set()
-
-    def handlers(self) -> dict[str, Any]:
-        return {
-            "package.upload": self.package_upload,
-            "package.chunk": self.package_chunk,
-            "package.commit": self.package_commit,
-            "package.list": self.package_list,
-            "package.show": self.package_show,
-            "package.rm": self.package_rm,
-            "system.create": self.system_create,
-            "system.add": self.system_add,
-            "system.show": self.system_show,
-            "system.list": self.system_list,
-            "system.rm": self.system_rm,
-            "svc.run": self.svc_run,
-            "svc.status": self.svc_status,
-            "svc.events": self.svc_events,
-            "svc.adopt.start": self.svc_adopt,
-            "svc.watch": self.svc_watch,
-        }
+        handlers.register(
+            {
+                "package.upload": self.package_upload,
+                "package.chunk": self.package_chunk,
+                "package.commit": self.package_commit,
+                "package.list": self.package_list,
+                "package.show": self.package_show,
+                "package.rm": self.package_rm,
+                "system.create": self.system_create,
+                "system.add": self.system_add,
+                "system.show": self.system_show,
+                "system.list": self.system_list,
+                "system.rm": self.system_rm,
+                "svc.run": self.svc_run,
+                "svc.status": self.svc_status,
+                "svc.events": self.svc_events,
+                "svc.adopt.start": self.svc_adopt,
+                "svc.watch": self.svc_watch,
+            }
+        )
 
     # -- packages ----------------------------------------------------------------
-    async def package_upload(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def package_upload(self, conn: ControlConnection, msg: Message[PackageUpload]) -> Body:
         filename = str(msg.body.get("filename") or "package.zip")[:200]
-        upload = self.d.packages.begin(conn, msg.body["size"], filename)
+        upload = self.packages.begin(conn, msg.body["size"], filename)
         return {"upload": upload, "chunk": protocol.UPLOAD_CHUNK_BYTES}
 
-    async def package_chunk(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def package_chunk(self, conn: ControlConnection, msg: Message[PackageChunk]) -> Body:
         body = msg.body
-        self.d.packages.write(conn, body["upload"], body["offset"], body["data"])
+        self.packages.write(conn, body["upload"], body["offset"], body["data"])
         return {}
 
-    async def package_commit(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return await self.d.packages.commit(conn, msg.body["upload"], msg.body["sha256"], conn.user)
+    async def package_commit(self, conn: ControlConnection, msg: Message[PackageCommit]) -> Body:
+        return await self.packages.commit(conn, msg.body["upload"], msg.body["sha256"], conn.user)
 
-    async def package_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return {"packages": self.d.packages.list(msg.body.get("name"))}
+    async def package_list(self, conn: ControlConnection, msg: Message[PackageList]) -> Body:
+        return {"packages": self.packages.list(msg.body.get("name"))}
 
-    async def package_show(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return {"package": self.d.packages.show(msg.body["name"], msg.body.get("version"))}
+    async def package_show(self, conn: ControlConnection, msg: Message[PackageShow]) -> Body:
+        return {"package": self.packages.show(msg.body["name"], msg.body.get("version"))}
 
-    async def package_rm(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return await self.d.packages.remove(msg.body["name"], msg.body["version"])
+    async def package_rm(self, conn: ControlConnection, msg: Message[PackageRm]) -> Body:
+        return await self.packages.remove(msg.body["name"], msg.body["version"])
 
     # -- systems -------------------------------------------------------------------
-    async def system_create(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return self.d.services.create_system(msg.body["name"])
+    async def system_create(self, conn: ControlConnection, msg: Message[Named]) -> Body:
+        return self.services.create_system(msg.body["name"])
 
-    async def system_add(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return self.d.services.add_module(msg.body)
+    async def system_add(self, conn: ControlConnection, msg: Message) -> Body:
+        return self.services.add_module(msg.body)
 
-    async def system_show(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return self.d.services.show_system(msg.body["name"])
+    async def system_show(self, conn: ControlConnection, msg: Message[Named]) -> Body:
+        return self.services.show_system(msg.body["name"])
 
-    async def system_list(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return {"systems": self.d.services.list_systems()}
+    async def system_list(self, conn: ControlConnection, msg: Message[Any]) -> Body:
+        return {"systems": self.services.list_systems()}
 
-    async def system_rm(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return self.d.services.remove_system(msg.body["name"], msg.body.get("module"))
+    async def system_rm(self, conn: ControlConnection, msg: Message[SystemRm]) -> Body:
+        return self.services.remove_system(msg.body["name"], msg.body.get("module"))
 
     # -- operations ------------------------------------------------------------------
-    async def svc_run(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        op = self.d.services.plan(msg.body)
+    async def svc_run(self, conn: ControlConnection, msg: Message) -> Body:
+        op = self.services.plan(msg.body)
         reply: dict[str, Any] = {"action": op.action, "instances": op.instances()}
         stream: Stream | None = None
         if msg.body.get("wait"):
@@ -106,40 +129,40 @@ class ServiceApi:
             if stream is not None and (event.get("type") != "state" or event["instance"] in keys):
                 queue.put_nowait(event)
 
-        task = asyncio.create_task(self.d.services.execute(op, emit))
+        task = asyncio.create_task(self.services.execute(op, emit))
         self.operations.add(task)
         task.add_done_callback(self.operations.discard)
         task.add_done_callback(
-            lambda t: self.d.audit.operation_done(conn.user, op.action, op.target, t)
+            lambda t: self.audit.operation_done(conn.user, op.action, op.target, t)
         )
         if stream is not None:
             conn.spawn(_forward(task, queue, stream))
         return reply
 
-    async def svc_status(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return {"instances": self.d.services.status(msg.body.get("target"))}
+    async def svc_status(self, conn: ControlConnection, msg: Message[SvcStatus]) -> Body:
+        return {"instances": self.services.status(msg.body.get("target"))}
 
-    async def svc_events(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def svc_events(self, conn: ControlConnection, msg: Message[SvcEvents]) -> Body:
         system = module = None
         if msg.body.get("target"):
             system, _, module = str(msg.body["target"]).partition("/")
             check_name(system, "system name")
         limit = max(1, min(int(msg.body.get("limit", 100)), 10_000))
         after = msg.body.get("after")
-        return {"events": self.d.catalog.events(system, module or None, limit, after)}
+        return {"events": self.catalog.events(system, module or None, limit, after)}
 
-    async def svc_watch(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
+    async def svc_watch(self, conn: ControlConnection, msg: Message[Interval]) -> Body:
         """A stream of instance changes (gdos/daemon/watch.py), for the dashboard."""
         if msg.id is None:
             raise GdosError(ErrorCode.BAD_MESSAGE, "svc.watch needs a request id.")
         interval = watch_interval(msg.body.get("interval"))
         stream = conn.open_stream(msg.id, protocol.CONTROL_STREAM_CREDIT)
         diff = NodeDiff(key="instance", kind="instances")
-        conn.spawn(watch(self.d.services.watch_views, diff, conn, stream, interval))
+        conn.spawn(watch(self.services.watch_views, diff, conn, stream, interval))
         return {"stream": msg.id, "interval": interval}
 
-    async def svc_adopt(self, conn: ControlConnection, msg: Message) -> dict[str, Any]:
-        return await self.d.services.adopt(msg.body)
+    async def svc_adopt(self, conn: ControlConnection, msg: Message) -> Body:
+        return await self.services.adopt(msg.body)
 
     async def close(self) -> None:
         for task in list(self.operations):

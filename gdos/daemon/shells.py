@@ -83,7 +83,7 @@ class Shells:
         self.config, self.store, self.registry, self.mesh = config, store, registry, mesh
         self.live: dict[int, ShellSession] = {}
         self.recordings = Recordings(sessions_dir, store)
-        mesh.handlers.update(
+        mesh.handlers.register(
             {
                 "pty.opened": self._on_opened,
                 "pty.output": self._on_output,

@@ -18,6 +18,7 @@ from typing import Any
 import sqlite_utils
 
 from gdos.errors import ErrorCode, GdosError
+from gdos.model import HostStatus, TaskStatus
 
 MIGRATIONS: list[str] = [
     # 1: nodes, keys, tokens, exec tasks
@@ -283,10 +284,11 @@ class Store:
     ) -> int:
         with self.db.conn:
             self.db.conn.execute("BEGIN")
+            row = [kind, json.dumps(argv), json.dumps(options), user, TaskStatus.RUNNING]
             cursor = self.db.conn.execute(
                 "INSERT INTO tasks (kind, argv, options, user, status, created) "
-                "VALUES (?, ?, ?, ?, 'running', ?)",
-                [kind, json.dumps(argv), json.dumps(options), user, time.time()],
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [*row, time.time()],
             )
             task_id = int(cursor.lastrowid or 0)
             self.db.conn.executemany(
@@ -345,16 +347,16 @@ class Store:
         self._table("tasks").update(task_id, {"status": status, "finished": time.time()})
 
     def reopen_task(self, task_id: int) -> None:
-        self._table("tasks").update(task_id, {"status": "running", "finished": None})
+        self._table("tasks").update(task_id, {"status": TaskStatus.RUNNING, "finished": None})
 
     def tasks(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT t.*, "
             "(SELECT COUNT(*) FROM task_hosts h WHERE h.task_id = t.id) AS hosts, "
             "(SELECT COUNT(*) FROM task_hosts h WHERE h.task_id = t.id "
-            "  AND h.status = 'succeeded') AS succeeded "
+            "  AND h.status = ?) AS succeeded "
             "FROM tasks t ORDER BY t.id DESC LIMIT ?",
-            [limit],
+            [HostStatus.SUCCEEDED, limit],
         )
         columns = [c[0] for c in rows.description]
         return [_task_row(dict(zip(columns, r, strict=True))) for r in rows.fetchall()]
@@ -377,7 +379,8 @@ class Store:
         return [_host_row(r) for r in rows]
 
     def running_task_ids(self) -> list[int]:
-        return [r["id"] for r in self.db["tasks"].rows_where("status = 'running'")]
+        rows = self.db["tasks"].rows_where("status = ?", [TaskStatus.RUNNING])
+        return [r["id"] for r in rows]
 
     # -- shell sessions ---------------------------------------------------
     def create_shell_session(self, row: dict[str, Any]) -> int:
@@ -407,6 +410,65 @@ class Store:
             [reason],
         )
         return int(cursor.rowcount)
+
+    # -- audit trail (append-only: migration 4's triggers refuse UPDATE and DELETE) ----
+    def append_audit(
+        self, user: str, action: str, target: str | None, result: str, detail: Any
+    ) -> None:
+        text = None if detail is None else json.dumps(detail, default=str)[:4000]
+        self.db.execute(
+            "INSERT INTO audit (time, user, action, target, result, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [time.time(), user, action, target, result, text],
+        )
+
+    def audit_rows(
+        self, since: float | None, user: str | None, action: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` matching rows, oldest first (like a log's tail).
+
+        ``action`` is a glob when it has one of ``*?[``; else 'node' also
+        matches node.drain, node.rm, ...
+        """
+        clauses: list[str] = ["1"]
+        args: list[Any] = []
+        if since is not None:
+            clauses.append("time >= ?")
+            args.append(since)
+        if user:
+            clauses.append("user = ?")
+            args.append(user)
+        if action and any(c in action for c in "*?["):
+            clauses.append("action GLOB ?")
+            args.append(action)
+        elif action:
+            clauses.append("(action = ? OR substr(action, 1, ?) = ?)")
+            args += [action, len(action) + 1, action + "."]
+        where = " AND ".join(clauses)
+        query = f"SELECT * FROM audit WHERE {where} ORDER BY id DESC LIMIT ?"
+        rows = [dict(r) for r in self.db.query(query, [*args, limit])]
+        for row in rows:
+            row["detail"] = json.loads(row["detail"]) if row["detail"] else None
+        return rows[::-1]
+
+    def carry_audit(self, pre_restore: str | None) -> int:
+        """After a restore: append the rows the pre-restore copy has beyond this trail.
+
+        The trail must survive a restore: what happened between the backup and
+        the restore is copied (original times) from the pre-restore copy.
+        """
+        if not pre_restore or not Path(pre_restore).is_file():
+            return 0
+        self.db.execute("ATTACH DATABASE ? AS pre", [pre_restore])
+        try:
+            cursor = self.db.execute(
+                "INSERT INTO main.audit (time, user, action, target, result, detail)"
+                " SELECT time, user, action, target, result, detail FROM pre.audit"
+                " WHERE time > (SELECT coalesce(max(time), 0) FROM main.audit) ORDER BY id"
+            )
+            return int(cursor.rowcount)
+        finally:
+            self.db.execute("DETACH DATABASE pre")
 
 
 def _node_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -56,7 +56,7 @@ class ExecTasks:
         self.config, self.store, self.registry, self.mesh = config, store, registry, mesh
         self.live: dict[int, LiveTask] = {}
         self.writes = HostWrites(store, self._notify_waiting)
-        mesh.handlers.update(
+        mesh.handlers.register(
             {
                 "exec.started": self._on_started,
                 "exec.output": self._on_output,

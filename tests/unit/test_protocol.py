@@ -320,3 +320,53 @@ def test_the_largest_length_is_still_read() -> None:
 )
 def test_pushed_intervals_are_applied_only_when_sane(value: object, expected: float) -> None:
     assert protocol.pushed_interval(value, 15.0) == expected
+
+
+# -- declarations (gdos/wire.py) -------------------------------------------------
+
+
+def test_the_direction_sets_come_from_the_declarations() -> None:
+    from gdos.wire import DECLARED, Link, Way
+
+    assert {
+        k.name for k in DECLARED.values() if k.travels(Link.MESH, Way.UP)
+    } == protocol.AGENT_SENDS
+    assert {"hello", "exec.result", "pty.credit", "error"} <= protocol.AGENT_SENDS
+    assert {"exec.run", "pty.credit", "welcome"} <= protocol.DAEMON_TO_AGENT
+    assert {"node.show", "stream.credit"} <= protocol.CLIENT_SENDS
+    assert {"stream.data", "ok", "reply.part"} <= protocol.DAEMON_TO_CLIENT
+    assert {"error"} == protocol.AGENT_SENDS & protocol.CLIENT_SENDS  # only replies cross
+    every = protocol.AGENT_SENDS | protocol.DAEMON_TO_AGENT | protocol.CLIENT_SENDS
+    assert every | protocol.DAEMON_TO_CLIENT == set(KINDS)  # no kind travels nowhere
+
+
+def test_a_body_type_is_the_schema_of_its_kind() -> None:
+    from gdos.wire_control import NodeSetState
+    from gdos.wire_mesh import ExecStarted
+
+    required, optional = KINDS["node.set_state"]
+    assert (set(required), set(optional)) == ({"name", "state"}, {"reason"})
+    assert required["name"] == (str,) and optional["reason"] == (str, type(None))
+    assert protocol.DECLARED["node.set_state"].body is NodeSetState
+    assert KINDS["exec.started"][0]["pid"].hi == 2**31 - 1  # Annotated[int, nd.PID]
+    assert protocol.DECLARED["exec.started"].body is ExecStarted
+
+
+def test_a_kind_cannot_be_declared_twice_nor_with_an_unchecked_field() -> None:
+    from typing import TypedDict
+
+    from gdos.wire import Link, Way, kind
+
+    class Body(TypedDict):
+        name: str
+
+    with pytest.raises(ValueError, match="declared twice"):
+        kind("ping", Link.CONTROL, Way.UP)(Body)
+
+    # functional syntax: evaluated, where a class here would have string annotations
+    loose = TypedDict("loose", {"names": set[str]})  # noqa: UP013  (no schema for a set)
+    with pytest.raises(TypeError, match="needs Annotated"):
+        kind("test.loose", Link.CONTROL, Way.UP)(loose)
+    with pytest.raises(TypeError, match="evaluated annotations"):  # this file's are strings
+        kind("test.body", Link.CONTROL, Way.UP)(Body)
+    assert not {"test.loose", "test.body"} & set(protocol.DECLARED)
