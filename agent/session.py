@@ -45,13 +45,7 @@ BYE_REASON = "the agent is stopping"
 
 # The mesh kinds the daemon sends to an agent. A dispatch table naming any
 # other kind (one the agent sends, a control kind, a typo) is refused at start-up.
-RECEIVES = frozenset(
-    {"error", "welcome", "heartbeat.ack", "config", "rehello", "revoked"}
-    | {"exec.run", "exec.cancel", "exec.credit", "exec.result.ack"}
-    | {"pty.open", "pty.input", "pty.eof", "pty.resize", "pty.close", "pty.credit"}
-    | {"svc.deploy", "svc.action", "svc.adopt", "svc.done.ack", "svc.state.ack"}
-    | {"pkg.chunk", "pkg.error", "log.open", "log.credit", "log.close"}
-)
+RECEIVES = protocol.DAEMON_TO_AGENT  # declared once, in gdos/wire_mesh.py
 
 WorkHandler = Callable[[Any, Body], None]  # (the work object, the message body)
 

@@ -217,11 +217,9 @@ def test_the_real_agent_answers_every_kind_the_daemon_sends(tmp_path: Path) -> N
     from gdos.agent.link import Link, LinkConfig
     from gdos.agent.work import AgentWork
 
-    from gdos.daemon.mesh import AGENT_KINDS
-
     assert set(protocol.KINDS) >= RECEIVES
     # Both sides agree on who sends what; only these two travel both ways.
-    assert {"error", "pty.credit"} == RECEIVES & AGENT_KINDS
+    assert {"error", "pty.credit"} == RECEIVES & protocol.AGENT_SENDS
     assert set(dispatch_table(AgentWork)) == RECEIVES
     config = LinkConfig(
         name="n1", address="tcp://127.0.0.1:1", server_key=None, keypair=None, state_dir=tmp_path
