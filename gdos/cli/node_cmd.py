@@ -48,7 +48,7 @@ def list_nodes(json: bool = JSON_OPTION) -> None:
 def _render_list(out: Output, nodes: list[dict[str, Any]]) -> None:
     rows = []
     for n in nodes:
-        status = "[green]online[/]" if n["online"] else "[red]offline[/]"
+        status = online_mark(n["online"])
         state = safe_markup(n["state"])
         state = state if n["state"] == NodeState.NORMAL else f"[yellow]{state}[/]"
         if n.get("state_reason"):
@@ -77,6 +77,11 @@ def show(name: str = NAME, json: bool = JSON_OPTION) -> None:
     output(json).show(request("node.show", name=name)["node"], _render_node)
 
 
+def online_mark(online: bool) -> str:
+    """A node's link as a list shows it: green online, red offline."""
+    return "[green]online[/]" if online else "[red]offline[/]"
+
+
 def _fixed(value: Any) -> str:
     figure = number(value)
     return "-" if value is None else "?" if figure is None else f"{figure:.2f}"
@@ -92,7 +97,7 @@ def _render_node(out: Output, node: dict[str, Any]) -> None:
     f = node.get("facts") or {}
     f = f if isinstance(f, dict) else {}
     s = safe_markup
-    online = "[green]online[/]" if node["online"] else "[red]offline[/]"
+    online = online_mark(node["online"])
     heading = [
         f"[bold]{s(node['name'])}[/]  {online}"
         f"  state {s(node['state'])}  agent {s(node['agent_version'] or '-')}",

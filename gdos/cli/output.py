@@ -61,6 +61,7 @@ class Output:
         self.interactive = _isatty(sys.stdin)  # may a command ask the operator?
         self.width = _width(env, self.tty)
         self.colour = _colour(env, self.tty)
+        self.stderr_colour = _colour(env, _isatty(self.stderr))  # progress, live states
         self._consoles: dict[bool, Console] = {}
 
     # -- plain text ----------------------------------------------------------
@@ -120,11 +121,12 @@ class Output:
             return self._consoles[stderr]
         from rich.console import Console
 
+        colour = self.stderr_colour if stderr else self.colour
         made = Console(
             file=self.stderr if stderr else self.stdout,
             emoji=False,
             width=width,
-            color_system="auto" if self.colour else None,
+            color_system="auto" if colour else None,
         )
         if width is None:
             self._consoles[stderr] = made

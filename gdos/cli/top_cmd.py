@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from gdos.cli.common import JSON_OPTION, parse_duration, run
+from gdos.cli.node_cmd import online_mark
 from gdos.cli.output import Output, fail, output
 from gdos.cli.tables import Column
 from gdos.errors import ErrorCode, GdosError
@@ -89,9 +90,9 @@ def table(rows: list[Row], instances: bool) -> tuple[list[Column], list[list[Any
 
 
 def _status(row: Row) -> str:
-    if not row["online"]:
-        return "[red]offline[/]"
-    return "[green]online[/]" if row["state"] == NodeState.NORMAL else f"[yellow]{row['state']}[/]"
+    if not row["online"] or row["state"] == NodeState.NORMAL:
+        return online_mark(row["online"])
+    return f"[yellow]{row['state']}[/]"
 
 
 def top_command(

@@ -175,3 +175,19 @@ def test_daemon_status_is_a_detail_view(monkeypatch: pytest.MonkeyPatch) -> None
         "public key: abc",
         "nodes:      1 online of 2",
     ]
+
+
+def test_top_once_is_fitted_like_every_list() -> None:
+    from gdos.cli.top_cmd import table
+
+    rows = [{"key": "n1", "node": "n1", "online": False, "state": "normal", "cpu": 12.5}]
+    columns, cells = table(rows, instances=False)
+    piped, stdout = captured()
+    piped.table(columns, cells)
+    header, row = stdout.getvalue().splitlines()
+    assert header.split() == [c.header for c in columns]  # piped: every metric, never cut
+    assert row.split()[:3] == ["n1", "offline", "12.5%"]
+    narrow, stdout = captured({"COLUMNS": "40"})
+    narrow.table(columns, cells)
+    assert "hidden to fit 40 columns" in stdout.getvalue()
+    assert stdout.getvalue().split()[:3] == ["NODE", "STATUS", "CPU"]
