@@ -15,18 +15,26 @@ from typer.core import TyperCommand
 
 from gdos.cli.common import complete_node_names, human_duration, parse_duration, parse_env
 from gdos.cli.output import HOST_COLOURS, Output, fail, output
+from gdos.cli.tables import Column
 from gdos.errors import ErrorCode, ExitCode, GdosError
 from gdos.model import HostStatus
-from gdos.safe_text import safe_line, safe_text
+from gdos.safe_text import safe_cell, safe_line, safe_text
 
-STATUS_COLOUR = {
-    HostStatus.SUCCEEDED: 32,
-    HostStatus.FAILED: 31,
-    HostStatus.TIMED_OUT: 33,
-    HostStatus.CANCELED: 35,
-    HostStatus.UNREACHABLE: 31,
-    HostStatus.RUNNING: 36,
+STATUS_STYLE = {
+    HostStatus.SUCCEEDED: "green",
+    HostStatus.FAILED: "red",
+    HostStatus.TIMED_OUT: "yellow",
+    HostStatus.CANCELED: "magenta",
+    HostStatus.UNREACHABLE: "red",
+    HostStatus.RUNNING: "cyan",
 }
+SUMMARY_COLUMNS = [
+    Column("HOST"),
+    Column("STATUS"),
+    Column("EXIT", justify="right"),
+    Column("DURATION", justify="right", drop=1),
+    Column("REASON", wrap=True),
+]
 # The first of these among a task's hosts decides the exit code (docs/exec.md).
 EXIT_CODES = (
     (HostStatus.CANCELED, ExitCode.CANCELED),
@@ -205,23 +213,26 @@ class _Printer:
 
 
 def _summary(out: Output, task: dict[str, Any]) -> None:
-    hosts = task["hosts"]
-    width = max([len(h["node"]) for h in hosts] + [4])
-    lines = [
-        f"\ntask {task['id']}: {task['status']}",
-        f"{'HOST':<{width}}  {'STATUS':<11}  {'EXIT':>4}  {'DURATION':>8}  REASON",
-    ]
-    for h in hosts:
-        status = h["status"]
-        shown = out.paint(f"{status:<11}", STATUS_COLOUR.get(status, 0))
+    """The table after the streamed output: each host's status, exit code, duration
+    and reason, then how many ended which way."""
+    from rich.text import Text
+
+    rows = []
+    for h in task["hosts"]:
         duration = (h["ended"] - h["started"]) if h["ended"] and h["started"] else None
+        status = Text(safe_text(h["status"]), style=STATUS_STYLE.get(h["status"], ""))
         code = "-" if h["exit_code"] is None else str(h["exit_code"])
-        lines.append(
-            f"{h['node']:<{width}}  {shown}  {code:>4}  "
-            f"{human_duration(duration):>8}  {safe_text(h['reason'] or '')}".rstrip()
+        rows.append(
+            [
+                safe_cell(h["node"]),
+                status,
+                code,
+                human_duration(duration),
+                safe_cell(h["reason"] or ""),
+            ]
         )
     counts: dict[str, int] = {}
-    for h in hosts:
+    for h in task["hosts"]:
         counts[h["status"]] = counts.get(h["status"], 0) + 1
-    lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    out.lines(lines)
+    footer = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    out.table(SUMMARY_COLUMNS, rows, title=f"\ntask {task['id']}: {task['status']}", footer=footer)

@@ -191,3 +191,24 @@ def test_top_once_is_fitted_like_every_list() -> None:
     narrow.table(columns, cells)
     assert "hidden to fit 40 columns" in stdout.getvalue()
     assert stdout.getvalue().split()[:3] == ["NODE", "STATUS", "CPU"]
+
+
+def test_the_exec_summary_is_a_table_with_counts() -> None:
+    from gdos.cli.exec_cmd import _summary
+
+    hosts = [
+        {"node": "n1", "status": "succeeded", "exit_code": 0, "started": 1, "ended": 2},
+        {"node": "n2", "status": "failed", "exit_code": 2, "started": 1, "ended": 2},
+    ]
+    hosts[0]["reason"], hosts[1]["reason"] = None, "exited with code 2"
+    out, stdout = captured()
+    _summary(out, {"id": 7, "status": "failed", "hosts": hosts})
+    lines = [line.split() for line in stdout.getvalue().splitlines()]
+    assert lines[:3] == [
+        [],
+        ["task", "7:", "failed"],
+        ["HOST", "STATUS", "EXIT", "DURATION", "REASON"],
+    ]
+    assert lines[3] == ["n1", "succeeded", "0", "1.00s"]
+    assert lines[4] == ["n2", "failed", "2", "1.00s", "exited", "with", "code", "2"]
+    assert lines[5] == ["1", "failed,", "1", "succeeded"]
