@@ -52,7 +52,7 @@ def run(
     inherited pipe, never that process's command line or environment.
     """
     from gdos import join_input
-    from gdos.cli.common import fail
+    from gdos.cli.output import fail, output
     from gdos.errors import GdosError
 
     try:
@@ -60,7 +60,7 @@ def run(
     except GdosError as error:
         fail(error)
     if join not in (None, "-"):
-        sys.stderr.write(join_input.ARGV_WARNING + "\n")
+        output().note(join_input.ARGV_WARNING)
     argv = [
         sys.executable,
         "-P",  # never import from the working directory (the agent often runs as root)

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import typer
 
-from gdos.cli.common import (
-    JSON_OPTION,
-    console,
-    fail,
-    human_duration,
-    parse_duration,
-    print_json,
-    request,
-)
+from gdos.cli.common import JSON_OPTION, human_duration, parse_duration, request, stamp
+from gdos.cli.output import Output, fail, output
+from gdos.cli.tables import Column
 from gdos.errors import ErrorCode, GdosError
 from gdos.safe_text import safe_cell, safe_markup
 
@@ -24,6 +17,25 @@ rule_app = typer.Typer(help="Add, list and remove alert rules.", no_args_is_help
 app.add_typer(rule_app, name="rule")
 
 COLOURS = {"critical": "red", "warning": "yellow"}
+RULE_COLUMNS = [
+    Column("NAME"),
+    Column("CONDITION"),
+    Column("SCOPE", drop=2),
+    Column("SEVERITY"),
+    Column("FIRING"),
+    Column("HOOKS", drop=1, wrap=True),
+]
+EVENT_COLUMNS = [
+    Column("RULE"),
+    Column("TARGET"),
+    Column("SEVERITY"),
+    Column("STATE"),
+    Column("STARTED", drop=2),
+    Column("ENDED", drop=3),
+    Column("DURATION", drop=1),
+    Column("MIN/AVG/MAX", drop=4),
+    Column("MESSAGE", wrap=True),
+]
 
 
 @rule_app.command("add")
@@ -61,29 +73,16 @@ def rule_add(
         command=command,
         webhook=webhook,
     )["rule"]
-    if json:
-        print_json(rule)
-        return
-    console().print(f"rule {rule['name']}: {_condition(rule)}")
+    output(json).show(rule, lambda out, r: out.markup(f"rule {r['name']}: {_condition(r)}"))
 
 
 @rule_app.command("list")
 def rule_list(json: bool = JSON_OPTION) -> None:
     """Every rule, built-in ones first, with how many targets fire now."""
-    rules = request("alert.rule.list")["rules"]
-    if json:
-        print_json(rules)
-        return
-    from gdos.cli.tables import Column, print_table
+    output(json).show(request("alert.rule.list")["rules"], _render_rules)
 
-    columns = [
-        Column("NAME"),
-        Column("CONDITION"),
-        Column("SCOPE", drop=2),
-        Column("SEVERITY"),
-        Column("FIRING"),
-        Column("HOOKS", drop=1, wrap=True),
-    ]
+
+def _render_rules(out: Output, rules: list[dict[str, Any]]) -> None:
     rows = []
     for r in rules:
         scope = f"instances {r['instance_glob']}" if r["instance_glob"] else "nodes"
@@ -103,14 +102,14 @@ def rule_list(json: bool = JSON_OPTION) -> None:
                 safe_markup(hooks),
             ]
         )
-    print_table(columns, rows)
+    out.table(RULE_COLUMNS, rows)
 
 
 @rule_app.command("rm")
 def rule_rm(name: str = typer.Argument(..., help="Rule name.")) -> None:
     """Remove a rule (built-in rules stay); its open alerts are closed."""
     request("alert.rule.rm", name=name)
-    console().print(f"rule {name} removed")
+    output().markup(f"rule {name} removed")
 
 
 @app.command("list")
@@ -120,23 +119,10 @@ def alert_list(
     json: bool = JSON_OPTION,
 ) -> None:
     """Alert history: start, end or ongoing, duration, min/avg/max while firing."""
-    events = request("alert.list", active=active, limit=limit)["events"]
-    if json:
-        print_json(events)
-        return
-    from gdos.cli.tables import Column, print_table
+    output(json).show(request("alert.list", active=active, limit=limit)["events"], _render_events)
 
-    columns = [
-        Column("RULE"),
-        Column("TARGET"),
-        Column("SEVERITY"),
-        Column("STATE"),
-        Column("STARTED", drop=2),
-        Column("ENDED", drop=3),
-        Column("DURATION", drop=1),
-        Column("MIN/AVG/MAX", drop=4),
-        Column("MESSAGE", wrap=True),
-    ]
+
+def _render_events(out: Output, events: list[dict[str, Any]]) -> None:
     rows = []
     for e in events:
         colour = COLOURS.get(e["severity"], "white") if e["active"] else "dim"
@@ -147,24 +133,20 @@ def alert_list(
                 safe_cell(e["target"]),
                 f"[{colour}]{e['severity']}[/]",
                 "[bold]firing[/]" if e["active"] else "ended",
-                _when(e["started"]),
-                _when(e["ended"]),
+                stamp(e["started"]),
+                stamp(e["ended"]),
                 human_duration(e["duration"]),
                 "/".join(show(e[k]) for k in ("min", "avg", "max")),
                 safe_cell(e["message"] or ""),
             ]
         )
-    print_table(columns, rows)
+    out.table(EVENT_COLUMNS, rows)
 
 
 def _condition(rule: dict[str, Any]) -> str:
     show = _formatter({"metric": rule["metric"], "instance_rule": bool(rule.get("instance_glob"))})
     text = f"{rule['metric']} {rule['op']} {show(rule['value'])}"
     return text + (f" for {human_duration(rule['for_seconds'])}" if rule["for_seconds"] else "")
-
-
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 def _formatter(event: dict[str, Any]) -> Any:

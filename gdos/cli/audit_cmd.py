@@ -8,14 +8,36 @@ from the daemon and plays it at its recorded pace (``--speed`` times faster).
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from typing import Any
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, fail, human_duration, print_json, request
+from gdos.cli.common import JSON_OPTION, human_duration, request, stamp
+from gdos.cli.output import Output, fail, output
+from gdos.cli.tables import Column
 from gdos.errors import ErrorCode, GdosError
+from gdos.safe_text import escape_markup
+
+TRAIL_COLUMNS = [
+    Column("TIME"),
+    Column("USER", drop=1),
+    Column("ACTION"),
+    Column("TARGET", wrap=True),
+    Column("RESULT"),
+    Column("DETAIL", drop=2, wrap=True),
+]
+SESSION_COLUMNS = [
+    Column("ID"),
+    Column("STARTED", drop=3),
+    Column("USER", drop=2),
+    Column("NODE"),
+    Column("AS", drop=4),
+    Column("STATUS"),
+    Column("EXIT"),
+    Column("DURATION", drop=1),
+    Column("COMMAND", wrap=True),
+]
 
 app = typer.Typer(
     help="The audit trail of changes; shell sessions and their replay.",
@@ -41,38 +63,27 @@ def trail(
 
     after = time.time() - parse_duration(since, "--since") if since else None
     rows = request("audit.list", since=after, user=user, action=action, limit=limit)["rows"]
-    if json:
-        print_json(rows)
-        return
-    from rich.markup import escape
+    output(json).show(rows, _render_trail)
 
-    from gdos.cli.tables import Column, print_table
 
-    columns = [
-        Column("TIME"),
-        Column("USER", drop=1),
-        Column("ACTION"),
-        Column("TARGET", wrap=True),
-        Column("RESULT"),
-        Column("DETAIL", drop=2, wrap=True),
-    ]
+def _render_trail(out: Output, rows: list[dict[str, Any]]) -> None:
     cells = []
     for r in rows:
-        result = "[green]ok[/]" if r["result"] == "ok" else f"[red]{escape(r['result'])}[/]"
+        result = "[green]ok[/]" if r["result"] == "ok" else f"[red]{escape_markup(r['result'])}[/]"
         detail = r["detail"]
         if isinstance(detail, dict):
             detail = " ".join(f"{k}={v}" for k, v in detail.items() if v is not None)
         cells.append(
             [
-                time.strftime("%m-%d %H:%M:%S", time.localtime(r["time"])),
-                escape(r["user"] or "-"),
-                escape(r["action"]),
-                escape(r["target"] or "-"),
+                stamp(r["time"], "%m-%d %H:%M:%S"),
+                escape_markup(r["user"] or "-"),
+                escape_markup(r["action"]),
+                escape_markup(r["target"] or "-"),
                 result,
-                escape(str(detail or "")),
+                escape_markup(str(detail or "")),
             ]
         )
-    print_table(columns, cells)
+    out.table(TRAIL_COLUMNS, cells)
 
 
 @app.command("sessions")
@@ -81,42 +92,27 @@ def sessions(
     json: bool = JSON_OPTION,
 ) -> None:
     """Shell sessions, newest first: who, node, command, start, duration, status, exit."""
-    rows = request("shell.sessions", limit=limit)["sessions"]
-    if json:
-        print_json(rows)
-        return
-    from rich.markup import escape
+    output(json).show(request("shell.sessions", limit=limit)["sessions"], _render_sessions)
 
-    from gdos.cli.tables import Column, print_table
 
-    columns = [
-        Column("ID"),
-        Column("STARTED", drop=3),
-        Column("USER", drop=2),
-        Column("NODE"),
-        Column("AS", drop=4),
-        Column("STATUS"),
-        Column("EXIT"),
-        Column("DURATION", drop=1),
-        Column("COMMAND", wrap=True),
-    ]
+def _render_sessions(out: Output, rows: list[dict[str, Any]]) -> None:
     cells = []
     for s in rows:
         ended = s["ended"] or time.time()
         cells.append(
             [
                 str(s["id"]),
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["started"])),
+                stamp(s["started"]),
                 s["user"] or "-",
                 s["node"],
                 s["remote_user"] or "-",
                 s["status"],
                 "-" if s["exit_code"] is None else str(s["exit_code"]),
                 human_duration(ended - s["started"]),
-                escape(shlex.join(s["argv"])) if s["argv"] else "(login shell)",
+                escape_markup(shlex.join(s["argv"])) if s["argv"] else "(login shell)",
             ]
         )
-    print_table(columns, cells)
+    out.table(SESSION_COLUMNS, cells)
 
 
 @app.command()
@@ -146,11 +142,10 @@ async def _replay(client: Any, session_id: int, speed: float, idle_limit: float 
         async for event in events:
             yield event["data"]
 
-    out = sys.stdout.buffer
+    out = output()
 
     def write(text: str) -> None:
-        out.write(text.encode("utf-8", "replace"))
-        out.flush()
+        out.raw(text.encode("utf-8", "replace"))
 
     try:
         await cast.play(chunks(), write, speed, idle_limit)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, fail, human_bytes, print_json, request
+from gdos.cli.common import JSON_OPTION, human_bytes, request, stamp
+from gdos.cli.output import Output, fail, output
+from gdos.cli.tables import Column
 from gdos.errors import ErrorCode, GdosError
 
 app = typer.Typer(help="Back up and restore the daemon's state database.", no_args_is_help=True)
 
 RESTART_WAIT = 60.0
+COLUMNS = [Column("TIME"), Column("SIZE"), Column("SCHEMA", drop=1), Column("PATH", wrap=True)]
 
 
 @app.command()
@@ -26,32 +28,29 @@ def create(
 ) -> None:
     """Take an online, consistent copy while the daemon keeps serving."""
     made = request("backup.create", path=str(path.absolute()) if path else None)
-    if json:
-        print_json(made)
-        return
-    sys.stdout.write(f"{made['path']} ({human_bytes(made['size'])}, {made['seconds']:.2f}s)\n")
+    output(json).show(
+        made,
+        lambda out, m: out.line(f"{m['path']} ({human_bytes(m['size'])}, {m['seconds']:.2f}s)"),
+    )
 
 
 @app.command("list")
 def list_backups(json: bool = JSON_OPTION) -> None:
     """Backups in the daemon's state/backups folder, oldest first."""
-    rows = request("backup.list")["backups"]
-    if json:
-        print_json(rows)
-        return
-    from gdos.cli.tables import Column, print_table
+    output(json).show(request("backup.list")["backups"], _render_list)
 
-    columns = [Column("TIME"), Column("SIZE"), Column("SCHEMA", drop=1), Column("PATH", wrap=True)]
+
+def _render_list(out: Output, rows: list[dict[str, Any]]) -> None:
     cells = [
         [
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b["time"])),
+            stamp(b["time"]),
             human_bytes(b["size"]),
             str(b["schema_version"] if b["schema_version"] is not None else "?"),
             b["path"],
         ]
         for b in rows
     ]
-    print_table(columns, cells)
+    out.table(COLUMNS, cells)
 
 
 @app.command()
@@ -67,21 +66,24 @@ def restore(
     if not path.is_file():
         fail(GdosError(ErrorCode.BACKUP_INVALID, f"{path} is not a file; see 'gdos backup list'."))
     if not yes:
-        if not sys.stdin.isatty():
+        if not output().interactive:
             fail(GdosError(ErrorCode.INVALID_ARGUMENT, "restore replaces all state; pass --yes."))
         typer.confirm(f"Replace all daemon state with {path}?", abort=True)
     from gdos.cli.common import run
 
     reply = run(lambda client: client.call("backup.restore", path=str(path.absolute())))
-    back = _wait_restarted(reply)
-    if json:
-        print_json({**reply, "daemon": back})
-        return
+    output(json).show({**reply, "daemon": _wait_restarted(reply)}, _render_restore)
+
+
+def _render_restore(out: Output, reply: dict[str, Any]) -> None:
     counts = ", ".join(f"{n} {table}" for table, n in reply["counts"].items())
-    sys.stdout.write(
-        f"restored {reply['path']} (schema {reply['schema_version']}): {counts}\n"
-        f"previous state kept in {reply['pre_restore']}\n"
-        f"daemon answering again (pid {back['pid']}); agents reconnect by themselves\n"
+    out.lines(
+        [
+            f"restored {reply['path']} (schema {reply['schema_version']}): {counts}",
+            f"previous state kept in {reply['pre_restore']}",
+            f"daemon answering again (pid {reply['daemon']['pid']}); "
+            "agents reconnect by themselves",
+        ]
     )
 
 

@@ -1,4 +1,6 @@
-"""What every command module shares: running a client call, errors, output.
+"""What every command module shares: running a client call, parsing, completion.
+
+Output (text, tables, JSON, errors) goes through :mod:`gdos.cli.output`.
 
 Heavy modules (rich, asyncio, the client) are imported inside the functions
 that need them, so ``gdos --help`` and shell completion stay fast.
@@ -6,35 +8,25 @@ that need them, so ``gdos --help`` and shell completion stay fast.
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import typer
 
+from gdos.cli.output import fail
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import natural_key
 from gdos.units import human_bytes, human_duration, percent
 
-__all__ = ["human_bytes", "human_duration", "percent"]
+__all__ = ["fail", "human_bytes", "human_duration", "percent"]
 
 T = TypeVar("T")
 
-# SGR colours for host prefixes (exec, logs): never red or green, which mean
-# failure and success in statuses.
-HOST_COLOURS = (36, 33, 35, 34, 96, 93, 95, 94)
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON.")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def fail(error: GdosError) -> NoReturn:
-    """Print an error the way every command does, and exit with its code."""
-    sys.stderr.write(f"{error}\n")
-    raise typer.Exit(error.exit_code)
 
 
 def run(call: Callable[[Any], Awaitable[T]]) -> T:
@@ -59,24 +51,6 @@ def run(call: Callable[[Any], Awaitable[T]]) -> T:
 def request(kind: str, **body: Any) -> dict[str, Any]:
     """One request, one reply."""
     return run(lambda client: client.call(kind, **body))
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-def console() -> Any:
-    """Rich's console for every command; ``:name:`` is never turned into an emoji
-    (a key fingerprint ``…:ab:…`` printed as 🆎 once)."""
-    from rich.console import Console
-
-    return Console(emoji=False)
 
 
 def parse_duration(text: str, what: str = "duration") -> float:
@@ -105,6 +79,11 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 def ago(ts: float | None) -> str:
     return "never" if ts is None else human_duration(time.time() - ts) + " ago"
+
+
+def stamp(ts: float | None, form: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A time stamp in local time, the way every list shows one; ``-`` for none."""
+    return "-" if ts is None else time.strftime(form, time.localtime(ts))
 
 
 def quiet_call(kind: str, **body: Any) -> dict[str, Any] | None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import inspect
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, fail, print_json
-from gdos.errors import GdosError
+from gdos.cli.common import JSON_OPTION
+from gdos.cli.output import Output, fail, output
+from gdos.errors import ErrorCode, GdosError
 
 app = typer.Typer(help="Run, start, stop and inspect the control daemon.", no_args_is_help=True)
 
@@ -81,7 +81,11 @@ def _observe(
         fail(error)
     seconds = parse_duration(every, "--backup-every") if every else 0.0
     if (every and seconds < 1) or keep < 1:
-        fail(GdosError("invalid_argument", "--backup-every must be 1s or more, --backup-keep 1+."))
+        fail(
+            GdosError(
+                ErrorCode.INVALID_ARGUMENT, "--backup-every must be 1s or more, --backup-keep 1+."
+            )
+        )
     return {
         "alert_command": alert_command or None,
         "alert_webhook": alert_webhook or None,
@@ -111,13 +115,12 @@ def _insecure(mesh: str, trusted: bool) -> None:
         insecure.check(mesh, trusted)
     except GdosError as error:
         fail(error)
-    sys.stderr.write(f"warning: {insecure.exposure(mesh)}\n")
+    output().note(f"warning: {insecure.exposure(mesh)}")
 
 
 def _daemon_config(options: dict[str, Any]) -> Any:
     """Every option of ``daemon run`` checked and turned into a DaemonConfig."""
     from gdos.daemon.config import DaemonConfig, check_mesh_address
-    from gdos.errors import ErrorCode
 
     heartbeat, metrics, offline = (
         options["heartbeat"],
@@ -236,8 +239,7 @@ def run(
     except GdosError as error:
         fail(error)
     except OSError as error:
-        sys.stderr.write(f"error[daemon_unavailable]: cannot start the daemon: {error}\n")
-        raise typer.Exit(3) from None
+        fail(GdosError(ErrorCode.DAEMON_UNAVAILABLE, f"cannot start the daemon: {error}"))
 
 
 def start(ctx: typer.Context, **options: Any) -> None:
@@ -251,7 +253,7 @@ def start(ctx: typer.Context, **options: Any) -> None:
         pid = start_background(_given_options(ctx), where)
     except GdosError as error:
         fail(error)
-    sys.stdout.write(f"gdosd started (pid {pid}); log: {where.daemon_log}\n")
+    output().line(f"gdosd started (pid {pid}); log: {where.daemon_log}")
 
 
 # `start` takes exactly the options of `run`, declared once (plus Typer's context).
@@ -288,28 +290,34 @@ def stop() -> None:
     except GdosError as error:
         fail(error)
     if stopped.killed:
-        sys.stdout.write(f"gdosd (pid {stopped.pid}) did not exit in time; killed with SIGKILL\n")
+        output().line(f"gdosd (pid {stopped.pid}) did not exit in time; killed with SIGKILL")
     else:
-        sys.stdout.write(f"gdosd stopped (pid {stopped.pid})\n")
+        output().line(f"gdosd stopped (pid {stopped.pid})")
 
 
 @app.command()
 def status(json: bool = JSON_OPTION) -> None:
     """Show whether the daemon runs, its mesh address, key and node counts."""
-    from gdos.cli.common import ago, request
+    from gdos.cli.common import request
 
-    info = request("ping")
-    if json:
-        print_json(info)
-        return
-    sys.stdout.write(
-        f"gdosd {info['version']} running, pid {info['pid']}, up since {ago(info['started'])}\n"
-        f"mesh:       {info['mesh']}{' (INSECURE)' if info['insecure'] else ''}\n"
-        f"public key: {info['public_key'] or '-'}\n"
-        f"nodes:      {info['online']} online of {info['nodes']}\n"
-    )
+    output(json).show(request("ping"), _render_status)
+
+
+def _render_status(out: Output, info: dict[str, Any]) -> None:
+    from gdos.cli.common import ago
+
+    rows = [
+        ("mesh:", f"{info['mesh']}{' (INSECURE)' if info['insecure'] else ''}"),
+        ("public key:", info["public_key"] or "-"),
+        ("nodes:", f"{info['online']} online of {info['nodes']}"),
+    ]
     if info.get("storage_error"):
-        sys.stdout.write(
-            f"storage:    FAILING, {info.get('unsaved_rows', 0)} task rows waiting: "
-            f"{info['storage_error']}\n"
+        rows.append(
+            (
+                "storage:",
+                f"FAILING, {info.get('unsaved_rows', 0)} task rows waiting: "
+                f"{info['storage_error']}",
+            )
         )
+    heading = f"gdosd {info['version']} running, pid {info['pid']}, up since {ago(info['started'])}"
+    out.fields(rows, [heading])

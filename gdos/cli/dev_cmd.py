@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from gdos.cli.common import fail
+from gdos.cli.output import fail
 from gdos.errors import GdosError
 
 app = typer.Typer(help="Developer tools: the mock cluster for scale tests.", no_args_is_help=True)

@@ -8,32 +8,40 @@ Ctrl-C leaves at once.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import typer
 from typer.core import TyperCommand
 
-from gdos.cli.common import (
-    HOST_COLOURS,
-    complete_node_names,
-    fail,
-    human_duration,
-    parse_duration,
-    parse_env,
-    print_json,
-)
+from gdos.cli.common import complete_node_names, human_duration, parse_duration, parse_env
+from gdos.cli.output import HOST_COLOURS, Output, fail, output
+from gdos.cli.tables import Column
 from gdos.errors import ErrorCode, ExitCode, GdosError
-from gdos.safe_text import safe_line, safe_text
+from gdos.model import HostStatus
+from gdos.safe_text import safe_cell, safe_line, safe_text
 
-STATUS_COLOUR = {
-    "succeeded": 32,
-    "failed": 31,
-    "timed_out": 33,
-    "canceled": 35,
-    "unreachable": 31,
-    "running": 36,
+STATUS_STYLE = {
+    HostStatus.SUCCEEDED: "green",
+    HostStatus.FAILED: "red",
+    HostStatus.TIMED_OUT: "yellow",
+    HostStatus.CANCELED: "magenta",
+    HostStatus.UNREACHABLE: "red",
+    HostStatus.RUNNING: "cyan",
 }
+SUMMARY_COLUMNS = [
+    Column("HOST"),
+    Column("STATUS"),
+    Column("EXIT", justify="right"),
+    Column("DURATION", justify="right", drop=1),
+    Column("REASON", wrap=True),
+]
+# The first of these among a task's hosts decides the exit code (docs/exec.md).
+EXIT_CODES = (
+    (HostStatus.CANCELED, ExitCode.CANCELED),
+    (HostStatus.UNREACHABLE, ExitCode.EXEC_UNREACHABLE),
+    (HostStatus.TIMED_OUT, ExitCode.EXEC_TIMED_OUT),
+    (HostStatus.FAILED, ExitCode.EXEC_FAILED),
+)
 
 
 class CommandAfterDashDash(TyperCommand):
@@ -55,13 +63,7 @@ class CommandAfterDashDash(TyperCommand):
 
 def exit_code_for(statuses: list[str]) -> int:
     """The documented exit code for a set of host statuses."""
-    order = [
-        ("canceled", ExitCode.CANCELED),
-        ("unreachable", ExitCode.EXEC_UNREACHABLE),
-        ("timed_out", ExitCode.EXEC_TIMED_OUT),
-        ("failed", ExitCode.EXEC_FAILED),
-    ]
-    for status, code in order:
+    for status, code in EXIT_CODES:
         if status in statuses:
             return int(code)
     return int(ExitCode.OK)
@@ -114,17 +116,18 @@ def exec_command(
     }
     from gdos.cli.common import run
 
-    code = run(lambda client: _follow(client, request, json))
+    out = output(json)
+    code = run(lambda client: _follow(client, request, out))
     raise typer.Exit(code)
 
 
-async def _follow(client: Any, request: dict[str, Any], as_json: bool) -> int:
+async def _follow(client: Any, request: dict[str, Any], out: Output) -> int:
     import asyncio
     import signal
 
     reply, events = await client.stream("exec.start", **request)
     task_id = reply["task"]
-    printer = _Printer(quiet=as_json)
+    printer = _Printer(out)
     for host in reply["hosts"]:
         printer.host(host)
     loop = asyncio.get_running_loop()
@@ -134,9 +137,9 @@ async def _follow(client: Any, request: dict[str, Any], as_json: bool) -> int:
     def on_interrupt() -> None:
         interrupts[0] += 1
         if interrupts[0] > 1:
-            sys.stderr.write("\nleaving; the task keeps being canceled by the daemon\n")
+            out.note("\nleaving; the task keeps being canceled by the daemon")
             raise SystemExit(int(ExitCode.CANCELED))
-        sys.stderr.write(f"\ncanceling task {task_id} (Ctrl-C again to leave now)\n")
+        out.note(f"\ncanceling task {task_id} (Ctrl-C again to leave now)")
         cancels.append(asyncio.ensure_future(client.call("task.cancel", id=task_id)))
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
@@ -146,23 +149,20 @@ async def _follow(client: Any, request: dict[str, Any], as_json: bool) -> int:
         elif event["type"] == "host":
             printer.host(event)
         elif event["type"] == "notice":  # e.g. storage_failed: results wait, none is lost
-            sys.stderr.write(f"waiting: error[{event['code']}]: {event['message']}\n")
+            out.note(f"waiting: {GdosError(event['code'], event['message'])}")
     loop.remove_signal_handler(signal.SIGINT)
     task = (await client.call("task.show", id=task_id))["task"]
-    if as_json:
-        print_json(task)
-    else:
-        printer.flush_all()
-        _summary(task)
+    printer.flush_all()
+    out.show(task, _summary)
     return exit_code_for([h["status"] for h in task["hosts"]])
 
 
 class _Printer:
     """Prints complete lines per host and stream, prefixed with the host name."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.tty = sys.stdout.isatty()
+    def __init__(self, out: Output) -> None:
+        self.out = out
+        self.quiet = out.json_mode
         self.partial: dict[tuple[str, str], bytes] = {}
         self.colours: dict[str, int] = {}
         self.width = 0
@@ -170,10 +170,8 @@ class _Printer:
     def prefix(self, node: str) -> str:
         self.width = max(self.width, len(node))
         label = f"{node:<{self.width}} |"
-        if not self.tty:
-            return label
         colour = self.colours.setdefault(node, HOST_COLOURS[len(self.colours) % len(HOST_COLOURS)])
-        return f"\x1b[{colour}m{label}\x1b[0m"
+        return self.out.paint(label, colour)
 
     def output(self, event: dict[str, Any]) -> None:
         if self.quiet:
@@ -188,22 +186,15 @@ class _Printer:
     def _write(self, key: tuple[str, str], lines: list[bytes]) -> None:
         """On a terminal each line is made safe (a node's ESC sequences are shown,
         not run); piped, the bytes go out exactly as the node sent them."""
-        out = sys.stderr if key[1] == "stderr" else sys.stdout
+        stderr = key[1] == "stderr"
         prefix = self.prefix(key[0])
-        if self.tty:
-            for line in lines:
-                out.write(f"{prefix} {safe_line(line)}\n")
-            out.flush()
+        if self.out.tty:
+            stream = self.out.stderr if stderr else self.out.stdout
+            stream.write("".join(f"{prefix} {safe_line(line)}\n" for line in lines))
+            stream.flush()
             return
         raw = prefix.encode() + b" "
-        data = b"".join(raw + line + b"\n" for line in lines)
-        binary = getattr(out, "buffer", None)
-        out.flush()
-        if binary is None:  # a text-only stream (tests): as close as text allows
-            out.write(data.decode("utf-8", "replace"))
-        else:
-            binary.write(data)
-        (binary or out).flush()
+        self.out.raw(b"".join(raw + line + b"\n" for line in lines), stderr=stderr)
 
     def host(self, event: dict[str, Any]) -> None:
         node = event["node"]
@@ -211,36 +202,37 @@ class _Printer:
             rest = self.partial.pop((node, stream), None)
             if rest and not self.quiet:
                 self._write((node, stream), [rest])
-        if event["status"] == "unreachable" and not self.quiet:
-            sys.stderr.write(f"{self.prefix(node)} unreachable: {safe_text(event['reason'])}\n")
+        if event["status"] == HostStatus.UNREACHABLE and not self.quiet:
+            self.out.note(f"{self.prefix(node)} unreachable: {safe_text(event['reason'])}")
 
     def flush_all(self) -> None:
         for key, rest in list(self.partial.items()):
-            self._write(key, [rest])
+            if not self.quiet:
+                self._write(key, [rest])
         self.partial.clear()
 
 
-def _summary(task: dict[str, Any]) -> None:
-    hosts = task["hosts"]
-    tty = sys.stdout.isatty()
-    width = max([len(h["node"]) for h in hosts] + [4])
-    lines = [
-        f"\ntask {task['id']}: {task['status']}",
-        f"{'HOST':<{width}}  {'STATUS':<11}  {'EXIT':>4}  {'DURATION':>8}  REASON",
-    ]
-    for h in hosts:
-        status = h["status"]
-        shown = f"{status:<11}"
-        if tty:
-            shown = f"\x1b[{STATUS_COLOUR.get(status, 0)}m{shown}\x1b[0m"
+def _summary(out: Output, task: dict[str, Any]) -> None:
+    """The table after the streamed output: each host's status, exit code, duration
+    and reason, then how many ended which way."""
+    from rich.text import Text
+
+    rows = []
+    for h in task["hosts"]:
         duration = (h["ended"] - h["started"]) if h["ended"] and h["started"] else None
+        status = Text(safe_text(h["status"]), style=STATUS_STYLE.get(h["status"], ""))
         code = "-" if h["exit_code"] is None else str(h["exit_code"])
-        lines.append(
-            f"{h['node']:<{width}}  {shown}  {code:>4}  "
-            f"{human_duration(duration):>8}  {safe_text(h['reason'] or '')}".rstrip()
+        rows.append(
+            [
+                safe_cell(h["node"]),
+                status,
+                code,
+                human_duration(duration),
+                safe_cell(h["reason"] or ""),
+            ]
         )
     counts: dict[str, int] = {}
-    for h in hosts:
+    for h in task["hosts"]:
         counts[h["status"]] = counts.get(h["status"], 0) + 1
-    lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    sys.stdout.write("\n".join(lines) + "\n")
+    footer = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    out.table(SUMMARY_COLUMNS, rows, title=f"\ntask {task['id']}: {task['status']}", footer=footer)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 import typer
 
-from gdos.cli.common import (
-    JSON_OPTION,
-    ago,
-    fail,
-    print_json,
-    quiet_call,
-    request,
-)
+from gdos.cli.common import JSON_OPTION, ago, quiet_call, request
+from gdos.cli.output import Output, fail, output
+from gdos.cli.tables import Column
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import natural_key
 from gdos.safe_text import safe_cell, safe_text
@@ -34,26 +29,24 @@ KEY = typer.Argument(
     autocompletion=_complete_key_names,
 )
 STYLE = {"accepted": "green", "pending": "yellow", "rejected": "red"}
+# the fingerprint is what 'accept/reject/delete' take: never dropped or cut
+COLUMNS = [
+    Column("NAME"),
+    Column("STATUS"),
+    Column("FINGERPRINT"),
+    Column("VIA", drop=2),
+    Column("ADDRESS", drop=1),
+    Column("SEEN", drop=3),
+]
 
 
 @app.command("list")
 def list_keys(json: bool = JSON_OPTION) -> None:
     """Every key the daemon has seen, pending first, with its fingerprint."""
-    keys = request("key.list")["keys"]
-    if json:
-        print_json(keys)
-        return
-    from gdos.cli.tables import Column, print_table
+    output(json).show(request("key.list")["keys"], _render_list)
 
-    # the fingerprint is what 'accept/reject/delete' take: never dropped or cut
-    columns = [
-        Column("NAME"),
-        Column("STATUS"),
-        Column("FINGERPRINT"),
-        Column("VIA", drop=2),
-        Column("ADDRESS", drop=1),
-        Column("SEEN", drop=3),
-    ]
+
+def _render_list(out: Output, keys: list[dict[str, Any]]) -> None:
     order = {"pending": 0, "accepted": 1, "rejected": 2}
     rows = []
     for k in sorted(keys, key=lambda k: (order.get(k["status"], 3), natural_key(k["name"]))):
@@ -68,22 +61,21 @@ def list_keys(json: bool = JSON_OPTION) -> None:
                 ago(k.get("created")),
             ]
         )
-    print_table(columns, rows)
+    out.table(COLUMNS, rows)
     if any(k.get("name_held") for k in keys):
-        sys.stdout.write(
+        out.line(
             "pending! claims the name of an accepted node: accept, reject or delete it "
-            "by its fingerprint\n"
+            "by its fingerprint"
         )
 
 
-def _report(verb: str, keys: list[dict], json: bool) -> None:
-    if json:
-        print_json(keys)
-        return
-    for k in keys:
-        sys.stdout.write(safe_text(f"{verb} key {k['fingerprint']} of {k['name']}") + "\n")
-    if not keys:
-        sys.stdout.write("no pending keys\n")
+def _report(verb: str, keys: list[dict[str, Any]], json: bool) -> None:
+    def render(out: Output, keys: list[dict[str, Any]]) -> None:
+        out.lines([safe_text(f"{verb} key {k['fingerprint']} of {k['name']}") for k in keys])
+        if not keys:
+            out.line("no pending keys")
+
+    output(json).show(keys, render)
 
 
 @app.command()
@@ -107,13 +99,12 @@ def accept(
     reply = request("key.accept", name=key, all=all_ or None)
     refused = reply.get("refused") or []
     if json and all_:
-        print_json({"keys": reply["keys"], "refused": refused})
+        output(json).json({"keys": reply["keys"], "refused": refused})
     else:
         _report("accepted", reply["keys"], json)
     if refused:
         for k in refused:
-            line = f"not accepted: key {k['fingerprint']} of {k['name']}: {k['reason']}"
-            sys.stderr.write(line + "\n")
+            output().note(f"not accepted: key {k['fingerprint']} of {k['name']}: {k['reason']}")
         fail(
             GdosError(
                 ErrorCode.KEY_AMBIGUOUS,

@@ -16,14 +16,8 @@ from typing import Any
 
 import typer
 
-from gdos.cli.common import (
-    HOST_COLOURS,
-    JSON_OPTION,
-    complete_log_targets,
-    fail,
-    parse_duration,
-    run,
-)
+from gdos.cli.common import JSON_OPTION, complete_log_targets, parse_duration, run
+from gdos.cli.output import HOST_COLOURS, Output, fail, output
 from gdos.errors import ErrorCode, ExitCode, GdosError
 from gdos.safe_text import safe_line, safe_text
 
@@ -73,8 +67,9 @@ def logs_command(
         "follow": follow,
         "stamps": json,
     }
+    out = output(json)
     try:
-        code = run(lambda client: _print(client, request, json))
+        code = run(lambda client: _print(client, request, out))
     except KeyboardInterrupt:
         code = int(ExitCode.CANCELED)  # Ctrl-C, like tail -f
     except BrokenPipeError:  # `| head`: the reader has seen enough
@@ -103,9 +98,9 @@ def parse_since(text: str) -> float:
     )
 
 
-async def _print(client: Any, request: dict[str, Any], as_json: bool) -> int:
+async def _print(client: Any, request: dict[str, Any], out: Output) -> int:
     reply, events = await client.stream("logs.open", **request)
-    printer = _Printer(reply["sources"], as_json)
+    printer = _Printer(reply["sources"], out)
     async for event in events:
         if event["type"] == "lines":
             printer.lines(event)
@@ -117,10 +112,8 @@ async def _print(client: Any, request: dict[str, Any], as_json: bool) -> int:
 class _Printer:
     """Writes lines as bytes (logs need not be UTF-8), prefixed when sources merge."""
 
-    def __init__(self, sources: list[dict[str, Any]], as_json: bool) -> None:
-        self.as_json = as_json
-        self.out = sys.stdout.buffer
-        self.tty = sys.stdout.isatty()
+    def __init__(self, sources: list[dict[str, Any]], out: Output) -> None:
+        self.out = out
         self.exit_code = int(ExitCode.OK)
         self.prefixes: dict[tuple[str, str | None, str], bytes] = {}
         if len(sources) > 1:
@@ -130,29 +123,25 @@ class _Printer:
                 label = f"{s['node']:<{width}}"
                 if s["instance"]:
                     label += f" {s['instance']:<{inst_width}}"
-                text = f"{label} | "
-                if self.tty:
-                    text = f"\x1b[{HOST_COLOURS[index % len(HOST_COLOURS)]}m{label}\x1b[0m | "
+                text = out.paint(label, HOST_COLOURS[index % len(HOST_COLOURS)]) + " | "
                 self.prefixes[_key(s)] = text.encode()
 
     def lines(self, event: dict[str, Any]) -> None:
-        if self.as_json:
+        if self.out.json_mode:
             self._json(event)
             return
         prefix = self.prefixes.get(_key(event), b"")
-        if self.tty:  # a node's ESC sequences are shown, not run; piped stays byte-faithful
+        if self.out.tty:  # a node's ESC sequences are shown, not run; piped stays byte-faithful
             lines = [safe_line(line).encode() for line in event["lines"]]
             data = b"".join(prefix + line + b"\n" for line in lines)
         elif prefix:
             data = b"".join(prefix + line + b"\n" for line in event["lines"])
         else:
             data = b"\n".join(event["lines"]) + b"\n"
-        self.out.write(data)
-        self.out.flush()
+        self.out.raw(data)
 
     def _json(self, event: dict[str, Any]) -> None:
-        import json
-
+        """One JSON document per line, stamped (the line decoded as UTF-8)."""
         stamps = event.get("stamps") or []
         rows = []
         for index, line in enumerate(event["lines"]):
@@ -161,20 +150,19 @@ class _Printer:
                 "node": event["node"],
                 "instance": event["instance"],
                 "file": event["file"],
-                "line": line.decode("utf-8", "replace"),
+                "line": line,
                 "ts": stamp if stamp is not None else event.get("ts"),
             }
-            rows.append(json.dumps(row))
-        self.out.write(("\n".join(rows) + "\n").encode())
-        self.out.flush()
+            rows.append(row)
+        self.out.json_lines(rows)
 
     def end(self, event: dict[str, Any]) -> None:
         if not event.get("code"):
             return
         where = event["node"] + (f" {event['instance']}" if event.get("instance") else "")
         error = GdosError(event["code"], f"{where}: {event['message']}")
-        sys.stderr.write(f"{safe_text(error)}\n")
-        sys.stderr.flush()
+        self.out.error(safe_text(error))  # the code and sentence came from a node
+        self.out.stderr.flush()
         if self.exit_code == ExitCode.OK:
             self.exit_code = error.exit_code
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 # Typer vendors Click; its parser errors are these classes, not the `click` package's.
@@ -31,6 +29,7 @@ from gdos.cli import (
     top_cmd,
     tui_cmd,
 )
+from gdos.cli.output import Output
 from gdos.errors import GdosError
 
 app = typer.Typer(
@@ -66,17 +65,20 @@ metrics_cmd.register(app)
 
 def _version(value: bool) -> None:
     if value:
-        sys.stdout.write(f"gdos {__version__}\n")
+        Output().line(f"gdos {__version__}")
         raise typer.Exit()
 
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """Operate a fleet from the terminal: nodes, exec, services, logs, shell."""
+    if not isinstance(ctx.obj, Output):  # a test may hand in its own
+        ctx.obj = Output()
 
 
 def main() -> None:
@@ -89,20 +91,20 @@ def main() -> None:
     try:
         result = app(prog_name="gdos", standalone_mode=False)
     except GdosError as error:
-        sys.stderr.write(f"{error}\n")
+        Output().error(error)
         raise SystemExit(error.exit_code) from None
     except click.NoArgsIsHelpError as shown:
         shown.show()  # a bare group or command: its help, as before
         raise SystemExit(shown.exit_code) from None
     except click.UsageError as usage:
         refusal = usage_error(usage)
-        sys.stderr.write(f"{refusal}\n")
+        Output().error(refusal)
         raise SystemExit(refusal.exit_code) from None
     except click.ClickException as other:
-        sys.stderr.write(f"error[invalid_argument]: {other.format_message()}\n")
+        Output().error(f"error[invalid_argument]: {other.format_message()}")
         raise SystemExit(other.exit_code) from None
     except typer.Abort:
-        sys.stderr.write("\naborted\n")
+        Output().note("\naborted")
         raise SystemExit(1) from None
     raise SystemExit(result if isinstance(result, int) else 0)
 

@@ -7,12 +7,13 @@ instance, so ``--since`` reaches back at most that far.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, fail, parse_duration, print_json, request
+from gdos.cli.common import JSON_OPTION, parse_duration, request
+from gdos.cli.output import Output, fail, output
+from gdos.cli.tables import Column, visible_width
 from gdos.errors import ErrorCode, GdosError
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -105,14 +106,10 @@ def metrics_command(
         metrics=[m.name for m in metrics] or None,
     )
     reply["series"] = [summarise(s) for s in reply["series"]]
-    if json:
-        print_json(reply)
-        return
-    _print(reply, target, since)
+    output(json).show(reply, lambda out, reply: _render(out, reply, target, since))
 
 
-def _print(reply: dict[str, Any], target: str, since: str) -> None:
-    from gdos.cli.tables import Column, available_width, print_table, visible_width
+def _render(out: Output, reply: dict[str, Any], target: str, since: str) -> None:
     from gdos.metric_catalog import find_metric
 
     samples = max((s["samples"] for s in reply["series"]), default=0)
@@ -121,7 +118,7 @@ def _print(reply: dict[str, Any], target: str, since: str) -> None:
         m = find_metric(s["name"], reply["instance"])
         rows.append([s["name"], *(m.format(s[k]) for k in ("min", "avg", "max", "last"))])
     # The sparkline takes what the figures leave (they are never cut), 8 to 48 blocks.
-    width, spark = available_width(), SPARK_WIDTH
+    width, spark = out.width, SPARK_WIDTH
     if width is not None and rows:
         figures = sum(max(visible_width(r[i]) for r in rows) + 2 for i in range(5))
         spark = max(8, min(SPARK_WIDTH, width - figures - 6))
@@ -132,6 +129,6 @@ def _print(reply: dict[str, Any], target: str, since: str) -> None:
         Column("HISTORY", drop=1),
         *(Column(name, justify="right") for name in ("MIN", "AVG", "MAX", "LAST")),
     ]
-    print_table(columns, rows, title=f"{target}: last {since}, {samples} samples")
+    out.table(columns, rows, title=f"{target}: last {since}, {samples} samples")
     if not samples:
-        sys.stdout.write("no samples in that window yet; metrics arrive every few seconds.\n")
+        out.line("no samples in that window yet; metrics arrive every few seconds.")

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, console, fail, human_bytes, print_json, request, run
+from gdos.cli.common import JSON_OPTION, human_bytes, request, run, stamp
+from gdos.cli.output import Output, dumps, fail, output
+from gdos.cli.tables import Column
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import natural_key
 from gdos.safe_text import safe_cell
 
 app = typer.Typer(help="Push, list, inspect and remove packages.", no_args_is_help=True)
 UPLOAD_WINDOW = 8  # chunks in flight to the daemon
+COLUMNS = [
+    Column("NAME"),
+    Column("VERSION"),
+    Column("SIZE", drop=2),
+    Column("SHA256", drop=3),
+    Column("PUSHED", drop=1),
+    Column("BY", drop=4),
+    Column("DESCRIPTION", drop=5, wrap=True),
+]
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
@@ -33,19 +42,19 @@ def push(
     if not file.is_file():
         fail(GdosError(ErrorCode.INVALID_ARGUMENT, f"{file} is not a readable file."))
     size = file.stat().st_size
-    show = not json and sys.stderr.isatty()
-    reply = run(lambda client: _upload(client, file, size, show))
-    if json:
-        print_json(reply)
-        return
+    out = output(json)
+    out.show(run(lambda client: _upload(client, file, size, out)), _render_push)
+
+
+def _render_push(out: Output, reply: dict[str, Any]) -> None:
     p = reply["package"]
     verb = "stored" if reply["created"] else "already stored (same bytes)"
-    sys.stdout.write(
-        f"{p['name']}@{p['version']} {verb}: {human_bytes(p['size'])}, sha256 {p['sha256'][:12]}\n"
+    out.line(
+        f"{p['name']}@{p['version']} {verb}: {human_bytes(p['size'])}, sha256 {p['sha256'][:12]}"
     )
 
 
-async def _upload(client: Any, file: Path, size: int, show_progress: bool) -> dict[str, Any]:
+async def _upload(client: Any, file: Path, size: int, out: Output) -> dict[str, Any]:
     """Send the file in chunks, a few in flight, hashing as it goes."""
     import asyncio
     import hashlib
@@ -56,13 +65,14 @@ async def _upload(client: Any, file: Path, size: int, show_progress: bool) -> di
     upload, chunk = begun["upload"], begun["chunk"]
     digest = hashlib.sha256()
     pending: set[asyncio.Task[Any]] = set()
+    bar_console = out.console(stderr=True)
     progress = Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
-        console=console().__class__(stderr=True),
-        disable=not show_progress,
+        console=bar_console,
+        disable=out.json_mode or not bar_console.is_terminal,
         transient=True,
     )
     with progress, file.open("rb") as source:
@@ -93,24 +103,13 @@ def list_packages(
     json: bool = JSON_OPTION,
 ) -> None:
     """Every stored package version."""
-    packages = request("package.list", name=name)["packages"]
-    if json:
-        print_json(packages)
-        return
-    from gdos.cli.tables import Column, print_table
+    output(json).show(request("package.list", name=name)["packages"], _render_list)
 
-    columns = [
-        Column("NAME"),
-        Column("VERSION"),
-        Column("SIZE", drop=2),
-        Column("SHA256", drop=3),
-        Column("PUSHED", drop=1),
-        Column("BY", drop=4),
-        Column("DESCRIPTION", drop=5, wrap=True),
-    ]
+
+def _render_list(out: Output, packages: list[dict[str, Any]]) -> None:
     rows = []
     for p in sorted(packages, key=lambda p: natural_key(p["name"])):  # stable: pushed order kept
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p["pushed_at"]))
+        when = stamp(p["pushed_at"], "%Y-%m-%d %H:%M")
         rows.append(
             [
                 p["name"],
@@ -122,7 +121,7 @@ def list_packages(
                 safe_cell(p["description"] or ""),
             ]
         )
-    print_table(columns, rows)
+    out.table(COLUMNS, rows)
 
 
 @app.command()
@@ -132,16 +131,15 @@ def show(
 ) -> None:
     """One package version and its validated manifest."""
     name, version = split_ref(ref)
-    package = request("package.show", name=name, version=version)["package"]
-    if json:
-        print_json(package)
-        return
-    import json as jsonlib
+    output(json).show(request("package.show", name=name, version=version)["package"], _render)
 
-    sys.stdout.write(
+
+def _render(out: Output, package: dict[str, Any]) -> None:
+    out.line(
         f"{package['name']}@{package['version']}  {human_bytes(package['size'])}  "
-        f"sha256 {package['sha256']}\n{jsonlib.dumps(package['manifest'], indent=2)}\n"
+        f"sha256 {package['sha256']}"
     )
+    out.line(dumps(package["manifest"], indent=2))
 
 
 @app.command()
@@ -153,8 +151,7 @@ def rm(
     name, version = split_ref(ref)
     if not version:
         fail(GdosError(ErrorCode.INVALID_ARGUMENT, "give NAME@VERSION; see 'gdos package list'."))
-    reply = request("package.rm", name=name, version=version)
-    if json:
-        print_json(reply)
-        return
-    sys.stdout.write(f"removed {reply['removed']}\n")
+    output(json).show(
+        request("package.rm", name=name, version=version),
+        lambda out, r: out.line(f"removed {r['removed']}"),
+    )

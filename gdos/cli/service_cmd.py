@@ -8,8 +8,6 @@ code and sentence).
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import Any
 
 import typer
@@ -18,19 +16,32 @@ from gdos.cli.common import (
     JSON_OPTION,
     complete_node_names,
     complete_service_targets,
-    console,
-    fail,
     human_duration,
-    print_json,
     request,
     run,
+    stamp,
 )
+from gdos.cli.output import Output, fail, output
+from gdos.cli.tables import Column
 from gdos.errors import ErrorCode, ExitCode, GdosError
+from gdos.model import InstanceState
 from gdos.names import instance_key
 from gdos.safe_text import safe_cell, safe_text
 from gdos.units import STATE_STYLE
 
-SETTLED = ("running", "stopped", "error", "failed")  # states an operation ends in
+# states an operation ends in
+SETTLED = frozenset(
+    {InstanceState.RUNNING, InstanceState.STOPPED, InstanceState.ERROR, InstanceState.FAILED}
+)
+STATUS_COLUMNS = [
+    Column("INSTANCE"),
+    Column("STATE"),
+    Column("PID", drop=3),
+    Column("UPTIME", drop=2),
+    Column("RESTARTS", drop=4),
+    Column("VERSION", drop=1),
+    Column("LAST ERROR", wrap=True),
+]
 
 
 TARGET = typer.Argument(
@@ -86,27 +97,27 @@ def destroy(
     json: bool = JSON_OPTION,
 ) -> None:
     if not yes:
-        if not sys.stdin.isatty():
+        if not output().interactive:
             fail(GdosError(ErrorCode.INVALID_ARGUMENT, "destroy removes instances; add --yes."))
         typer.confirm(f"Stop and remove every instance of {target}?", abort=True)
     _operate("destroy", target, wait, json)
 
 
 def _operate(action: str, target: str, wait: bool, json: bool, **body: Any) -> None:
-    outcome = run(lambda client: _follow(client, action, target, wait, json, body))
-    if json:
-        print_json(outcome)
-    elif wait:
-        _print_outcome(outcome)
-    else:
-        names = ", ".join(outcome["instances"])
-        sys.stdout.write(f"{action} sent: {names}\n(see 'gdos status {target}')\n")
+    out = output(json)
+    outcome = run(lambda client: _follow(client, out, action, target, wait, body))
+
+    def sent(out: Output, outcome: dict[str, Any]) -> None:
+        out.line(f"{action} sent: {', '.join(outcome['instances'])}")
+        out.line(f"(see 'gdos status {target}')")
+
+    out.show(outcome, _render_outcome if wait else sent)
     if wait and not outcome.get("ok"):
         raise typer.Exit(_exit_code(outcome))
 
 
 async def _follow(
-    client: Any, action: str, target: str, wait: bool, json: bool, body: dict[str, Any]
+    client: Any, out: Output, action: str, target: str, wait: bool, body: dict[str, Any]
 ) -> dict[str, Any]:
     if not wait:
         reply: dict[str, Any] = await client.call(
@@ -116,14 +127,14 @@ async def _follow(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
     reply, events = await client.stream("svc.run", action=action, target=target, wait=True, **body)
-    err = console().__class__(stderr=True)
+    err = out.console(stderr=True)
     progress = Progress(
         SpinnerColumn(),
         "[progress.description]{task.description}",
         BarColumn(),
         MofNCompleteColumn(),
         console=err,
-        disable=json or not err.is_terminal,
+        disable=out.json_mode or not err.is_terminal,
         transient=True,
     )
     outcome: dict[str, Any] = {"ok": False, "results": []}
@@ -142,7 +153,7 @@ async def _follow(
             elif event["type"] == "state":
                 settled[event["instance"]] = event["state"] in SETTLED
                 progress.update(bar, completed=sum(settled.values()))
-                if not json:
+                if not out.json_mode:
                     note = f"  {event['error']}" if event.get("error") else ""
                     line = _line(event["instance"] + "  ", event["state"], note)
                     err.print(line, highlight=False)
@@ -158,21 +169,21 @@ def _line(before: str, state: str, after: str) -> Any:
     )
 
 
-def _print_outcome(outcome: dict[str, Any]) -> None:
-    out = sys.stdout
+def _render_outcome(out: Output, outcome: dict[str, Any]) -> None:
+    """One line per instance (failures with their error line), then the verdict."""
     for r in outcome.get("results", []):
         if r["ok"]:
             state = (r.get("state") or {}).get("state", "done")
-            out.write(safe_text(f"{r['instance']}: {state}") + "\n")
+            out.line(safe_text(f"{r['instance']}: {state}"))
         else:
-            failure = f"{r['instance']}: FAILED error[{r.get('code')}]: {r.get('message')}"
-            out.write(safe_text(failure) + "\n")
+            error = f"error[{r.get('code')}]: {r.get('message')}"
+            out.line(safe_text(f"{r['instance']}: FAILED {error}"))
     if not outcome.get("ok") and outcome.get("message"):
-        out.write(safe_text(f"error[{outcome.get('code')}]: {outcome['message']}") + "\n")
+        out.line(safe_text(f"error[{outcome.get('code')}]: {outcome['message']}"))
     total = len(outcome.get("results", []))
     bad = sum(1 for r in outcome.get("results", []) if not r["ok"])
     verdict = "ok" if outcome.get("ok") else f"{bad} of {total} failed"
-    out.write(f"{outcome.get('action', '')} {outcome.get('target', '')}: {verdict}\n")
+    out.line(f"{outcome.get('action', '')} {outcome.get('target', '')}: {verdict}")
 
 
 def _exit_code(outcome: dict[str, Any]) -> int:
@@ -192,26 +203,11 @@ def status(
     ),
     json: bool = JSON_OPTION,
 ) -> None:
-    instances = request("svc.status", target=target)["instances"]
-    if json:
-        print_json(instances)
-        return
-    print_status(instances)
+    output(json).show(request("svc.status", target=target)["instances"], render_status)
 
 
-def print_status(instances: list[dict[str, Any]]) -> None:
+def render_status(out: Output, instances: list[dict[str, Any]]) -> None:
     """The instance table of ``gdos status`` and ``gdos system show``."""
-    from gdos.cli.tables import Column, print_table
-
-    columns = [
-        Column("INSTANCE"),
-        Column("STATE"),
-        Column("PID", drop=3),
-        Column("UPTIME", drop=2),
-        Column("RESTARTS", drop=4),
-        Column("VERSION", drop=1),
-        Column("LAST ERROR", wrap=True),
-    ]
     rows = []
     for i in sorted(instances, key=instance_key):
         state = _line("", i["state"], "" if i["node_online"] else " (node offline)")
@@ -226,7 +222,7 @@ def print_status(instances: list[dict[str, Any]]) -> None:
                 safe_cell(i["error"] or ""),
             ]
         )
-    print_table(columns, rows)
+    out.table(STATUS_COLUMNS, rows)
 
 
 def events(
@@ -238,27 +234,24 @@ def events(
     json: bool = JSON_OPTION,
 ) -> None:
     """Instance state changes, oldest first; -f keeps printing new ones."""
+    out = output(json)
     if not follow:
         rows = request("svc.events", target=target, limit=limit)["events"]
-        if json:
-            print_json(rows)
-            return
-        for e in rows:
-            _print_event(e, as_json=False)
+        out.show(rows, lambda o, rows: o.lines([_event_line(e) for e in rows]))
         return
     try:
-        run(lambda client: _follow_events(client, target, limit, json))
+        run(lambda client: _follow_events(client, out, target, limit))
     except KeyboardInterrupt:
         raise typer.Exit(int(ExitCode.CANCELED)) from None
 
 
-async def _follow_events(client: Any, target: str | None, limit: int, as_json: bool) -> None:
+async def _follow_events(client: Any, out: Output, target: str | None, limit: int) -> None:
     """History, then every new stored event: each ``svc.watch`` change wakes a catch-up
     read of the events after the last one printed, so none is missed or repeated."""
     rows = (await client.call("svc.events", target=target, limit=limit))["events"]
     last = 0
     for e in rows:
-        _print_event(e, as_json)
+        _print_event(out, e)
         last = e["id"]
     _, changes = await client.stream("svc.watch", interval=0.5)
     async for _ in changes:
@@ -266,7 +259,7 @@ async def _follow_events(client: Any, target: str | None, limit: int, as_json: b
             batch = CATCH_UP
             new = await client.call("svc.events", target=target, after=last, limit=batch)
             for e in new["events"]:
-                _print_event(e, as_json)
+                _print_event(out, e)
                 last = e["id"]
             if len(new["events"]) < batch:
                 break
@@ -275,17 +268,19 @@ async def _follow_events(client: Any, target: str | None, limit: int, as_json: b
 CATCH_UP = 1000
 
 
-def _print_event(e: dict[str, Any], as_json: bool) -> None:
-    if as_json:  # one JSON document per line when following
-        import json as json_module
-
-        sys.stdout.write(json_module.dumps(e) + "\n")
+def _print_event(out: Output, e: dict[str, Any]) -> None:
+    """One event as it comes: a JSON document per line with --json."""
+    if out.json_mode:
+        out.json_lines([e])
     else:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
-        note = f"  {e['error']}" if e["error"] else ""
-        line = f"{when}  {e['system']}/{e['module']}@{e['node']}  {e['state']}{note}"
-        sys.stdout.write(safe_text(line) + "\n")
-    sys.stdout.flush()
+        out.line(_event_line(e))
+        out.stdout.flush()
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    when = stamp(e["time"])
+    note = f"  {e['error']}" if e["error"] else ""
+    return safe_text(f"{when}  {e['system']}/{e['module']}@{e['node']}  {e['state']}{note}")
 
 
 def adopt(
@@ -330,8 +325,9 @@ def adopt(
         choose="newest" if newest else "oldest" if oldest else None,
         replace=replace,
     )
-    if json:
-        print_json(reply)
-        return
+    output(json).show(reply, _render_adopted)
+
+
+def _render_adopted(out: Output, reply: dict[str, Any]) -> None:
     i = reply["instance"]
-    sys.stdout.write(safe_text(f"{i['instance']}: {i['state']} (pid {i['pid']})") + "\n")
+    out.line(safe_text(f"{i['instance']}: {i['state']} (pid {i['pid']})"))

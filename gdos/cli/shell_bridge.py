@@ -20,11 +20,11 @@ import contextlib
 import os
 import signal
 import stat
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 from gdos import fdio, protocol
+from gdos.cli.output import output
 from gdos.cli.terminal import RawMode, window_size
 from gdos.client import Client
 from gdos.errors import ErrorCode, ExitCode, GdosError
@@ -69,8 +69,7 @@ async def run_session(
     with raw:
         outcome = await bridge.run()
     if outcome.message:
-        sys.stderr.write(outcome.message + "\n")
-        sys.stderr.flush()
+        output().note(outcome.message)
     return outcome.code
 
 

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, fail, parse_env, print_json, request
+from gdos.cli.common import JSON_OPTION, parse_env, request
+from gdos.cli.output import Output, fail, output
 from gdos.cli.package_cmd import split_ref
+from gdos.cli.tables import Column
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import natural_key
 
 app = typer.Typer(help="Define systems: modules, packages and start order.", no_args_is_help=True)
+COLUMNS = [Column(name) for name in ("SYSTEM", "MODULES", "INSTANCES", "RUNNING")]
 
 
 @app.command()
 def create(name: str = typer.Argument(..., help="System name."), json: bool = JSON_OPTION) -> None:
     """Create an empty system."""
-    reply = request("system.create", name=name)
-    if json:
-        print_json(reply)
-        return
-    sys.stdout.write(f"system {name} created\n")
+    output(json).show(
+        request("system.create", name=name), lambda out, _: out.line(f"system {name} created")
+    )
 
 
 @app.command()
@@ -61,55 +61,52 @@ def add(
         probe=probe,
         replace=replace,
     )
-    if json:
-        print_json(reply)
-        return
-    m = reply["module"]
-    pin = f"@{m['version']}" if m["version"] else " (latest)"
-    deps = f", after {', '.join(m['after'])}" if m["after"] else ""
-    result = reply.get("result", "added")
-    lines = [f"{result} {system}/{module}: package {m['package']}{pin}{deps}"]
-    lines += [f"  {change}" for change in reply.get("changes", [])]
-    sys.stdout.write("\n".join(lines) + "\n")
+
+    def render(out: Output, reply: dict[str, Any]) -> None:
+        m = reply["module"]
+        pin = f"@{m['version']}" if m["version"] else " (latest)"
+        deps = f", after {', '.join(m['after'])}" if m["after"] else ""
+        result = reply.get("result", "added")
+        out.line(f"{result} {system}/{module}: package {m['package']}{pin}{deps}")
+        out.lines([f"  {change}" for change in reply.get("changes", [])])
+
+    output(json).show(reply, render)
 
 
 @app.command()
 def show(name: str = typer.Argument(..., help="System name."), json: bool = JSON_OPTION) -> None:
     """A system's modules, start levels and instances."""
-    reply = request("system.show", name=name)
-    if json:
-        print_json(reply)
-        return
-    out = [f"system {name}"]
+    output(json).show(request("system.show", name=name), lambda out, r: _render(out, name, r))
+
+
+def _render(out: Output, name: str, reply: dict[str, Any]) -> None:
+    lines = [f"system {name}"]
     for number, level in enumerate(reply["levels"], 1):
-        out.append(f"  level {number}: {', '.join(level)}")
+        lines.append(f"  level {number}: {', '.join(level)}")
     for m in reply["modules"]:
         pin = m["version"] or "latest"
         deps = f"  after {', '.join(m['after'])}" if m["after"] else ""
-        out.append(f"  module {m['name']}: {m['package']}@{pin}{deps}")
-        out += [f"    {line}" for line in override_lines(m.get("overrides") or {})]
-    sys.stdout.write("\n".join(out) + "\n")
+        lines.append(f"  module {m['name']}: {m['package']}@{pin}{deps}")
+        lines += [f"    {line}" for line in override_lines(m.get("overrides") or {})]
+    out.lines(lines)
     if reply["instances"]:
-        from gdos.cli.service_cmd import print_status
+        from gdos.cli.service_cmd import render_status
 
-        print_status(reply["instances"])
+        render_status(out, reply["instances"])
 
 
 @app.command("list")
 def list_systems(json: bool = JSON_OPTION) -> None:
     """Every system with its module and instance counts."""
-    systems = request("system.list")["systems"]
-    if json:
-        print_json(systems)
-        return
-    from gdos.cli.tables import Column, print_table
+    output(json).show(request("system.list")["systems"], _render_list)
 
-    columns = [Column(name) for name in ("SYSTEM", "MODULES", "INSTANCES", "RUNNING")]
+
+def _render_list(out: Output, systems: list[dict[str, Any]]) -> None:
     rows = [
         [s["system"], str(s["modules"]), str(s["instances"]), str(s["running"])]
         for s in sorted(systems, key=lambda s: natural_key(s["system"]))
     ]
-    print_table(columns, rows)
+    out.table(COLUMNS, rows)
 
 
 @app.command()
@@ -119,11 +116,10 @@ def rm(
 ) -> None:
     """Remove a system or one module (refused while instances are deployed)."""
     system, _, module = target.partition("/")
-    reply = request("system.rm", name=system, module=module or None)
-    if json:
-        print_json(reply)
-        return
-    sys.stdout.write(f"removed {reply['removed']}\n")
+    output(json).show(
+        request("system.rm", name=system, module=module or None),
+        lambda out, r: out.line(f"removed {r['removed']}"),
+    )
 
 
 def override_lines(overrides: dict[str, Any]) -> list[str]:

@@ -15,12 +15,12 @@ widths are measured on what an operator sees.
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from gdos.cli.output import Output
 
 GAP = 2  # spaces between columns
 MIN_WRAP = 20  # the least room a free-text column is given before others are dropped
@@ -32,16 +32,6 @@ class Column:
     drop: int = 0  # 0: always shown; columns with higher numbers are dropped first
     wrap: bool = False  # free text: wraps instead of being cut
     justify: Literal["left", "right"] = "left"
-
-
-def available_width() -> int | None:
-    """The width to fit: ``COLUMNS``, else the terminal's, else None (piped: no limit)."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
-    if sys.stdout.isatty():
-        return shutil.get_terminal_size().columns
-    return None
 
 
 def visible_width(cell: Any) -> int:
@@ -68,21 +58,35 @@ def fit(columns: Sequence[Column], widths: Sequence[int], width: int | None) -> 
     return kept
 
 
-def print_table(
+def render_table(
+    out: Output,
     columns: Sequence[Column],
     rows: Sequence[Sequence[Any]],
     title: str | None = None,
     footer: str | None = None,
 ) -> None:
-    """Print ``rows`` under ``columns``, fitted as the module docstring says."""
-    from rich.console import Console
+    """Write ``rows`` under ``columns`` to ``out``, fitted as the module docstring says."""
+    shown, width = fitted_table(out.width, columns, rows, title, footer)
+    out.console(width=width).print(shown, highlight=False)
+
+
+def fitted_table(
+    width: int | None,
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[Any]],
+    title: str | None = None,
+    footer: str | None = None,
+) -> tuple[Any, int]:
+    """The table fitted to ``width`` (title, hidden-columns note and footer
+    included) as one Rich renderable, and the console width it needs."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     widths = [
         max([len(c.header), *(visible_width(row[i]) for row in rows)])
         for i, c in enumerate(columns)
     ]
-    width = available_width()
     kept = fit(columns, widths, width)
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1))
     for i in kept:
@@ -98,22 +102,24 @@ def print_table(
             )
     for row in rows:
         table.add_row(*(row[i] for i in kept))
-    # Never let Rich crop a line: the terminal's width, or more when even the kept
-    # columns need more (then the terminal wraps); piped, the whole table's width.
-    natural = sum(widths[i] for i in kept) + GAP * max(len(kept) - 1, 0)
-    least = sum(min(widths[i], MIN_WRAP) if columns[i].wrap else widths[i] for i in kept)
-    least += GAP * max(len(kept) - 1, 0)
-    console = Console(width=max(width, least) if width else max(natural, 20), emoji=False)
-    if title:
-        console.print(title, highlight=False)
-    console.print(table, highlight=False)
+    parts: list[Any] = [title] if title else []
+    parts.append(table)
     hidden = [columns[i].header for i in range(len(columns)) if i not in kept]
     if hidden:
-        console.print(
-            f"({', '.join(hidden)} hidden to fit {width} columns; "
-            "widen the terminal or use --json)",
-            style="dim",
-            highlight=False,
-        )
+        note = f"({', '.join(hidden)} hidden to fit {width} columns; "
+        parts.append(Text.from_markup(note + "widen the terminal or use --json)", style="dim"))
     if footer:
-        console.print(footer, style="dim", highlight=False)
+        parts.append(Text.from_markup(footer, style="dim"))
+    return Group(*parts), _console_width(columns, widths, kept, width)
+
+
+def _console_width(
+    columns: Sequence[Column], widths: Sequence[int], kept: Sequence[int], width: int | None
+) -> int:
+    """Never let Rich crop a line: the terminal's width, or more when even the kept
+    columns need more (then the terminal wraps); piped, the whole table's width."""
+    gaps = GAP * max(len(kept) - 1, 0)
+    if width is None:
+        return max(sum(widths[i] for i in kept) + gaps, 20)
+    least = sum(min(widths[i], MIN_WRAP) if columns[i].wrap else widths[i] for i in kept)
+    return max(width, least + gaps)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 import time
+from typing import Any
 
 import typer
 
-from gdos.cli.common import (
-    JSON_OPTION,
-    human_duration,
-    parse_duration,
-    print_json,
-    request,
-)
+from gdos.cli.common import JSON_OPTION, human_duration, parse_duration, request
+from gdos.cli.output import Output, output
+from gdos.cli.tables import Column
 
 app = typer.Typer(help="Create join tokens so new agents enroll themselves.", no_args_is_help=True)
+COLUMNS = [Column("ID"), Column("EXPIRES IN"), Column("USES LEFT"), Column("USED", drop=1)]
 
 
 @app.command()
@@ -29,24 +26,22 @@ def create(
 ) -> None:
     """Print a token: 'gdos agent run --join TOKEN' on a new node enrolls it."""
     reply = request("token.create", ttl=parse_duration(ttl, "--ttl"), uses=uses, address=address)
-    if json:
-        print_json(reply)
-        return
-    sys.stdout.write(reply["token"] + "\n")
-    limit = "unlimited uses" if reply["uses"] is None else f"{reply['uses']} use(s)"
-    sys.stderr.write(f"valid for {ttl}, {limit}, agents dial {reply['address']}\n")
+
+    def render(out: Output, reply: dict[str, Any]) -> None:
+        out.line(reply["token"])  # alone on stdout, for $(gdos token create)
+        limit = "unlimited uses" if reply["uses"] is None else f"{reply['uses']} use(s)"
+        out.note(f"valid for {ttl}, {limit}, agents dial {reply['address']}")
+
+    output(json).show(reply, render)
 
 
 @app.command("list")
 def list_tokens(json: bool = JSON_OPTION) -> None:
     """Tokens with their expiry and uses (the secrets are never shown again)."""
-    tokens = request("token.list")["tokens"]
-    if json:
-        print_json(tokens)
-        return
-    from gdos.cli.tables import Column, print_table
+    output(json).show(request("token.list")["tokens"], _render_list)
 
-    columns = [Column("ID"), Column("EXPIRES IN"), Column("USES LEFT"), Column("USED", drop=1)]
+
+def _render_list(out: Output, tokens: list[dict[str, Any]]) -> None:
     now = time.time()
     rows = []
     for t in tokens:
@@ -59,4 +54,4 @@ def list_tokens(json: bool = JSON_OPTION) -> None:
                 str(t["used"]),
             ]
         )
-    print_table(columns, rows)
+    out.table(COLUMNS, rows)

@@ -1,20 +1,24 @@
 """``gdos top``: live load of every node (or every running instance), sorted.
 
 Fed by the daemon's ``metrics.watch`` subscription (pushed changes with
-credit, like ``node.watch``); the table is redrawn in place with rich's
-Live. ``--once`` prints one table (``--json``: the rows) and exits.
+credit, like ``node.watch``); the table, fitted like every list's
+(:mod:`gdos.cli.tables`), is redrawn in place with rich's Live. ``--once``
+prints one table (``--json``: the rows) and exits.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import typer
 
-from gdos.cli.common import JSON_OPTION, fail, parse_duration, print_json, run
+from gdos.cli.common import JSON_OPTION, parse_duration, run
+from gdos.cli.node_cmd import online_mark
+from gdos.cli.output import Output, fail, output
+from gdos.cli.tables import Column
 from gdos.errors import ErrorCode, GdosError
+from gdos.model import NodeState
 from gdos.names import natural_key
 from gdos.safe_text import safe_cell
 
@@ -66,32 +70,29 @@ def apply(rows: dict[str, Row], event: dict[str, Any]) -> None:
         rows[row["key"]] = row
 
 
-def render(rows: list[Row], instances: bool, title: str) -> Any:
-    from rich.table import Table
-
+def table(rows: list[Row], instances: bool) -> tuple[list[Column], list[list[Any]]]:
+    """The columns and cells of ``gdos top``: who, then every metric of the scope
+    (on a narrow terminal the catalogue's last metrics are hidden first)."""
     from gdos.metric_catalog import INSTANCE_METRICS, NODE_METRICS
 
     metrics = INSTANCE_METRICS if instances else NODE_METRICS
-    table = Table(box=None, header_style="bold", title=title, title_justify="left")
-    if instances:
-        table.add_column("INSTANCE", no_wrap=True)
-    table.add_column("NODE", no_wrap=True)
-    if not instances:
-        table.add_column("STATUS", no_wrap=True)
-    for m in metrics:
-        table.add_column(m.name.upper(), justify="right", no_wrap=True)
+    columns = [
+        Column("INSTANCE" if instances else "NODE"),
+        Column("NODE" if instances else "STATUS"),
+    ]
+    columns += [Column(m.name.upper(), drop=i, justify="right") for i, m in enumerate(metrics, 1)]
+    cells = []
     for row in rows:
         node = safe_cell(row["node"])
-        cells = [safe_cell(row["instance"]), node] if instances else [node, _status(row)]
-        cells += [m.format(row.get(m.name)) for m in metrics]
-        table.add_row(*cells, style=None if instances or row["online"] else "dim")
-    return table
+        who = [safe_cell(row["instance"]), node] if instances else [node, _status(row)]
+        cells.append(who + [m.format(row.get(m.name)) for m in metrics])
+    return columns, cells
 
 
 def _status(row: Row) -> str:
-    if not row["online"]:
-        return "[red]offline[/]"
-    return "[green]online[/]" if row["state"] == "normal" else f"[yellow]{row['state']}[/]"
+    if not row["online"] or row["state"] == NodeState.NORMAL:
+        return online_mark(row["online"])
+    return f"[yellow]{row['state']}[/]"
 
 
 def top_command(
@@ -107,19 +108,16 @@ def top_command(
     key = sort_key(sort, instances)
     interval = parse_duration(refresh, "--refresh")
     what = "instances" if instances else "nodes"
+    out = output(json)
     if once or json:
         rows = sorted(run(lambda client: _first(client, instances, interval)).values(), key=key)
-        if json:
-            print_json(rows)
-        else:
-            from gdos.cli.common import console
-
-            console().print(render(rows, instances, f"{len(rows)} {what}, by {sort}"))
+        title = f"{len(rows)} {what}, by {sort}"
+        out.show(rows, lambda out, rows: out.table(*table(rows, instances), title=title))
         return
     try:
-        run(lambda client: _live(client, instances, interval, key, what, sort))
+        run(lambda client: _live(client, out, instances, interval, key, what, sort))
     except KeyboardInterrupt:
-        sys.stdout.write("\n")
+        out.line()
 
 
 async def _first(client: Any, instances: bool, interval: float) -> dict[str, Row]:
@@ -134,6 +132,7 @@ async def _first(client: Any, instances: bool, interval: float) -> dict[str, Row
 
 async def _live(
     client: Any,
+    out: Output,
     instances: bool,
     interval: float,
     key: Callable[[Row], tuple[Any, ...]],
@@ -142,9 +141,9 @@ async def _live(
 ) -> None:
     from rich.live import Live
 
-    from gdos.cli.common import console
+    from gdos.cli.tables import fitted_table
 
-    screen = console()
+    screen = out.console()
     _, events = await client.stream("metrics.watch", instances=instances, interval=interval)
     rows: dict[str, Row] = {}
     with Live(console=screen, auto_refresh=False, transient=False) as live:
@@ -153,4 +152,5 @@ async def _live(
             ordered = sorted(rows.values(), key=key)
             shown = ordered[: max(1, screen.size.height - 4)]
             title = f"{len(ordered)} {what}, by {sort} (showing {len(shown)}; Ctrl-C quits)"
-            live.update(render(shown, instances, title), refresh=True)
+            fitted, _ = fitted_table(screen.width, *table(shown, instances), title=title)
+            live.update(fitted, refresh=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from gdos.cli.common import fail, parse_duration
+from gdos.cli.common import parse_duration
+from gdos.cli.output import fail
 from gdos.errors import ErrorCode, GdosError
 
 

@@ -9,6 +9,7 @@ with Typer's runner and a stand-in for the client.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
 import subprocess
@@ -25,6 +26,8 @@ from typer.testing import CliRunner
 from gdos import __version__
 from gdos.cli import common, exec_cmd
 from gdos.cli.main import app
+from gdos.cli.output import Output
+from gdos.cli.tables import Column
 from gdos.errors import ExitCode
 
 
@@ -289,12 +292,18 @@ def test_exit_codes_match_the_documented_ones() -> None:
     assert exec_cmd.exit_code_for(["failed"]) == ExitCode.EXEC_FAILED
 
 
-def test_host_prefixes_are_never_red_or_green(monkeypatch: pytest.MonkeyPatch) -> None:
+class Terminal(io.StringIO):
+    """A captured stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_host_prefixes_are_never_red_or_green() -> None:
     """Red and green mean failed and succeeded; a host name must not look like either."""
     import re
 
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    printer = exec_cmd._Printer(quiet=False)
+    printer = exec_cmd._Printer(Output(Terminal(), environ={}))
     colours = {re.match(r"\x1b\[(\d+)m", printer.prefix(f"n{i}")) for i in range(30)}
     codes = {int(m.group(1)) for m in colours if m}
     assert len(codes) >= 6
@@ -319,20 +328,11 @@ def test_parse_duration_refuses(text: str) -> None:
     assert info.value.exit_code == ExitCode.USAGE
 
 
-def test_console_never_turns_colon_codes_into_emoji() -> None:
+def test_output_never_turns_colon_codes_into_emoji() -> None:
     """A key fingerprint holds ``:ab:``: Rich would print it as an emoji."""
-    import io
-
-    from gdos.cli.common import console
-    from gdos.cli.tables import Column, print_table
-
-    out = console()
-    out.file = io.StringIO()
-    out.print("3f:ab:cd:ok:")
-    assert out.file.getvalue() == "3f:ab:cd:ok:\n"
-    import contextlib
-
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        print_table([Column("FINGERPRINT")], [["3f:ab:cd"]])
-    assert "3f:ab:cd" in buffer.getvalue()
+    out = Output(buffer, environ={})
+    out.markup("3f:ab:cd:ok:")
+    out.table([Column("FINGERPRINT")], [["3f:ab:cd"]])
+    lines = [line.rstrip() for line in buffer.getvalue().splitlines()]
+    assert lines == ["3f:ab:cd:ok:", "FINGERPRINT", "3f:ab:cd"]
