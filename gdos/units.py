@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gdos.model import InstanceState
+from gdos.model import HostStatus, InstanceState
 
 
 def number(value: Any) -> float | None:
@@ -73,4 +73,15 @@ STATE_STYLE: dict[str, str] = {
     InstanceState.STOPPED: "dim",
     InstanceState.FAILED: "bold red",
     InstanceState.ERROR: "red",
+}
+
+# Exec hosts and tasks (a task's statuses are a subset of a host's), coloured
+# the same by `gdos exec`/`gdos task` and the dashboard.
+STATUS_STYLE: dict[str, str] = {
+    HostStatus.SUCCEEDED: "green",
+    HostStatus.FAILED: "red",
+    HostStatus.TIMED_OUT: "yellow",
+    HostStatus.CANCELED: "magenta",
+    HostStatus.UNREACHABLE: "red",
+    HostStatus.RUNNING: "cyan",
 }

@@ -10,6 +10,7 @@ answers a request with ``ok`` or ``error``. How to declare a kind: gdos/wire.py.
 from typing import Any, NotRequired, TypedDict
 
 from gdos.wire import Link, Way, empty, kind
+from gdos.wire_mesh import ExecOptions
 
 CONTROL, UP, DOWN = Link.CONTROL, Way.UP, Way.DOWN
 
@@ -79,17 +80,12 @@ class TokenCreate(TypedDict):
 
 
 @kind("exec.start", CONTROL, UP)
-class ExecStart(TypedDict):
+class ExecStart(ExecOptions):
     argv: list[Any]
     targets: NotRequired[list[Any]]
     all: NotRequired[bool]
     match: NotRequired[str | None]
-    shell: NotRequired[bool]
-    env: NotRequired[dict[str, Any]]
-    cwd: NotRequired[str | None]
-    user: NotRequired[str | None]
     timeout: NotRequired[float]
-    allow_drained: NotRequired[bool]
     follow: NotRequired[bool]
 
 

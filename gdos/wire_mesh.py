@@ -120,17 +120,23 @@ class ExecOutput(TypedDict):
 kind("exec.result", MESH, UP)(ExecResult)
 
 
-@kind("exec.run", MESH, DOWN)
-class ExecRun(TypedDict):
-    task: int
-    argv: list[Any]
-    timeout: float
+class ExecOptions(TypedDict):
+    """How a command runs, as the operator asked it: the same in ``exec.start``
+    (client -> daemon) and ``exec.run`` (daemon -> agent)."""
+
     shell: NotRequired[bool]
     env: NotRequired[dict[str, Any]]
     cwd: NotRequired[str | None]
     user: NotRequired[str | None]
-    credit: NotRequired[int]
     allow_drained: NotRequired[bool]
+
+
+@kind("exec.run", MESH, DOWN)
+class ExecRun(ExecOptions):
+    task: int
+    argv: list[Any]
+    timeout: float
+    credit: NotRequired[int]
 
 
 @kind("exec.cancel", MESH, DOWN)

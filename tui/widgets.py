@@ -16,9 +16,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from gdos.model import HostStatus, InstanceState, NodeState
+from gdos.model import InstanceState, NodeState
 from gdos.safe_text import safe_line, safe_text
-from gdos.units import STATE_STYLE, human_bytes, human_duration, number, percent
+from gdos.units import STATE_STYLE, STATUS_STYLE, human_bytes, human_duration, number, percent
 
 Cell = tuple[str, str]  # (text, style): compared to decide whether a cell changed
 
@@ -142,17 +142,6 @@ def instance_cells(
         (human_bytes(rss), "" if rss is not None else "dim"),
         (error, "red"),
     ]
-
-
-# Exec hosts and tasks (a task's statuses are a subset of a host's).
-STATUS_STYLE: dict[str, str] = {
-    HostStatus.SUCCEEDED: "green",
-    HostStatus.FAILED: "red",
-    HostStatus.TIMED_OUT: "yellow",
-    HostStatus.CANCELED: "magenta",
-    HostStatus.UNREACHABLE: "red",
-    HostStatus.RUNNING: "cyan",
-}
 
 
 def status_text(status: str) -> Text:

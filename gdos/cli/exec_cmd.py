@@ -19,15 +19,8 @@ from gdos.cli.tables import Column
 from gdos.errors import ErrorCode, ExitCode, GdosError
 from gdos.model import HostStatus
 from gdos.safe_text import safe_cell, safe_line, safe_text
+from gdos.units import STATUS_STYLE
 
-STATUS_STYLE = {
-    HostStatus.SUCCEEDED: "green",
-    HostStatus.FAILED: "red",
-    HostStatus.TIMED_OUT: "yellow",
-    HostStatus.CANCELED: "magenta",
-    HostStatus.UNREACHABLE: "red",
-    HostStatus.RUNNING: "cyan",
-}
 SUMMARY_COLUMNS = [
     Column("HOST"),
     Column("STATUS"),
