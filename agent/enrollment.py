@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gdos import keys, tokens
-from gdos.dialing import normalize_address
 from gdos.errors import ErrorCode, GdosError
+from gdos.identity import keys, tokens
 from gdos.names import check_name
+from gdos.wire.dialing import normalize_address
 
 log = logging.getLogger("gdos.agent")
 FILE = "daemon.json"

@@ -25,9 +25,9 @@ from typing import Any
 
 from gdos.agent.procs import KILL_GRACE, SpawnRefused, kill_group, login_env, resolve_account
 
-from gdos.flow import CreditWindow
 from gdos.model import HostStatus
-from gdos.protocol import CHUNK_BYTES, OUTPUT_CAP_BYTES
+from gdos.wire.flow import CreditWindow
+from gdos.wire.protocol import CHUNK_BYTES, OUTPUT_CAP_BYTES
 
 log = logging.getLogger("gdos.agent")
 

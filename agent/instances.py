@@ -34,9 +34,9 @@ from gdos.agent.adoption import Adoption
 from gdos.agent.procs import ProcRef, is_alive
 
 from gdos.errors import ErrorCode, GdosError
-from gdos.manifest import Manifest
 from gdos.model import LIVE_STATES, InstanceState
 from gdos.names import check_name
+from gdos.pkg.manifest import Manifest
 
 log = logging.getLogger("gdos.agent.supervisor")
 

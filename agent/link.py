@@ -35,12 +35,12 @@ from gdos.agent.session import (
 from gdos.agent.work import AgentWork
 from zmq.utils.monitor import parse_monitor_message
 
-from gdos import protocol
-from gdos.dialing import backoff_delay, configure_dealer
 from gdos.errors import ErrorCode
-from gdos.keys import KeyPair, fingerprint
-from gdos.protocol import ProtocolError
-from gdos.tokens import JoinToken
+from gdos.identity.keys import KeyPair, fingerprint
+from gdos.identity.tokens import JoinToken
+from gdos.wire import protocol
+from gdos.wire.dialing import backoff_delay, configure_dealer
+from gdos.wire.protocol import ProtocolError
 
 log = logging.getLogger("gdos.agent")
 

@@ -30,7 +30,7 @@ from gdos.agent.logreader import Batch, Follower, History, LineFilter, compile_g
 from gdos.agent.supervisor import Supervisor, split_instance
 
 from gdos.errors import ErrorCode, GdosError
-from gdos.flow import CreditWindow
+from gdos.wire.flow import CreditWindow
 
 log = logging.getLogger("gdos.agent.logs")
 

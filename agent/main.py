@@ -2,7 +2,7 @@
 
 The agent keeps its own state folder (keypair, and the daemon and name it
 enrolled with: agent/enrollment.py, so a restart needs no arguments). The
-join token never stays in this process's command line (gdos/join_input.py).
+join token never stays in this process's command line (gdos/identity/join_input.py).
 Options are parsed here with argparse so the agent never imports typer or rich.
 """
 
@@ -18,8 +18,9 @@ from pathlib import Path
 
 from gdos.agent import enrollment
 
-from gdos import __version__, insecure, join_input, keys, paths, tokens
+from gdos import __version__, paths
 from gdos.errors import GdosError
+from gdos.identity import insecure, join_input, keys, tokens
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from gdos import protocol
 from gdos.errors import ErrorCode, GdosError
-from gdos.flow import CreditRelay
+from gdos.wire import protocol
+from gdos.wire.flow import CreditRelay
 
 log = logging.getLogger("gdos.agent.packages")
 

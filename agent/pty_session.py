@@ -32,9 +32,9 @@ from typing import Any
 from gdos.agent.procs import kill_group, signal_group
 from gdos.agent.pty_spawn import Spawned, SpawnRefused, spawn
 
-from gdos import fdio
-from gdos.flow import CreditGranter, CreditWindow
-from gdos.protocol import CHUNK_BYTES, SHELL_INPUT_CREDIT, SHELL_OUTPUT_CREDIT
+from gdos.wire import fdio
+from gdos.wire.flow import CreditGranter, CreditWindow
+from gdos.wire.protocol import CHUNK_BYTES, SHELL_INPUT_CREDIT, SHELL_OUTPUT_CREDIT
 
 log = logging.getLogger("gdos.agent.shell")
 

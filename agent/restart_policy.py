@@ -1,6 +1,6 @@
 """The restart policy: what happens when a managed service exits on its own.
 
-Driven by the manifest's typed ``restart`` (``gdos.manifest.RestartPolicy``,
+Driven by the manifest's typed ``restart`` (``gdos.pkg.manifest.RestartPolicy``,
 the one home of its defaults). ``on-failure`` restarts after a non-zero or
 unknown exit status, ``always`` after any exit, ``no`` never. Restarts back
 off exponentially (``backoff * 2**n`` capped at ``backoff_max``); more than
@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from gdos.manifest import RestartPolicy
 from gdos.model import InstanceState
+from gdos.pkg.manifest import RestartPolicy
 
 
 @dataclass(frozen=True)

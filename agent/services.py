@@ -4,7 +4,7 @@ Each ``svc.*`` operation runs as its own task and ends with one ``svc.done``,
 kept until the daemon acknowledges it (``svc.done.ack``) and sent again
 after every reconnect and while unacknowledged, so an answer lost with the
 link, or not stored by the daemon, still arrives. Deploy fetches the package
-(agent/packages.py), unpacks it safely (gdos/archive.py) into a staging
+(agent/packages.py), unpacks it safely (gdos/pkg/archive.py) into a staging
 folder and hands it to the supervisor, which owns every instance from then
 on.
 
@@ -32,9 +32,9 @@ from gdos.agent.logs import check_log_location
 from gdos.agent.packages import PackageCache
 from gdos.agent.supervisor import Supervisor
 
-from gdos.archive import extract_zip
 from gdos.errors import ErrorCode, GdosError
 from gdos.model import Action, InstanceState, NodeState, refusal
+from gdos.pkg.archive import extract_zip
 
 log = logging.getLogger("gdos.agent.services")
 

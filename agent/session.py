@@ -19,11 +19,12 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
-from gdos import __version__, protocol
+from gdos import __version__
 from gdos.errors import ErrorCode
+from gdos.identity.tokens import JoinToken, proof
 from gdos.model import Action, HostStatus, NodeState, refusal
-from gdos.protocol import ProtocolError
-from gdos.tokens import JoinToken, proof
+from gdos.wire import protocol
+from gdos.wire.protocol import ProtocolError
 
 log = logging.getLogger("gdos.agent")
 
@@ -40,12 +41,12 @@ HEARTBEAT_INTERVAL, METRICS_INTERVAL = 15.0, 5.0  # until the daemon pushes its 
 BACKOFF_BASE = 0.5
 BYE_LINGER_MS = 1000  # at most this long at exit to get the goodbye out
 RESEND_AFTER = 30.0  # an unacknowledged result is sent again after this
-MAX_REASON = 4096  # within the exec.result schema (gdos/node_data.py ERROR_TEXT)
+MAX_REASON = 4096  # within the exec.result schema (gdos/wire/node_data.py ERROR_TEXT)
 BYE_REASON = "the agent is stopping"
 
 # The mesh kinds the daemon sends to an agent. A dispatch table naming any
 # other kind (one the agent sends, a control kind, a typo) is refused at start-up.
-RECEIVES = protocol.DAEMON_TO_AGENT  # declared once, in gdos/wire_mesh.py
+RECEIVES = protocol.DAEMON_TO_AGENT  # declared once, in gdos/wire/mesh_kinds.py
 
 WorkHandler = Callable[[Any, Body], None]  # (the work object, the message body)
 
@@ -309,7 +310,7 @@ def dispatch_table(work_type: type) -> Mapping[str, Route]:
     handlers: Mapping[str, WorkHandler] = work_type.HANDLERS  # type: ignore[attr-defined]
     for kind, handler in handlers.items():
         if kind not in protocol.KINDS:
-            raise ValueError(f"no message kind {kind!r} in gdos/protocol.py")
+            raise ValueError(f"no message kind {kind!r} in gdos/wire/protocol.py")
         if kind not in RECEIVES:
             raise ValueError(f"{kind!r} is not a kind the daemon sends to an agent")
         if kind in table:

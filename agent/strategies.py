@@ -43,8 +43,8 @@ from gdos.agent.procs import (
 from gdos.agent.restart_policy import Verdict, judge
 
 from gdos.errors import ErrorCode, GdosError
-from gdos.manifest import Manifest
 from gdos.model import InstanceState
+from gdos.pkg.manifest import Manifest
 
 log = logging.getLogger("gdos.agent.supervisor")
 

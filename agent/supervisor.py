@@ -37,8 +37,8 @@ from gdos.agent.procs import descendants, is_alive
 from gdos.agent.strategies import KINDS, ProcessKind, alive, exit_status
 
 from gdos.errors import ErrorCode, GdosError
-from gdos.manifest import VERSION_PATTERN, Manifest
 from gdos.model import InstanceState
+from gdos.pkg.manifest import VERSION_PATTERN, Manifest
 
 log = logging.getLogger(__name__)
 

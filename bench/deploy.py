@@ -66,7 +66,7 @@ from support import (  # the folder is put on the path just above
     wait_for,
 )
 
-from gdos.archive import build_zip
+from gdos.pkg.archive import build_zip
 
 PREFIX = "bd-"
 MB = 1e6

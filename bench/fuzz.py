@@ -56,8 +56,8 @@ from support import (  # the folder is put on the path just above
     wait_for,
 )
 
-from gdos import protocol
 from gdos.devtools.hostile import RawPeer
+from gdos.wire import protocol
 
 NODE = "fuzz-real"
 WRONG: list[Any] = [

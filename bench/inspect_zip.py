@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gdos import archive
-from gdos.archive import build_zip, inspect_zip
+from gdos.pkg import archive
+from gdos.pkg.archive import build_zip, inspect_zip
 
 
 def _median(runs: int, work: Any) -> float:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import Daemon, Owned, log, run_owned  # the folder is put on the path just above
 
-from gdos import protocol
+from gdos.wire import protocol
 
 
 def main() -> int:

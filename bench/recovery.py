@@ -30,7 +30,7 @@ from typing import cast
 import psutil
 from support import Daemon, Proc, log, timed, wait_for
 
-from gdos.archive import build_zip
+from gdos.pkg.archive import build_zip
 
 SYSTEM, MODULE = "rcv", "idle"
 

@@ -225,7 +225,7 @@ class Daemon:
         return self.relaunch()
 
     def call(self, kind: str, **body: Any) -> dict[str, Any]:
-        from gdos.client import Client
+        from gdos.client.control import Client
 
         async def once() -> dict[str, Any]:
             client = await Client.connect(self.home / "run" / "control.sock", timeout=5)

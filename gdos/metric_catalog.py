@@ -1,7 +1,7 @@
 """Every metric gdos knows, declared once, and the one sample that carries them.
 
 An agent sends a ``MetricSample`` (agent/metrics.py produces it; its shape is
-checked at the mesh edge by ``gdos.node_data.METRICS_SAMPLE``). Nothing
+checked at the mesh edge by ``gdos.wire.node_data.METRICS_SAMPLE``). Nothing
 outside this module knows which sample field holds which metric: the daemon
 (history rings, alerts, the node list, Prometheus), the CLI (``gdos top``,
 ``gdos metrics``, ``gdos node show``) and the dashboard read a value by its
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, cast
 
 from gdos.errors import ErrorCode, GdosError
-from gdos.node_data import INSTANCE, METRICS_SAMPLE
 from gdos.units import human_bytes, number
+from gdos.wire.node_data import INSTANCE, METRICS_SAMPLE
 
 # An instance name as the metrics speak of it: ``system/module``, each a gdos name.
 INSTANCE_PATTERN = cast("re.Pattern[str]", INSTANCE.pattern)
@@ -61,7 +61,7 @@ class MetricSample(TypedDict, total=False):
     """One metrics sample of one node: the body of the ``metrics`` mesh message.
 
     Every field is optional on the wire (older agents and the simulator send
-    fewer); the schema it must fit is ``gdos.node_data.METRICS_SAMPLE``.
+    fewer); the schema it must fit is ``gdos.wire.node_data.METRICS_SAMPLE``.
     """
 
     ts: float
@@ -88,7 +88,7 @@ class MetricSample(TypedDict, total=False):
 
 
 def metric_sample(raw: Any) -> MetricSample:
-    """``raw`` as a sample, or ``gdos.schema.SchemaError`` naming the first bad field."""
+    """``raw`` as a sample, or ``gdos.wire.schema.SchemaError`` naming the first bad field."""
     METRICS_SAMPLE.check(raw, "sample")
     return cast(MetricSample, raw)
 

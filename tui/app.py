@@ -1,6 +1,6 @@
 """``GdosApp``: the dashboard's frame, its connection, and its command mode.
 
-The app owns one ``gdos.client.Client``. A connection worker keeps it alive:
+The app owns one ``gdos.client.control.Client``. A connection worker keeps it alive:
 it subscribes to ``node.watch``, ``svc.watch`` and ``metrics.watch`` (instance
 rows) and feeds the Nodes and Services views; when the daemon goes away it
 shows a banner and reconnects with backoff, and the banner goes once the
@@ -64,7 +64,7 @@ from textual.suggester import SuggestFromList
 from textual.theme import BUILTIN_THEMES
 from textual.widgets import ContentSwitcher, Input, Static
 
-from gdos.client import Client
+from gdos.client.control import Client
 from gdos.errors import GdosError
 from gdos.paths import resolve as resolve_paths
 from gdos.safe_text import safe_text

@@ -32,7 +32,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Label
 
-from gdos.client import Client
+from gdos.client.control import Client
 from gdos.errors import GdosError
 from gdos.model import FAILED_STATES, InstanceState
 from gdos.names import instance_key

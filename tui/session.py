@@ -22,7 +22,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable
 
-from gdos.client import Client
+from gdos.client.control import Client
 from gdos.errors import GdosError
 
 T = TypeVar("T")

@@ -51,9 +51,9 @@ def run(
     --join, --join-file, --join - or GDOS_JOIN_TOKEN) is handed over through an
     inherited pipe, never that process's command line or environment.
     """
-    from gdos import join_input
     from gdos.cli.output import fail, output
     from gdos.errors import GdosError
+    from gdos.identity import join_input
 
     try:
         token = join_input.take(join, join_file, None)

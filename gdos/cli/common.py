@@ -33,7 +33,7 @@ def run(call: Callable[[Any], Awaitable[T]]) -> T:
     """Connect to the daemon, run ``call(client)``, close; errors become exits."""
     import asyncio
 
-    from gdos.client import Client
+    from gdos.client.control import Client
 
     async def main() -> T:
         client = await Client.connect()
@@ -96,7 +96,7 @@ def quiet_call(kind: str, **body: Any) -> dict[str, Any] | None:
     try:
         import asyncio
 
-        from gdos.client import Client
+        from gdos.client.control import Client
 
         async def ask() -> dict[str, Any]:
             client = await Client.connect(timeout=0.3)

@@ -109,7 +109,7 @@ def _prometheus(address: str | None) -> str | None:
 
 def _insecure(mesh: str, trusted: bool) -> None:
     """Refuse --insecure beyond loopback unless trusted; say loudly what it exposes."""
-    from gdos import insecure
+    from gdos.identity import insecure
 
     try:
         insecure.check(mesh, trusted)

@@ -45,8 +45,8 @@ def mock_cluster(
     heartbeats, reports fake metrics and simulates exec (true, false, echo,
     sleep) without spawning processes.
     """
-    from gdos import join_input
     from gdos.devtools import mock_cluster as mc
+    from gdos.identity import join_input
 
     try:
         config = mc.make_config(

@@ -23,12 +23,12 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from gdos import fdio, protocol
 from gdos.cli.output import output
 from gdos.cli.terminal import RawMode, window_size
-from gdos.client import Client
+from gdos.client.control import Client
+from gdos.client.shell import RemoteShell
 from gdos.errors import ErrorCode, ExitCode, GdosError
-from gdos.shell_client import RemoteShell
+from gdos.wire import fdio, protocol
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gdos import protocol
 from gdos.daemon.auth import KeyRing
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.control import ControlConnection
@@ -26,11 +25,11 @@ from gdos.daemon.store import Store
 from gdos.daemon.tasks import ExecTasks
 from gdos.daemon.watch import watch_interval, watch_nodes
 from gdos.errors import ErrorCode, GdosError
-from gdos.keys import fingerprint
+from gdos.identity.keys import fingerprint
+from gdos.identity.tokens import JoinToken
 from gdos.names import check_name, natural_key
-from gdos.protocol import Message
-from gdos.tokens import JoinToken
-from gdos.wire_control import (
+from gdos.wire import protocol
+from gdos.wire.control_kinds import (
     Interval,
     KeyAccept,
     Limited,
@@ -41,6 +40,7 @@ from gdos.wire_control import (
     TaskId,
     TokenCreate,
 )
+from gdos.wire.protocol import Message
 
 Body = dict[str, Any]
 MAX_TOKEN_TTL = 366 * 86400

@@ -26,8 +26,8 @@ from gdos.daemon.key_select import select
 from gdos.daemon.pending_limits import AddressRate, PendingLimits
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
-from gdos.keys import fingerprint
-from gdos.tokens import check_proof
+from gdos.identity.keys import fingerprint
+from gdos.identity.tokens import check_proof
 
 log = logging.getLogger("gdosd.auth")
 

@@ -70,7 +70,7 @@ class DaemonConfig:
         return {**self.package_store, "root": root}
 
     def package_limits(self) -> Any:
-        from gdos.archive import Limits
+        from gdos.pkg.archive import Limits
 
         return Limits(max_total_bytes=self.max_package_bytes)
 

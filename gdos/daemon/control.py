@@ -1,7 +1,7 @@
 """The local control socket: CLI, TUI and tests talk to the daemon here.
 
 An AF_UNIX stream socket in the owner-only runtime folder, mode 0600, with
-length-prefixed protocol frames (``gdos.transport``). Requests are answered
+length-prefixed protocol frames (``gdos.wire.transport``). Requests are answered
 from the daemon's handler table (gdos/daemon/handlers.py); a handler may open
 a stream, whose events are written only while the client has granted credit.
 
@@ -24,15 +24,15 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from gdos import protocol
 from gdos.daemon.handlers import Handlers
 from gdos.daemon.storage import storage_failure
 from gdos.errors import ErrorCode, GdosError
-from gdos.flow import CreditWindow
 from gdos.paths import check_socket_path, ensure_private_dir
-from gdos.protocol import Message, ProtocolError
-from gdos.replies import encode_reply
-from gdos.transport import frame_bytes, read_message
+from gdos.wire import protocol
+from gdos.wire.flow import CreditWindow
+from gdos.wire.protocol import Message, ProtocolError
+from gdos.wire.replies import encode_reply
+from gdos.wire.transport import frame_bytes, read_message
 
 log = logging.getLogger("gdosd.control")
 

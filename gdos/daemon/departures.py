@@ -24,11 +24,11 @@ from typing import Any
 
 import zmq
 
-from gdos import protocol
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode, NodeRegistry
-from gdos.protocol import Message
-from gdos.wire_mesh import Bye
+from gdos.wire import protocol
+from gdos.wire.mesh_kinds import Bye
+from gdos.wire.protocol import Message
 
 log = logging.getLogger("gdosd.departures")
 

@@ -39,9 +39,9 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from gdos import protocol
 from gdos.errors import ErrorCode
-from gdos.protocol import ProtocolError
+from gdos.wire import protocol
+from gdos.wire.protocol import ProtocolError
 
 log = logging.getLogger("gdosd.guard")
 

@@ -1,7 +1,7 @@
 """The daemon's one table of what answers each kind it receives, mesh and control.
 
 Every concern registers its handlers the same way, ``handlers.register({kind:
-handler})``. The kind's declaration (gdos/wire_mesh.py, gdos/wire_control.py)
+handler})``. The kind's declaration (gdos/wire/mesh_kinds.py, gdos/wire/control_kinds.py)
 says its link and direction, so the handler lands in the mesh or the control
 table by itself, and a kind that is unknown, that the daemon does not
 receive, or that is already taken fails at start-up, as does a received kind
@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from gdos import protocol
-from gdos.protocol import Message
+from gdos.wire import protocol
+from gdos.wire.protocol import Message
 
 if TYPE_CHECKING:
     from gdos.daemon.control import ControlConnection

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gdos.errors import ErrorCode, GdosError
-from gdos.keys import fingerprint
+from gdos.identity.keys import fingerprint
 
 Row = dict[str, Any]
 MIN_FINGERPRINT_HEX = 8  # four groups: 32 bits, so a typo does not match by chance

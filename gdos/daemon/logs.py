@@ -28,16 +28,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gdos import protocol
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.control import ControlConnection, Stream
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.daemon.service_plans import ADOPTED
 from gdos.errors import ErrorCode, GdosError
-from gdos.flow import CreditRelay
 from gdos.names import check_name
-from gdos.protocol import Message
+from gdos.wire import protocol
+from gdos.wire.flow import CreditRelay
+from gdos.wire.protocol import Message
 
 log = logging.getLogger("gdosd.logs")
 

@@ -21,7 +21,6 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from gdos import protocol
 from gdos.daemon.auth import PENDING_PREFIX, TOO_MANY, ZAP_DOMAIN, KeyRing
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.guard import (
@@ -35,10 +34,11 @@ from gdos.daemon.handlers import Handlers
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.daemon.storage import storage_failure
 from gdos.errors import ErrorCode, GdosError
-from gdos.keys import KeyPair, fingerprint
+from gdos.identity.keys import KeyPair, fingerprint
 from gdos.names import NAME_PATTERN
-from gdos.protocol import Message, ProtocolError
-from gdos.wire_mesh import Hello
+from gdos.wire import protocol
+from gdos.wire.mesh_kinds import Hello
+from gdos.wire.protocol import Message, ProtocolError
 
 log = logging.getLogger("gdosd.mesh")
 

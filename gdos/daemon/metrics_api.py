@@ -10,19 +10,19 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from gdos import protocol
 from gdos.daemon.control import ControlConnection
 from gdos.daemon.watch import NodeDiff, watch, watch_interval
 from gdos.errors import ErrorCode, GdosError
 from gdos.metric_catalog import INSTANCE_PATTERN, find_metric, scope_metrics
 from gdos.names import check_name
-from gdos.protocol import Message
+from gdos.wire import protocol
+from gdos.wire.protocol import Message
 
 if TYPE_CHECKING:  # annotations only
     from gdos.daemon.handlers import Handlers
     from gdos.daemon.metrics import MetricRings
     from gdos.daemon.registry import NodeRegistry
-    from gdos.wire_control import MetricsHistory, MetricsWatch
+    from gdos.wire.control_kinds import MetricsHistory, MetricsWatch
 
 MAX_WINDOW = 7 * 86400.0
 

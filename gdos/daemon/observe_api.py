@@ -27,10 +27,10 @@ from gdos.daemon.handlers import Handlers
 from gdos.daemon.hooks import HookRunner
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
-from gdos.keys import fingerprint
+from gdos.identity.keys import fingerprint
 from gdos.paths import Paths
-from gdos.protocol import Message
-from gdos.wire_control import AlertList, AuditList, BackupCreate, BackupRestore, Named
+from gdos.wire.control_kinds import AlertList, AuditList, BackupCreate, BackupRestore, Named
+from gdos.wire.protocol import Message
 
 log = logging.getLogger("gdosd.observe")
 

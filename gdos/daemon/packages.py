@@ -2,7 +2,7 @@
 
 An upload arrives in offset-addressed chunks into a private temporary file;
 ``commit`` checks the size and the client's sha256, inspects the zip
-(gdos/archive.py: unsafe entries, manifest) off the event loop, and only
+(gdos/pkg/archive.py: unsafe entries, manifest) off the event loop, and only
 then stores the bytes (gdos/daemon/blobs.py) and the row. The same bytes
 pushed twice are a no-op; another content under an existing name@version is
 refused.
@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from gdos import protocol
-from gdos.archive import Limits, inspect_zip
 from gdos.daemon.blobs import BlobStore
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode
 from gdos.errors import ErrorCode, GdosError
-from gdos.protocol import Message
+from gdos.pkg.archive import Limits, inspect_zip
+from gdos.wire import protocol
+from gdos.wire.protocol import Message
 
 log = logging.getLogger("gdosd.packages")
 

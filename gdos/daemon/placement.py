@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from gdos.errors import ErrorCode, GdosError
-from gdos.manifest import ARCH_ALIASES
+from gdos.pkg.manifest import ARCH_ALIASES
 
 
 def check_platform(package: dict[str, Any], node: str, facts: dict[str, Any]) -> None:

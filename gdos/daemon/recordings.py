@@ -17,12 +17,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from gdos import protocol
 from gdos.daemon.control import Stream
 from gdos.daemon.recording import SessionJournal, cast_lines
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
 from gdos.paths import ensure_private_dir
+from gdos.wire import protocol
 
 log = logging.getLogger("gdosd.recordings")
 

@@ -18,7 +18,7 @@ from typing import Any, cast
 import zmq
 import zmq.asyncio
 
-from gdos import __version__, insecure, keys
+from gdos import __version__
 from gdos.daemon.alerts import snapshot
 from gdos.daemon.api import KeyApi, NodeApi, TaskApi
 from gdos.daemon.audit import AuditTrail
@@ -46,11 +46,12 @@ from gdos.daemon.services import Services
 from gdos.daemon.shells import Shells
 from gdos.daemon.store import Store
 from gdos.daemon.tasks import ExecTasks
-from gdos.dialing import raise_fd_limit
+from gdos.identity import insecure, keys
 from gdos.metric_catalog import MetricSample
 from gdos.paths import Paths, ensure_private_dir
-from gdos.protocol import Message
-from gdos.wire_mesh import Heartbeat, Metrics
+from gdos.wire.dialing import raise_fd_limit
+from gdos.wire.mesh_kinds import Heartbeat, Metrics
+from gdos.wire.protocol import Message
 
 log = logging.getLogger("gdosd")
 

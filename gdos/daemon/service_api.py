@@ -12,7 +12,6 @@ import asyncio
 import logging
 from typing import Any
 
-from gdos import protocol
 from gdos.daemon.audit import AuditTrail
 from gdos.daemon.catalog import Catalog
 from gdos.daemon.control import ControlConnection, Stream
@@ -22,8 +21,8 @@ from gdos.daemon.services import Services
 from gdos.daemon.watch import NodeDiff, watch, watch_interval
 from gdos.errors import ErrorCode, GdosError
 from gdos.names import check_name
-from gdos.protocol import Message
-from gdos.wire_control import (
+from gdos.wire import protocol
+from gdos.wire.control_kinds import (
     Interval,
     Named,
     PackageChunk,
@@ -36,6 +35,7 @@ from gdos.wire_control import (
     SvcStatus,
     SystemRm,
 )
+from gdos.wire.protocol import Message
 
 log = logging.getLogger("gdosd.services")
 Body = dict[str, Any]

@@ -18,9 +18,9 @@ from gdos.daemon.catalog import Catalog
 from gdos.daemon.placement import check_platform
 from gdos.daemon.registry import NodeRegistry
 from gdos.errors import ErrorCode, GdosError
-from gdos.manifest import apply_overrides
 from gdos.model import Action, InstanceState
 from gdos.names import check_name
+from gdos.pkg.manifest import apply_overrides
 
 ACTIONS = ("deploy", "start", "stop", "restart", "destroy", "rollback")
 # What an instance's state must be once an action settled, to count as done.

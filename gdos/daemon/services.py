@@ -43,10 +43,10 @@ from gdos.daemon.service_plans import (
     levels,
 )
 from gdos.errors import ErrorCode, GdosError
-from gdos.manifest import apply_overrides
 from gdos.model import Action, InstanceState
 from gdos.names import check_name
-from gdos.protocol import Message
+from gdos.pkg.manifest import apply_overrides
+from gdos.wire.protocol import Message
 
 __all__ = ["ADOPTED", "Operation", "Services", "Step", "Target", "instance_name", "levels"]
 

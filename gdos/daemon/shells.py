@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gdos import cast, protocol
+from gdos import cast
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.control import ControlConnection, Stream
 from gdos.daemon.mesh import Mesh
@@ -36,9 +36,10 @@ from gdos.daemon.recordings import Recordings
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
-from gdos.flow import CreditRelay
 from gdos.model import Action, ShellStatus, refusal
-from gdos.protocol import Message
+from gdos.wire import protocol
+from gdos.wire.flow import CreditRelay
+from gdos.wire.protocol import Message
 
 log = logging.getLogger("gdosd.shells")
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from gdos.daemon.registry import LiveNode, NodeRegistry
 from gdos.errors import ErrorCode, GdosError
-from gdos.flow import CreditRelay
 from gdos.model import FINAL_HOST_STATUSES, Action, HostStatus, refusal
 from gdos.names import natural_key
+from gdos.wire.flow import CreditRelay
 
 TASK_OUTPUT_BUDGET_CHUNKS = 256  # in-flight output chunks per task, split over its hosts
 MAX_HOST_CREDIT = 16

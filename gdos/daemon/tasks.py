@@ -9,7 +9,7 @@ reconnect), so nothing is lost. A value that cannot be stored fails its own
 host as a protocol error, never the rest of the batch.
 
 Live output reaches subscribers (CLI, TUI) through bounded streams: each
-host's output passes a :class:`gdos.flow.CreditRelay`, so the agent gets
+host's output passes a :class:`gdos.wire.flow.CreditRelay`, so the agent gets
 more credit only once every subscriber has sent the chunk on, and a slow
 terminal slows the remote command instead of growing a queue in the daemon.
 The task's parts and admission live in ``task_runs``, the batched writes in
@@ -23,7 +23,6 @@ import logging
 import time
 from typing import Any
 
-from gdos import protocol
 from gdos.daemon.config import DaemonConfig
 from gdos.daemon.mesh import Mesh
 from gdos.daemon.registry import LiveNode, NodeRegistry
@@ -42,7 +41,8 @@ from gdos.daemon.task_runs import (
 from gdos.daemon.task_writes import HostWrites, PendingWrite
 from gdos.errors import ErrorCode, GdosError
 from gdos.model import FINAL_HOST_STATUSES, HostStatus, TaskStatus
-from gdos.protocol import Message, ProtocolError
+from gdos.wire import protocol
+from gdos.wire.protocol import Message, ProtocolError
 
 log = logging.getLogger("gdosd.tasks")
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import zmq
 
-from gdos import protocol, tokens
+from gdos.identity import tokens
+from gdos.wire import protocol
 
 
 def rss_bytes(pid: int) -> int:

@@ -29,12 +29,12 @@ import zmq
 
 from gdos.agent.session import HELLO_TIMEOUT
 from gdos.devtools.sim_agent import SimAgent
-from gdos.dialing import normalize_address, raise_fd_limit
 from gdos.errors import ErrorCode, GdosError
-from gdos.keys import is_z85_key
+from gdos.identity.keys import is_z85_key
+from gdos.identity.tokens import JoinToken
+from gdos.identity.tokens import decode as decode_token
 from gdos.names import NAME_PATTERN
-from gdos.tokens import JoinToken
-from gdos.tokens import decode as decode_token
+from gdos.wire.dialing import normalize_address, raise_fd_limit
 
 log = logging.getLogger("gdos.mock")
 

@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import zmq
 
-from gdos import __version__, protocol
+from gdos import __version__
 from gdos.agent.session import BACKOFF_BASE, BYE_LINGER_MS, CLOSE, Session, WorkHandler
 from gdos.agent.shells import refuse_shell
-from gdos.dialing import backoff_delay, configure_dealer
 from gdos.errors import ErrorCode
 from gdos.model import HostStatus, NodeState
+from gdos.wire import protocol
+from gdos.wire.dialing import backoff_delay, configure_dealer
 
 if TYPE_CHECKING:
     from gdos.devtools.mock_cluster import Cluster

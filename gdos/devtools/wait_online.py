@@ -9,7 +9,7 @@ import asyncio
 import sys
 import time
 
-from gdos.client import Client
+from gdos.client.control import Client
 from gdos.errors import GdosError
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import msgpack
 import zmq
 
-from gdos import protocol, tokens
+from gdos.identity import tokens
+from gdos.wire import protocol
 from tests.harness import Fleet
 
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gdos.archive import build_zip
+from gdos.pkg.archive import build_zip
 from tests.harness import Fleet, wait_for
 
 WEB = f"""#!{sys.executable}

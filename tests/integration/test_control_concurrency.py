@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gdos.client import Client
+from gdos.client.control import Client
 from gdos.errors import GdosError
 from tests.harness import Fleet
 from tests.integration.rogue import RogueNode

@@ -8,7 +8,7 @@ import msgpack
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from gdos import protocol
+from gdos.wire import protocol
 from tests.harness import Fleet, wait_for
 
 

@@ -14,7 +14,7 @@ import msgpack
 import pytest
 import zmq
 
-from gdos import protocol
+from gdos.wire import protocol
 from tests.harness import Fleet, wait_for
 
 TOO_BIG = 2**63 + 5  # fits msgpack's uint64, not SQLite's INTEGER

@@ -21,8 +21,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from gdos import protocol
 from gdos.devtools.hostile import RawPeer, fd_limits, handshake_hog, open_fds, rss_bytes
+from gdos.wire import protocol
 from tests.harness import Fleet, wait_for
 from tests.integration.services_kit import SLEEPER, ok, package
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import zmq
 
-from gdos import protocol
+from gdos.wire import protocol
 from tests.harness import Fleet, Proc, short_home, wait_for
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gdos.archive import build_zip
+from gdos.pkg.archive import build_zip
 from tests.harness import Fleet, free_port, short_home, wait_for
 
 MB = 1024 * 1024

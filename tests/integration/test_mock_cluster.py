@@ -10,8 +10,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from gdos import protocol
 from gdos.errors import ExitCode
+from gdos.wire import protocol
 from tests.harness import Fleet, free_port, short_home, wait_for
 
 AGENTS = 50

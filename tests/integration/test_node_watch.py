@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from gdos.client import Client
+from gdos.client.control import Client
 from gdos.paths import resolve
 from tests.harness import Fleet
 

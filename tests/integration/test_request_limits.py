@@ -12,8 +12,8 @@ from typing import Any
 
 import msgpack
 
-from gdos import protocol
-from gdos.transport import frame_bytes, read_message
+from gdos.wire import protocol
+from gdos.wire.transport import frame_bytes, read_message
 from tests.harness import Fleet
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gdos.archive import build_zip
+from gdos.pkg.archive import build_zip
 from tests.faults.disk import fill, small_tmpfs
 from tests.harness import Fleet, short_home, wait_for
 from tests.integration.services_kit import ok, status, wait_state

@@ -287,7 +287,7 @@ def test_maintenance_node_refuses_deploy_and_start(duo: Fleet, tmp_path: Path) -
 
 
 def test_invalid_packages_refused_with_field_messages(fleet: Fleet, tmp_path: Path) -> None:
-    from gdos.archive import build_zip
+    from gdos.pkg.archive import build_zip
 
     bad = build_zip(
         tmp_path / "bad.zip",
@@ -315,7 +315,7 @@ def test_daemon_restart_mid_deploy_ends_in_definite_state(duo: Fleet, tmp_path: 
     import os
 
     big = package(tmp_path, "big", SLEEPER)
-    from gdos.archive import build_zip
+    from gdos.pkg.archive import build_zip
 
     big = build_zip(
         tmp_path / "big.zip",
@@ -339,7 +339,7 @@ def test_daemon_restart_mid_deploy_ends_in_definite_state(duo: Fleet, tmp_path: 
 def test_agent_killed_mid_fetch_resumes_and_the_operation_ends(duo: Fleet, tmp_path: Path) -> None:
     import os
 
-    from gdos.archive import build_zip
+    from gdos.pkg.archive import build_zip
 
     big = build_zip(
         tmp_path / "big.zip",

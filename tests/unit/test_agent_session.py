@@ -24,9 +24,9 @@ from gdos.agent.session import (
     dispatch_table,
 )
 
-from gdos import protocol
+from gdos.identity.tokens import JoinToken
 from gdos.model import NodeState
-from gdos.tokens import JoinToken
+from gdos.wire import protocol
 
 Sent = list[tuple[str, dict[str, Any]]]
 CONFIG = {"heartbeat_interval": 2.0, "metrics_interval": 1.0}

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from gdos.archive import Limits, PackageInfo, build_zip, extract_zip, inspect_zip
 from gdos.errors import ErrorCode, GdosError
-from gdos.manifest import ManifestError
+from gdos.pkg.archive import Limits, PackageInfo, build_zip, extract_zip, inspect_zip
+from gdos.pkg.manifest import ManifestError
 
 MANIFEST: dict[str, Any] = {"name": "web", "version": "1.0.0", "entrypoint": "bin/run.sh"}
 RUN = b"#!/bin/sh\necho hello\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gdos.dialing import backoff_delay
+from gdos.wire.dialing import backoff_delay
 
 
 def test_backoff_grows_exponentially_up_to_the_cap() -> None:

@@ -6,11 +6,11 @@ import logging
 
 import pytest
 
-from gdos import protocol
 from gdos.daemon.guard import QuotaLimits, Quotas, RepeatFilter, Throttle, TokenBucket
 from gdos.errors import ErrorCode
-from gdos.protocol import Message, ProtocolError
-from gdos.replies import PartJoiner, encode_reply
+from gdos.wire import protocol
+from gdos.wire.protocol import Message, ProtocolError
+from gdos.wire.replies import PartJoiner, encode_reply
 
 
 def test_token_bucket_allows_the_burst_then_the_rate() -> None:

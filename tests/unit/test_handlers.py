@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from gdos import protocol
-from gdos.client import Client
+from gdos.client.control import Client
 from gdos.daemon import control
 from gdos.daemon.audit import ACTIONS, AuditTrail
 from gdos.daemon.control import ControlServer
 from gdos.daemon.handlers import LINK_KINDS, Handlers, RegistrationError
 from gdos.daemon.store import Store
 from gdos.errors import ErrorCode, GdosError
+from gdos.wire import protocol
 
 
 def _plain(kind: str, handler: Any) -> Any:

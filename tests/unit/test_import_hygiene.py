@@ -34,7 +34,7 @@ HEAVY = (
 # Also not loaded merely to parse the command line or print help: the
 # client and its wire format, the event loop and rich (Typer does not
 # import rich by itself, and gdos uses Typer's plain help).
-CLIENT = ("msgpack", "asyncio", "gdos.client", "gdos.protocol", "rich")
+CLIENT = ("msgpack", "asyncio", "gdos.client.control", "gdos.wire.protocol", "rich")
 
 PROBE = """
 import json, sys
@@ -121,7 +121,7 @@ def test_help_and_version_load_nothing_heavy(args: list[str], tmp_path: Path) ->
 def test_commands_load_only_the_client(args: list[str], tmp_path: Path) -> None:
     """A command reaches the daemon through the client, never the daemon's code."""
     modules = loaded(tmp_path, *args)
-    assert "gdos.client" in modules
+    assert "gdos.client.control" in modules
     assert offenders(modules, HEAVY) == []
 
 
@@ -141,5 +141,5 @@ def test_completing_a_command_loads_nothing_heavy(tmp_path: Path) -> None:
 
 def test_completing_a_node_name_loads_only_the_client(tmp_path: Path) -> None:
     modules = tab(tmp_path, "gdos node show ")
-    assert "gdos.client" in modules
+    assert "gdos.client.control" in modules
     assert offenders(modules, HEAVY) == []

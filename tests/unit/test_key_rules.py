@@ -9,12 +9,12 @@ import pytest
 import zmq
 from gdos.agent.enrollment import choose_name
 
-from gdos import insecure, join_input
 from gdos.daemon.audit_digest import FailureDigest
 from gdos.daemon.key_select import select
 from gdos.daemon.pending_limits import AddressRate
 from gdos.errors import GdosError
-from gdos.keys import fingerprint
+from gdos.identity import insecure, join_input
+from gdos.identity.keys import fingerprint
 
 
 def _row(name: str, status: str) -> dict:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gdos.errors import ErrorCode
-from gdos.manifest import (
+from gdos.pkg.manifest import (
     FieldProblem,
     Manifest,
     ManifestError,

@@ -27,8 +27,8 @@ from gdos.metric_catalog import (
     metric_sample,
     value,
 )
-from gdos.node_data import INSTANCE_SAMPLE, METRICS_SAMPLE
-from gdos.schema import SchemaError
+from gdos.wire.node_data import INSTANCE_SAMPLE, METRICS_SAMPLE
+from gdos.wire.schema import SchemaError
 from tests.harness import wait_for
 
 T0 = 1_000.0

@@ -1,4 +1,5 @@
-"""Node-supplied values are checked against nested schemas (gdos/schema.py, gdos/node_data.py).
+"""Node-supplied values are checked against nested schemas (gdos/wire/schema.py,
+gdos/wire/node_data.py).
 
 A node may be compromised or buggy: wrong types, out-of-range integers,
 NaN, oversized strings or lists anywhere inside a body refuse the frame with
@@ -14,10 +15,10 @@ import pytest
 from gdos.agent.facts import collect_facts
 from gdos.agent.metrics import MetricsSampler
 
-from gdos import protocol
 from gdos.devtools.sim_agent import fake_facts, fake_sample
 from gdos.errors import ErrorCode
-from gdos.protocol import ProtocolError, decode, encode
+from gdos.wire import protocol
+from gdos.wire.protocol import ProtocolError, decode, encode
 
 STATE = {"instance": "shop/web", "state": "running", "pid": 10, "started": 1.7e9, "restarts": 0}
 RESULT = {"task": 1, "status": "succeeded", "started": 1.0, "ended": 2.0}
@@ -108,8 +109,8 @@ def test_the_largest_log_batch_of_empty_lines_fits() -> None:
 def test_every_field_of_every_agent_kind_has_a_full_schema() -> None:
     """Nothing a node sends is checked by type alone: each field is a Spec with its
     ranges and sizes, and a value of another type is refused at decode."""
-    from gdos.protocol import AGENT_SENDS, KINDS, SPECS
-    from gdos.schema import SchemaError, Spec
+    from gdos.wire.protocol import AGENT_SENDS, KINDS, SPECS
+    from gdos.wire.schema import SchemaError, Spec
 
     candidates: list[Any] = [{"a": 1}, "s", 1.5, b"b", [1], True, 2**64 - 1]
     for kind in sorted(AGENT_SENDS):

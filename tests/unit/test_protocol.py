@@ -12,10 +12,10 @@ from typing import Any
 import msgpack
 import pytest
 
-from gdos import protocol
 from gdos.errors import ErrorCode, ExitCode
-from gdos.protocol import KINDS, MAX_FRAME_BYTES, SPECS, Message, ProtocolError, decode, encode
-from gdos.transport import frame_bytes, read_message
+from gdos.wire import protocol
+from gdos.wire.protocol import KINDS, MAX_FRAME_BYTES, SPECS, Message, ProtocolError, decode, encode
+from gdos.wire.transport import frame_bytes, read_message
 
 
 def minimal_body(kind: str) -> dict[str, Any]:
@@ -322,11 +322,11 @@ def test_pushed_intervals_are_applied_only_when_sane(value: object, expected: fl
     assert protocol.pushed_interval(value, 15.0) == expected
 
 
-# -- declarations (gdos/wire.py) -------------------------------------------------
+# -- declarations (gdos/wire/kinds.py) -------------------------------------------------
 
 
 def test_the_direction_sets_come_from_the_declarations() -> None:
-    from gdos.wire import DECLARED, Link, Way
+    from gdos.wire.kinds import DECLARED, Link, Way
 
     assert {
         k.name for k in DECLARED.values() if k.travels(Link.MESH, Way.UP)
@@ -341,8 +341,8 @@ def test_the_direction_sets_come_from_the_declarations() -> None:
 
 
 def test_a_body_type_is_the_schema_of_its_kind() -> None:
-    from gdos.wire_control import NodeSetState
-    from gdos.wire_mesh import ExecStarted
+    from gdos.wire.control_kinds import NodeSetState
+    from gdos.wire.mesh_kinds import ExecStarted
 
     required, optional = KINDS["node.set_state"]
     assert (set(required), set(optional)) == ({"name", "state"}, {"reason"})
@@ -355,7 +355,7 @@ def test_a_body_type_is_the_schema_of_its_kind() -> None:
 def test_a_kind_cannot_be_declared_twice_nor_with_an_unchecked_field() -> None:
     from typing import TypedDict
 
-    from gdos.wire import Link, Way, kind
+    from gdos.wire.kinds import Link, Way, kind
 
     class Body(TypedDict):
         name: str

@@ -6,8 +6,8 @@ from collections import deque
 
 from gdos.agent.restart_policy import backoff_delay, judge
 
-from gdos.manifest import Manifest, RestartPolicy
 from gdos.model import InstanceState
+from gdos.pkg.manifest import Manifest, RestartPolicy
 
 
 def test_on_failure_stops_after_a_clean_exit_and_restarts_after_a_crash() -> None:

@@ -10,11 +10,11 @@ from typing import Any
 import msgpack
 import pytest
 
-from gdos import tokens
 from gdos.errors import ErrorCode, ExitCode, GdosError
-from gdos.flow import CreditGranter, CreditRelay, CreditWindow
+from gdos.identity import tokens
+from gdos.identity.tokens import JoinToken
 from gdos.names import check_name, natural_key
-from gdos.tokens import JoinToken
+from gdos.wire.flow import CreditGranter, CreditRelay, CreditWindow
 
 # The example CURVE keys of the ZeroMQ CURVE RFC (z85, 40 characters).
 SERVER_KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import msgpack
 
 from gdos.errors import ErrorCode, GdosError
-from gdos.keys import is_z85_key
+from gdos.identity.keys import is_z85_key
 
 PREFIX = "gdos1."
 

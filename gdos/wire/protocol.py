@@ -12,7 +12,7 @@ code. Receivers answer with an ``error`` frame and keep serving. Bulk bytes
 (output chunks, file chunks, pty data) are msgpack ``bin``, never base64.
 
 Each kind is declared once, as a typed body grouped by link and direction
-(gdos/wire.py, gdos/wire_mesh.py, gdos/wire_control.py); this module derives
+(gdos/wire/kinds.py, gdos/wire/mesh_kinds.py, gdos/wire/control_kinds.py); this module derives
 the checks and the sets of kinds each side accepts from those declarations.
 
 Streams (exec output, pty sessions, logs, control streams) carry a stream id
@@ -29,13 +29,13 @@ from typing import Any, Generic, TypeVar
 
 import msgpack
 
-from gdos import wire_control, wire_mesh  # noqa: F401  (they declare the kinds)
 from gdos.errors import ErrorCode, GdosError
-from gdos.schema import PLAIN, SchemaError, Spec, check_fields, legacy
-from gdos.wire import CHUNK_BYTES as CHUNK_BYTES
-from gdos.wire import DECLARED as DECLARED
-from gdos.wire import OUTPUT_CAP_BYTES as OUTPUT_CAP_BYTES
-from gdos.wire import Declared, Link, Way
+from gdos.wire import control_kinds, mesh_kinds  # noqa: F401  (they declare the kinds)
+from gdos.wire.kinds import CHUNK_BYTES as CHUNK_BYTES
+from gdos.wire.kinds import DECLARED as DECLARED
+from gdos.wire.kinds import OUTPUT_CAP_BYTES as OUTPUT_CAP_BYTES
+from gdos.wire.kinds import Declared, Link, Way
+from gdos.wire.schema import PLAIN, SchemaError, Spec, check_fields, legacy
 
 VERSION = 1
 MAX_FRAME_BYTES = 4 * 1024 * 1024
@@ -63,7 +63,7 @@ REPORT_MAX_ENTRIES = 500  # instances in one svc.report, and instances per node
 REPLY_PART_BYTES = 1024 * 1024
 MAX_REPLY_BYTES = 256 * 1024 * 1024
 
-# Every kind, declared once with its typed body (gdos/wire.py says how):
+# Every kind, declared once with its typed body (gdos/wire/kinds.py says how):
 # kind -> (required fields, optional fields), each a Spec or a tuple of types.
 KINDS: dict[str, tuple[dict[str, Declared], dict[str, Declared]]] = {
     k.name: (k.required, k.optional) for k in DECLARED.values()
@@ -131,7 +131,7 @@ Body = TypeVar("Body")
 @dataclass(slots=True)
 class Message(Generic[Body]):
     """One decoded frame. A handler names its kind's body type (``Message[ExecRun]``,
-    the TypedDicts of gdos/wire_mesh.py and gdos/wire_control.py); a bare
+    the TypedDicts of gdos/wire/mesh_kinds.py and gdos/wire/control_kinds.py); a bare
     ``Message`` reads its body as ``Any``."""
 
     kind: str

@@ -1,6 +1,6 @@
 """Building package zips from memory: for tests, benchmarks and tools.
 
-Reading a package (gdos/archive.py) must survive a hostile zip; writing one
+Reading a package (gdos/pkg/archive.py) must survive a hostile zip; writing one
 only has to be deterministic, so the two live apart. Same input, same bytes:
 entries carry a fixed date and explicit unix modes.
 """
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gdos.manifest import MANIFEST_NAME
+from gdos.pkg.manifest import MANIFEST_NAME
 
 
 def _add(archive: zipfile.ZipFile, name: str, data: bytes, mode: int) -> None:

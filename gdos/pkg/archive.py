@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gdos.archive_build import build_zip  # noqa: F401  (re-exported)
 from gdos.errors import ErrorCode, GdosError
-from gdos.manifest import (
+from gdos.pkg.archive_build import build_zip  # noqa: F401  (re-exported)
+from gdos.pkg.manifest import (
     DRIVE_PATTERN,
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,

@@ -3,7 +3,7 @@
 A check appends every problem it finds to ``out`` and returns the cleaned
 value, so a manifest is checked in one pass and the operator sees all that
 is wrong at once. ``check_fields`` applies a table of (default, check) per
-key; the tables themselves live with the manifest (gdos/manifest.py).
+key; the tables themselves live with the manifest (gdos/pkg/manifest.py).
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gdos import protocol
-from gdos.client import Client
-from gdos.flow import CreditWindow
-from gdos.protocol import Message
+from gdos.client.control import Client
+from gdos.wire import protocol
+from gdos.wire.flow import CreditWindow
+from gdos.wire.protocol import Message
 
 
 class RemoteShell:

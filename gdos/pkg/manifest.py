@@ -21,9 +21,10 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from gdos import manifest_checks as checks
 from gdos.errors import ErrorCode, GdosError
-from gdos.manifest_checks import (  # noqa: F401  (re-exported: importers use gdos.manifest)
+from gdos.names import NAME_PATTERN
+from gdos.pkg import manifest_checks as checks
+from gdos.pkg.manifest_checks import (  # noqa: F401  (re-exported: importers use gdos.pkg.manifest)
     DRIVE_PATTERN,
     LOG_PATH_ROOTS,
     REQUIRED,
@@ -33,7 +34,6 @@ from gdos.manifest_checks import (  # noqa: F401  (re-exported: importers use gd
     normalize_relative_path,
     show,
 )
-from gdos.names import NAME_PATTERN
 
 MANIFEST_NAME = "service.json"  # at the root of every package
 MAX_MANIFEST_BYTES = 64 * 1024

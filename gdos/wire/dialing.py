@@ -39,7 +39,7 @@ def configure_dealer(
     """
     import zmq
 
-    from gdos import protocol
+    from gdos.wire import protocol
 
     sock.linger = 0
     sock.routing_id = protocol.routing_id(name)

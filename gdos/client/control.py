@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from gdos import paths as gdos_paths
-from gdos import protocol
 from gdos.errors import ErrorCode, GdosError
-from gdos.flow import CreditGranter
-from gdos.protocol import Message, ProtocolError
-from gdos.replies import PartJoiner
-from gdos.transport import frame_bytes, read_message
+from gdos.wire import protocol
+from gdos.wire.flow import CreditGranter
+from gdos.wire.protocol import Message, ProtocolError
+from gdos.wire.replies import PartJoiner
+from gdos.wire.transport import frame_bytes, read_message
 
 _END = object()
 
@@ -46,7 +46,7 @@ class Client:
         self._replies: dict[int, asyncio.Future[Message]] = {}
         self._streams: dict[int, asyncio.Queue[Any]] = {}
         self._listeners: dict[str, list[Callable[[Message], None]]] = {}
-        self._parts = PartJoiner()  # replies larger than one frame (gdos/replies.py)
+        self._parts = PartJoiner()  # replies larger than one frame (gdos/wire/replies.py)
         self._reader_task = asyncio.create_task(self._read_loop())
         self.closed = False
 

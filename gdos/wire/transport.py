@@ -12,7 +12,7 @@ import asyncio
 import struct
 
 from gdos.errors import ErrorCode
-from gdos.protocol import MAX_FRAME_BYTES, Message, ProtocolError, decode
+from gdos.wire.protocol import MAX_FRAME_BYTES, Message, ProtocolError, decode
 
 _HEADER = struct.Struct(">I")
 

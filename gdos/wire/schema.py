@@ -4,7 +4,7 @@ A node is trusted to speak for itself only: every value it sends is checked
 here, at the mesh edge, before anything stores or shows it. One schema object
 per field says its type, its range (integers that SQLite can hold, finite
 floats), its size (string and byte lengths, list and map counts) and, for
-maps, the fields inside. Each message kind's typed body (gdos/wire.py)
+maps, the fields inside. Each message kind's typed body (gdos/wire/kinds.py)
 is declared with these, so the check, the limits and the documentation cannot
 drift apart.
 

@@ -2,7 +2,7 @@
 
 Each kind is one ``TypedDict`` decorated with ``@kind(name, link, way)``: the
 class is the type handlers read the body as, and its annotations are the
-schema ``gdos.protocol`` checks every frame against. A field annotated
+schema ``gdos.wire.protocol`` checks every frame against. A field annotated
 ``Annotated[T, spec]`` is checked by that Spec (ranges, sizes, nested fields;
 everything a node sends is declared so); a plain annotation (``str``,
 ``float | None``, ``list[Any]``) is checked by type alone, which only the
@@ -10,8 +10,8 @@ local, trusted control link uses. ``NotRequired[...]`` marks an optional field.
 Modules that declare kinds do not use ``from __future__ import annotations``:
 the annotations are read as evaluated, which keeps start-up cheap.
 
-The kinds are grouped by link (``gdos/wire_mesh.py``: agent <-> daemon,
-``gdos/wire_control.py``: client <-> daemon) and each says which way it
+The kinds are grouped by link (``gdos/wire/mesh_kinds.py``: agent <-> daemon,
+``gdos/wire/control_kinds.py``: client <-> daemon) and each says which way it
 travels, so the sets of kinds each side may receive are generated, never
 listed by hand.
 """
@@ -32,8 +32,8 @@ from typing import (
     get_origin,
 )
 
-from gdos import node_data as nd
-from gdos.schema import Int, Opt, Record, Spec, Str
+from gdos.wire import node_data as nd
+from gdos.wire.schema import Int, Opt, Record, Spec, Str
 
 # Bulk bytes travel in chunks of CHUNK_BYTES; captured exec output is capped.
 CHUNK_BYTES = 64 * 1024
@@ -180,7 +180,7 @@ class Error(TypedDict):
     message: Annotated[str, Str(64 * 1024)]
 
 
-@kind("reply.part", Link.CONTROL, Way.DOWN)  # gdos/replies.py
+@kind("reply.part", Link.CONTROL, Way.DOWN)  # gdos/wire/replies.py
 class ReplyPart(TypedDict):
     data: bytes
     more: bool

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gdos import protocol
 from gdos.errors import ErrorCode
-from gdos.protocol import Message, ProtocolError
+from gdos.wire import protocol
+from gdos.wire.protocol import Message, ProtocolError
 
 
 def encode_reply(kind: str, body: dict[str, Any], re: int | None) -> list[bytes]:

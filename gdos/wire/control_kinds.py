@@ -4,13 +4,13 @@ Only the local operator speaks on this link (an owner-only unix socket), so
 fields are declared by type (ints still within 64 bits, floats finite) and
 undeclared fields pass unchecked. ``up`` kinds are requests (and stream
 credit); ``down`` kinds are what the daemon pushes on a stream. The daemon
-answers a request with ``ok`` or ``error``. How to declare a kind: gdos/wire.py.
+answers a request with ``ok`` or ``error``. How to declare a kind: gdos/wire/kinds.py.
 """
 
 from typing import Any, NotRequired, TypedDict
 
-from gdos.wire import Link, Way, empty, kind
-from gdos.wire_mesh import ExecOptions
+from gdos.wire.kinds import Link, Way, empty, kind
+from gdos.wire.mesh_kinds import ExecOptions
 
 CONTROL, UP, DOWN = Link.CONTROL, Way.UP, Way.DOWN
 

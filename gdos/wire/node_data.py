@@ -1,6 +1,6 @@
 """Schemas of the structured values an agent sends: facts, metrics, instance states.
 
-The agent -> daemon kinds (gdos/wire_mesh.py) declare their fields with these, so a value
+The agent -> daemon kinds (gdos/wire/mesh_kinds.py) declare their fields with these, so a value
 of the wrong type, out of range or oversized is refused at the mesh edge
 before it is stored or shown (agent/facts.py, agent/metrics.py and
 agent/supervisor.py produce them; gdos/devtools/sim_agent.py fakes them).
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from gdos.names import NAME_PATTERN
-from gdos.schema import Bool, Int, ListOf, MapOf, Num, Opt, Record, Str
+from gdos.wire.schema import Bool, Int, ListOf, MapOf, Num, Opt, Record, Str
 
 INT64 = Int()
 COUNT = Int(0, 2**31 - 1)

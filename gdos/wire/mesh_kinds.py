@@ -1,16 +1,15 @@
 """The mesh link's message kinds (agent <-> daemon), one typed body each.
 
 ``up`` kinds come from agents, which are trusted to speak for themselves
-only: every field is declared by a Spec (gdos/node_data.py has the nested
+only: every field is declared by a Spec (gdos/wire/node_data.py has the nested
 records), so its type, range and size are checked at decode. ``down`` kinds
-come from the daemon. How to declare a kind: gdos/wire.py.
+come from the daemon. How to declare a kind: gdos/wire/kinds.py.
 """
 
 from typing import Annotated, Any, NotRequired, TypedDict
 
-from gdos import node_data as nd
-from gdos.schema import Bin, Bool, Int, ListOf, Opt, Str
-from gdos.wire import (
+from gdos.wire import node_data as nd
+from gdos.wire.kinds import (
     CHUNK_BYTES,
     ID,
     OUT_STREAM,
@@ -26,6 +25,7 @@ from gdos.wire import (
     kind,
     record,
 )
+from gdos.wire.schema import Bin, Bool, Int, ListOf, Opt, Str
 
 MESH, UP, DOWN, BOTH = Link.MESH, Way.UP, Way.DOWN, Way.BOTH
 

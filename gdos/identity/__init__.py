@@ -1,0 +1,1 @@
+"""Identity: CURVE key pairs, join tokens and the rules for reading them."""
