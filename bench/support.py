@@ -25,7 +25,8 @@ from typing import Any
 
 import psutil
 
-from gdos.devtools.waiting import free_port, short_home, wait_for
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests/
+from tests.waiting import free_port, short_home, wait_for
 
 __all__ = ["free_port", "short_home", "wait_for"]
 

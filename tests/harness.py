@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gdos.devtools.waiting import free_port, short_home, unchanged_for, wait_for
+from tests.waiting import free_port, short_home, unchanged_for, wait_for
 
 __all__ = ["Fleet", "Proc", "free_port", "short_home", "unchanged_for", "wait_for"]
 

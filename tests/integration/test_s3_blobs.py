@@ -27,8 +27,8 @@ pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")  # installed with moto; used only to create the IAM key
 
 from gdos.daemon.blobs import S3Blobs, open_store  # noqa: E402
-from gdos.devtools.waiting import free_port, wait_for  # noqa: E402
 from gdos.errors import ErrorCode, GdosError  # noqa: E402
+from tests.waiting import free_port, wait_for  # noqa: E402
 
 ALLOW_S3 = (
     '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}'

@@ -11,9 +11,9 @@ from gdos.daemon.alert_store import AlertStore, tasks_by_status
 from gdos.daemon.alerts import Alerts, Snapshot
 from gdos.daemon.hooks import HookRunner, command_env, post_webhook
 from gdos.daemon.store import Store
-from gdos.devtools.waiting import free_port
 from gdos.errors import ErrorCode, GdosError
 from gdos.metric_catalog import instance_values, node_values
+from tests.waiting import free_port
 
 BASE = {"name": "hot", "metric": "cpu", "op": ">", "value": 90}
 

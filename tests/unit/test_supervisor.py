@@ -23,8 +23,8 @@ from gdos.agent.logfiles import rotate_if_needed
 from gdos.agent.procs import marked_processes
 from gdos.agent.supervisor import Supervisor
 
-from gdos.devtools.waiting import free_port
 from gdos.errors import ErrorCode, GdosError
+from tests.waiting import free_port
 
 PY = sys.executable
 SLEEPER = "import time\nwhile True:\n    time.sleep(60)\n"

@@ -1,7 +1,8 @@
 """Waiting for real processes: conditions with deadlines, never a bare sleep.
 
-Shared by the integration tests and the benchmarks, which both start real
-daemons and agents on loopback and must wait for them to reach a state.
+Shared by the integration tests and the benchmarks (bench/support.py), which
+both start real daemons and agents on loopback and must wait for them to reach
+a state. It lives with the tests, not in the installed package.
 """
 
 from __future__ import annotations
