@@ -28,9 +28,9 @@ from gdos.metric_catalog import instance_values, node_values
 from gdos.model import FAILED_STATES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection, Iterable, Mapping
 
-    from gdos.daemon.server import Daemon
+    from gdos.daemon.registry import LiveNode
 
 log = logging.getLogger("gdosd.alerts")
 
@@ -66,30 +66,36 @@ class Snapshot:
         }
 
 
-def snapshot(daemon: Daemon, offline_grace: float, now: float) -> Snapshot:
-    """Current values from the daemon: each online node's latest sample, read
-    through the metric catalogue, its online flag and its instances' states."""
-    registry = daemon.registry
+def snapshot(
+    nodes_by_name: Mapping[str, LiveNode],
+    reported: Collection[str],
+    instance_rows: Iterable[Mapping[str, Any]],
+    settled: bool,
+) -> Snapshot:
+    """Current values: each online node's latest sample, read through the metric
+    catalogue, its online flag and its instances' states.
+
+    ``reported``: nodes whose agent has re-reported since it (re)connected;
+    until then their stored states may be stale, so they read as unknown and
+    nothing fires or resolves. ``settled``: the daemon has run long enough
+    that a node never seen since its start counts as offline, not unknown.
+    """
     nodes: dict[str, dict[str, float]] = {}
     instances: dict[tuple[str, str], dict[str, float]] = {}
-    for name, live in registry.nodes.items():
+    for name, live in nodes_by_name.items():
         if live.online:  # a silent node's last values are not current
             nodes[name] = node_values(live.metrics)
             for instance, values in instance_values(live.metrics).items():
                 instances[(name, instance)] = values
-    settled = now - daemon.started > 2 * offline_grace
     online = {
         n: 1.0 if live.online else (0.0 if live.connected_at or settled else None)
-        for n, live in registry.nodes.items()
+        for n, live in nodes_by_name.items()
     }
-    # Until a node's agent has re-reported (after a daemon start or its reconnect),
-    # its stored states may be stale: unknown for now, so nothing fires or resolves.
-    reported = daemon.services.reported_nodes
     failed = {
         (r["node"], f"{r['system']}/{r['module']}"): (
             float(r["state"] in FAILED_STATES) if r["node"] in reported else None
         )
-        for r in daemon.catalog.instances()
+        for r in instance_rows
     }
     return Snapshot(nodes, instances, online, failed)
 

@@ -29,9 +29,10 @@ from gdos.errors import ErrorCode, GdosError
 from gdos.metric_catalog import INSTANCE_METRICS, NODE_METRICS
 
 if TYPE_CHECKING:
+    from gdos.daemon.mesh import Mesh
     from gdos.daemon.metrics import MetricRings
-    from gdos.daemon.registry import LiveNode
-    from gdos.daemon.server import Daemon
+    from gdos.daemon.registry import LiveNode, NodeRegistry
+    from gdos.daemon.store import Store
 
 log = logging.getLogger("gdosd.prometheus")
 
@@ -195,7 +196,9 @@ async def _reply(writer: asyncio.StreamWriter, status: int, body: bytes, content
     await writer.drain()
 
 
-async def start_exporter(daemon: Daemon, address: str) -> Exporter:
+async def start_exporter(
+    address: str, registry: NodeRegistry, rings: MetricRings, mesh: Mesh, store: Store
+) -> Exporter:
     """Serve /metrics on ``address``; a bad or busy address is refused clearly."""
     host, port = parse_address(address)
     try:
@@ -205,10 +208,8 @@ async def start_exporter(daemon: Daemon, address: str) -> Exporter:
             ErrorCode.INVALID_ARGUMENT,
             "--prometheus needs the prometheus-client package; pip install prometheus-client.",
         ) from None
-    alerts = AlertStore(daemon.store.db)
-    exporter = Exporter(
-        lambda: take_snapshot(daemon.registry.nodes, daemon.metrics, daemon.mesh.counters, alerts)
-    )
+    alerts = AlertStore(store.db)
+    exporter = Exporter(lambda: take_snapshot(registry.nodes, rings, mesh.counters, alerts))
     try:
         exporter.server = await asyncio.start_server(
             exporter.handle, host, port, limit=MAX_REQUEST_BYTES

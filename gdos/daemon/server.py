@@ -19,7 +19,7 @@ import zmq
 import zmq.asyncio
 
 from gdos import __version__
-from gdos.daemon.alerts import snapshot
+from gdos.daemon.alerts import Snapshot, snapshot
 from gdos.daemon.api import KeyApi, NodeApi, TaskApi
 from gdos.daemon.audit import AuditTrail
 from gdos.daemon.auth import KeyRing, ZapHandler
@@ -130,7 +130,7 @@ class Daemon:
             self.store,
             self.audit,
             self.ring,
-            lambda now: snapshot(self, config.offline_after, now),
+            self._alert_snapshot,
             self.stop,
             self.started,
             restored,
@@ -159,6 +159,15 @@ class Daemon:
             "unsaved_rows": self.tasks.unsaved,
         }
 
+    def _alert_snapshot(self, now: float) -> Snapshot:
+        """What the alert rules read now (gdos/daemon/alerts.py)."""
+        return snapshot(
+            self.registry.nodes,
+            self.services.reported_nodes,
+            self.catalog.instances(),
+            settled=now - self.started > 2 * self.config.offline_after,
+        )
+
     def _on_heartbeat(self, node: LiveNode, msg: Message[Heartbeat]) -> None:
         self.mesh.send(
             node, "heartbeat.ack", {"config": self.config.agent_config(), "state": node.state}
@@ -186,7 +195,9 @@ class Daemon:
         if self.config.prometheus:
             from gdos.daemon.prometheus import start_exporter
 
-            self.prometheus = await start_exporter(self, self.config.prometheus)
+            self.prometheus = await start_exporter(
+                self.config.prometheus, self.registry, self.metrics, self.mesh, self.store
+            )
         self.observe.start()  # alerts, hooks, scheduled backups
         await self.control.start()
         resumed = self.tasks.resume()
