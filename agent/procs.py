@@ -247,7 +247,9 @@ def find_by_name(
 ) -> list[ProcRef]:
     """Live processes answering to ``name`` (see name_matches), oldest first.
 
-    ``since``: only processes created at or after this create_time.
+    ``since``: only processes created at or after this create_time. Start times
+    tick in 10 ms steps on Linux, so two processes started together tie; the
+    later pid is taken as the newer (pids grow until they wrap).
     """
     import psutil
 
@@ -261,7 +263,7 @@ def find_by_name(
             continue
         if name_matches(name, info["name"] or "", info["cmdline"] or []):
             found.append(ProcRef(info["pid"], created))
-    return sorted(found, key=lambda ref: ref.create_time)
+    return sorted(found, key=lambda ref: (ref.create_time, ref.pid))
 
 
 def signal_ref(ref: ProcRef, sig: int) -> None:
