@@ -65,9 +65,9 @@ def install(label: str, source: Path, into: Path) -> Build:
     return Build(label, into)
 
 
-def baseline_source(rev: str, work: Path) -> Path:
-    """The baseline revision checked out in a throwaway folder (git archive, no worktree)."""
-    out = work / "baseline-src"
+def revision_source(rev: str, work: Path) -> Path:
+    """A revision checked out in a throwaway folder (git archive, no worktree)."""
+    out = work / f"src-{rev}"
     out.mkdir()
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True
@@ -119,10 +119,12 @@ def measure(args: argparse.Namespace, owned: Owned) -> None:
     work = Path(tempfile.mkdtemp(prefix="gdos-ba-"))
     owned.homes.append(work)
     builds = [
-        install("before", baseline_source(args.baseline, work), work / "before"),
-        install("after", ROOT, work / "after"),
+        install("before", revision_source(args.baseline, work), work / "before"),
+        install("after", revision_source(args.after, work) if args.after else ROOT, work / "after"),
     ]
-    print(f"baseline {args.baseline}, after = working tree of {ROOT}", flush=True)
+    print(
+        f"baseline {args.baseline}, after {args.after or f'= working tree of {ROOT}'}", flush=True
+    )
     help_times = interleaved(
         builds,
         args.runs,
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision to compare with")
+    parser.add_argument("--after", help="git revision to measure (default: the working tree)")
     parser.add_argument("--runs", type=int, default=15, help="timed runs per build")
     parser.add_argument("--agents", type=int, default=5, help="real agents per fleet")
     args = parser.parse_args(argv)

@@ -15,19 +15,11 @@ from typer.core import TyperCommand
 
 from gdos.cli.common import complete_node_names, human_duration, parse_duration, parse_env
 from gdos.cli.output import HOST_COLOURS, Output, fail, output
-from gdos.cli.tables import Column
 from gdos.errors import ErrorCode, ExitCode, GdosError
 from gdos.model import HostStatus
-from gdos.safe_text import safe_cell, safe_line, safe_text
+from gdos.safe_text import safe_line, safe_text
 from gdos.units import STATUS_STYLE
 
-SUMMARY_COLUMNS = [
-    Column("HOST"),
-    Column("STATUS"),
-    Column("EXIT", justify="right"),
-    Column("DURATION", justify="right", drop=1),
-    Column("REASON", wrap=True),
-]
 # The first of these among a task's hosts decides the exit code (docs/exec.md).
 EXIT_CODES = (
     (HostStatus.CANCELED, ExitCode.CANCELED),
@@ -206,26 +198,34 @@ class _Printer:
 
 
 def _summary(out: Output, task: dict[str, Any]) -> None:
-    """The table after the streamed output: each host's status, exit code, duration
-    and reason, then how many ended which way."""
-    from rich.text import Text
+    """The lines after the streamed output: each host's status, exit code, duration
+    and reason, then how many ended which way.
 
-    rows = []
-    for h in task["hosts"]:
+    Written as plain columns, not through Rich: exec is the command operators
+    run most, and importing Rich's table would add ~40 ms to every run
+    (bench/before_after.py). Status colours are the shared palette's.
+    """
+    hosts = task["hosts"]
+    width = max([len(safe_text(h["node"])) for h in hosts] + [4])
+    lines = [
+        f"\ntask {task['id']}: {task['status']}",
+        f"{'HOST':<{width}}  {'STATUS':<11}  {'EXIT':>4}  {'DURATION':>8}  REASON",
+    ]
+    for h in hosts:
+        status = h["status"]
+        shown = out.paint(f"{status:<11}", _SGR.get(STATUS_STYLE.get(status, ""), 0))
         duration = (h["ended"] - h["started"]) if h["ended"] and h["started"] else None
-        status = Text(safe_text(h["status"]), style=STATUS_STYLE.get(h["status"], ""))
         code = "-" if h["exit_code"] is None else str(h["exit_code"])
-        rows.append(
-            [
-                safe_cell(h["node"]),
-                status,
-                code,
-                human_duration(duration),
-                safe_cell(h["reason"] or ""),
-            ]
+        lines.append(
+            f"{safe_text(h['node']):<{width}}  {shown}  {code:>4}  "
+            f"{human_duration(duration):>8}  {safe_text(h['reason'] or '')}".rstrip()
         )
     counts: dict[str, int] = {}
-    for h in task["hosts"]:
+    for h in hosts:
         counts[h["status"]] = counts.get(h["status"], 0) + 1
-    footer = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    out.table(SUMMARY_COLUMNS, rows, title=f"\ntask {task['id']}: {task['status']}", footer=footer)
+    lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    out.lines(lines)
+
+
+# SGR codes of the palette's colour names (gdos.units.STATUS_STYLE), for plain lines.
+_SGR = {"green": 32, "red": 31, "yellow": 33, "magenta": 35, "cyan": 36}

@@ -143,3 +143,29 @@ def test_completing_a_node_name_loads_only_the_client(tmp_path: Path) -> None:
     modules = tab(tmp_path, "gdos node show ")
     assert "gdos.client.control" in modules
     assert offenders(modules, HEAVY) == []
+
+
+SUMMARY_PROBE = """
+import io, json, sys
+from gdos.cli.exec_cmd import _summary
+from gdos.cli.output import Output
+out = io.StringIO()
+host = {"node": "web-1", "status": "failed", "exit_code": 1, "started": 1.0, "ended": 2.5,
+        "reason": "exited with code 1"}
+_summary(Output(out, environ={"FORCE_COLOR": "1"}), {"id": 7, "status": "failed", "hosts": [host]})
+print(json.dumps({"text": out.getvalue(), "modules": sorted(sys.modules)}))
+"""
+
+
+def test_the_exec_summary_is_written_without_rich() -> None:
+    """exec is the command run most: its summary must not pay Rich's ~40 ms import."""
+    result = subprocess.run(
+        [sys.executable, "-c", SUMMARY_PROBE], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert offenders(set(shown["modules"]), ("rich",)) == []
+    lines = shown["text"].splitlines()
+    assert lines[1:3] == ["task 7: failed", "HOST   STATUS       EXIT  DURATION  REASON"]
+    assert lines[3].startswith("web-1  \x1b[31mfailed") and "exited with code 1" in lines[3]
+    assert lines[4] == "1 failed"
