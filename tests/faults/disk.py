@@ -11,11 +11,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.harness import Fleet
+from tests.waiting import short_home
 
 
 @contextlib.contextmanager
@@ -49,3 +53,22 @@ def fill(folder: Path) -> Path:
         (folder / "probe").write_bytes(b"\0" * 4096)
     assert full.value.errno == errno.ENOSPC
     return filler
+
+
+@contextlib.contextmanager
+def small_disk_fleet(inside: str = "") -> Iterator[Fleet]:
+    """A started daemon whose GDOS_HOME (or its folder ``inside``, e.g. ``state``)
+    is a 32 MiB tmpfs a test can fill; closed and removed when the block ends."""
+    home = short_home("gd-full-")
+    small = home / inside
+    small.mkdir(mode=0o700, exist_ok=True)
+    try:
+        with small_tmpfs(small):
+            fleet = Fleet(daemon_home=home)
+            try:
+                fleet.start_daemon()
+                yield fleet
+            finally:
+                fleet.close()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

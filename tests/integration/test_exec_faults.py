@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.disk import fill, small_tmpfs
+from tests.faults.disk import fill, small_disk_fleet
 from tests.harness import Fleet, short_home, wait_for
 
 AGENTS = 20
@@ -94,17 +93,8 @@ def test_daemon_killed_mid_exec_on_20_agents_every_host_ends(fleet: Fleet) -> No
 @pytest.fixture
 def full_disk_fleet() -> Iterator[Fleet]:
     """A daemon whose whole GDOS_HOME is a 32 MiB tmpfs the test can fill."""
-    home = short_home("gd-full-")
-    try:
-        with small_tmpfs(home):
-            fleet = Fleet(daemon_home=home)
-            try:
-                fleet.start_daemon()
-                yield fleet
-            finally:
-                fleet.close()
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    with small_disk_fleet() as fleet:
+        yield fleet
 
 
 def test_full_disk_mid_task_loses_no_result(full_disk_fleet: Fleet) -> None:

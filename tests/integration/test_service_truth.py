@@ -9,7 +9,6 @@ reconnecting, so a stale answer replayed late would show by then.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -21,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from gdos.pkg.archive import build_zip
-from tests.faults.disk import fill, small_tmpfs
-from tests.harness import Fleet, short_home, wait_for
+from tests.faults.disk import fill, small_disk_fleet
+from tests.harness import Fleet, wait_for
 from tests.integration.services_kit import ok, status, wait_state
 from tests.integration.truth_kit import (
     GATED,
@@ -264,21 +263,10 @@ def test_failed_instance_deploy_can_be_destroyed(fleet: Fleet, tmp_path: Path) -
 
 # -- a disk that fills -------------------------------------------------------------------------
 @pytest.fixture
-def small_disk_fleet() -> Iterator[Fleet]:
+def state_on_small_disk() -> Iterator[Fleet]:
     """A daemon whose state folder is a 32 MiB tmpfs the test can fill."""
-    home = short_home("gd-")
-    state = home / "state"
-    state.mkdir(mode=0o700)
-    try:
-        with small_tmpfs(state):
-            f = Fleet(daemon_home=home)
-            try:
-                f.start_daemon()
-                yield f
-            finally:
-                f.close()
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    with small_disk_fleet("state") as fleet:
+        yield fleet
 
 
 def _empty_wal(db: Path) -> None:
@@ -296,9 +284,9 @@ def _empty_wal(db: Path) -> None:
 
 
 def test_states_not_stored_are_sent_again_once_space_returns(
-    small_disk_fleet: Fleet, tmp_path: Path
+    state_on_small_disk: Fleet, tmp_path: Path
 ) -> None:
-    fleet = _fleet_of(small_disk_fleet, "n1")
+    fleet = _fleet_of(state_on_small_disk, "n1")
     gate = tmp_path / "gate"
     gate.touch()
     ok(fleet.gdos("package", "push", str(gated_package(tmp_path, gate, "1.0.0"))))
