@@ -53,7 +53,7 @@ class Handlers:
 
     def _check(self, kind: str) -> None:
         if kind not in protocol.KINDS:
-            raise RegistrationError(f"no message kind {kind!r} is declared (gdos/wire_*.py)")
+            raise RegistrationError(f"no message kind {kind!r} is declared (gdos/wire/*_kinds.py)")
         if kind in LINK_KINDS:
             raise RegistrationError(f"{kind!r} is answered by its link itself")
         if kind not in protocol.AGENT_SENDS | protocol.CLIENT_SENDS:
