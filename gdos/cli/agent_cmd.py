@@ -81,8 +81,8 @@ def run(
         ("--name", name),
         ("--state-dir", state_dir),
     ):
-        if value is not None:
-            argv += [flag, str(value)]
+        if value is not None:  # FLAG=VALUE: a z85 key may begin with '-'
+            argv.append(f"{flag}={value}")
     if token is not None:
         argv += ["--join-fd", str(join_input.hand_over(token))]
     if insecure:
@@ -90,7 +90,7 @@ def run(
     if trust_network:
         argv.append("--i-trust-this-network")
     for root in log_root or []:
-        argv += ["--log-root", str(root)]
+        argv.append(f"--log-root={root}")
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)

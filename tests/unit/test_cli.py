@@ -336,3 +336,26 @@ def test_output_never_turns_colon_codes_into_emoji() -> None:
     out.table([Column("FINGERPRINT")], [["3f:ab:cd"]])
     lines = [line.rstrip() for line in buffer.getvalue().splitlines()]
     assert lines == ["3f:ab:cd:ok:", "FINGERPRINT", "3f:ab:cd"]
+
+
+def test_agent_run_passes_a_daemon_key_that_begins_with_a_dash(tmp_path: Path) -> None:
+    """z85 keys may begin with '-': `gdos agent run` hands options to the agent
+    it re-executes as FLAG=VALUE, so such a key is not read as an option.
+    (A restarted agent once died with 'argument --daemon-key: expected one argument'.)"""
+    from tests.waiting import free_port, wait_for
+
+    log = tmp_path / "agent.out"
+    key = "-" + "a" * 39  # the shape of a z85 public key; the address has no daemon
+    argv = [sys.executable, "-P", "-m", "gdos.cli.main", "agent", "run", "--name", "x"]
+    argv += ["--daemon", f"tcp://127.0.0.1:{free_port()}", "--daemon-key", key]
+    argv += ["--state-dir", str(tmp_path / "state")]
+    env = {**os.environ, "GDOS_HOME": str(tmp_path / "home")}
+    with open(log, "wb") as out:
+        agent = subprocess.Popen(argv, env=env, stdout=out, stderr=out, start_new_session=True)
+    try:
+        wait_for(lambda: "dialling" in log.read_text() or agent.poll() is not None, 30)
+        assert agent.poll() is None, log.read_text()
+        assert "expected one argument" not in log.read_text()
+    finally:
+        agent.kill()
+        agent.wait()
