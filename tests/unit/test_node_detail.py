@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from gdos.cli import node_cmd
 from gdos.node_detail import node_rows
 from tests.integration.test_node_data import EVIL
+from tests.unit.test_output import invoke
 
 NOW = 1_800_000_000.0
 
@@ -171,6 +175,19 @@ def test_hostile_text_reaches_the_rows_as_it_came() -> None:
 
 
 SHOWN_EVIL = "\\x1b]0;pwned\\x07\\x1b[2J[reverse]boom[/reverse]"
+
+
+def test_gdos_node_show_renders_the_rows_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # Rich's width: whole lines, so the rows can be checked
+    text = invoke(monkeypatch, node_cmd, {"node": hostile()}, "node", "show", "web-1")
+    assert "\x1b" not in text and "\x07" not in text, repr(text)
+    lines = text.splitlines()
+    labels = [label for label, _ in node_rows(hostile(), when)]
+    assert len(lines) == len(labels)
+    for line, label in zip(lines, labels, strict=True):
+        assert line.startswith(label.replace(EVIL, SHOWN_EVIL) + ":"), (line, label)
+    assert "hostname:" in text and f"h{SHOWN_EVIL}" in text  # markup shown as text
+    assert f"weird{SHOWN_EVIL}:" in text and f"w{SHOWN_EVIL}" in text
 
 
 def test_the_dashboard_pane_renders_the_same_rows_escaped() -> None:
