@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gdos.model import HostStatus, InstanceState
+from gdos.model import HostStatus, InstanceState, NodeState
 
 
 def number(value: Any) -> float | None:
@@ -61,9 +61,12 @@ def percent(value: Any) -> str:
     return "?" if figure is None else f"{figure:.0f}%"
 
 
-# Instance states, coloured the same by `gdos status` and the dashboard (Rich styles).
-# Keys are enum members, equal to the state strings views look them up by.
+# Instance states, coloured the same by `gdos status` and the dashboard (Rich styles),
+# and the node states out of normal service (drained, disabled), yellow as in the
+# node lists. Keys are enum members, equal to the state strings views look them up by.
 STATE_STYLE: dict[str, str] = {
+    NodeState.MAINTENANCE: "yellow",
+    NodeState.DISABLED: "yellow",
     InstanceState.RUNNING: "green",
     InstanceState.STARTING: "cyan",
     InstanceState.DEPLOYING: "cyan",

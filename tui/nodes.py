@@ -8,11 +8,12 @@ changed. Sorting reorders rows in place, and the selected node stays selected.
 
 from __future__ import annotations
 
-import json
+import time
 from functools import partial
 from typing import Any
 
 from gdos.tui.commands import PaletteCommand
+from gdos.tui.details import node_detail
 from gdos.tui.filters import FilteredView, filter_box
 from gdos.tui.session import (
     DashboardSession,
@@ -176,7 +177,7 @@ class NodesView(FilteredView):
             return
         reply = await self.guard(client.call("node.show", name=name))
         if reply is not None:
-            text = json.dumps(reply["node"], indent=2, sort_keys=True, default=str)
+            text = node_detail(reply["node"], time.time())
             self.app.push_screen(TextScreen(f"node {name}", text))
 
     def action_shell(self) -> None:

@@ -163,16 +163,20 @@ class TextScreen(ModalScreen[None]):
     }
     """
 
-    def __init__(self, title: str, body: str) -> None:
+    def __init__(self, title: str, body: str | Text) -> None:
+        """``body``: plain text (each line made safe here), or a ``Text`` from
+        ``tui.details.detail_text``, which made each of its values safe already."""
         super().__init__()
         self.title_text, self.body = title, body
 
     def compose(self) -> ComposeResult:
         with VerticalScroll() as scroll:
             scroll.border_title = self.title_text
-            # Panes show node text (errors, versions, facts): each line made safe here.
-            safe = "\n".join(safe_line(line) for line in self.body.split("\n"))
-            yield Static(safe, id="text", markup=False)
+            body = self.body
+            if isinstance(body, str):
+                # Panes show node text (errors, versions, facts): each line made safe here.
+                body = "\n".join(safe_line(line) for line in body.split("\n"))
+            yield Static(body, id="text", markup=False)
 
 
 HELP = """\

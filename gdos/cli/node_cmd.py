@@ -10,7 +10,6 @@ from gdos.cli.common import (
     JSON_OPTION,
     ago,
     complete_node_names,
-    human_bytes,
     human_duration,
     percent,
     request,
@@ -87,110 +86,21 @@ def _fixed(value: Any) -> str:
     return "-" if value is None else "?" if figure is None else f"{figure:.2f}"
 
 
-def _records(value: Any) -> list[dict[str, Any]]:
-    """The maps of a fact list; a row an older daemon stored unchecked may hold anything."""
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
 def _render_node(out: Output, node: dict[str, Any]) -> None:
-    """Every node-supplied value goes through safe_markup: this text is Rich markup."""
-    f = node.get("facts") or {}
-    f = f if isinstance(f, dict) else {}
-    s = safe_markup
-    online = online_mark(node["online"])
-    heading = [
-        f"[bold]{s(node['name'])}[/]  {online}"
-        f"  state {s(node['state'])}  agent {s(node['agent_version'] or '-')}",
-        *_state_line(node),
-    ]
-    rows = [
-        (
-            "os",
-            f"{s(f.get('distro', '-'))}  kernel {s(f.get('kernel', '-'))}"
-            f"  arch {s(f.get('arch', '-'))}",
-        ),
-        (
-            "cpu",
-            f"{s(f.get('cpu_model') or '-')}  {s(f.get('cpu_cores', '-'))} cores / "
-            f"{s(f.get('cpu_threads', '-'))} threads  max {s(f.get('cpu_max_mhz') or '-')} MHz",
-        ),
-        (
-            "memory",
-            f"{human_bytes(f.get('memory_total'))}  swap {human_bytes(f.get('swap_total'))}",
-        ),
-        ("address", f"{s(node.get('address') or '-')}  key {s(node.get('key') or '-')}"),
-        ("last seen", f"{ago(node.get('last_seen'))}  first seen {ago(node.get('first_seen'))}"),
-        *_hardware(f),
-        *_load(node.get("metrics") or {}),
-    ]
-    out.fields(rows, heading, markup=True)
+    """The rows the dashboard's ``d`` shows too (``gdos.node_detail``), times as ages,
+    labelled ``label:`` as the other detail view (``daemon status``) is.
 
+    Every label and value is node-supplied and goes through safe_markup: this
+    text is Rich markup, and only the colour added here is read as markup.
+    """
+    from gdos.node_detail import node_rows, node_styles
 
-def _hardware(f: dict[str, Any]) -> list[tuple[str, str]]:
-    """One detail row per disk, NIC and GPU the node reported."""
-    s = safe_markup
-    rows = [
-        (
-            "disk",
-            f"{s(d.get('mount'))}  {s(d.get('device'))}  {s(d.get('fstype'))}"
-            f"  {human_bytes(d.get('total'))}",
-        )
-        for d in _records(f.get("disks"))
-    ]
-    for nic in _records(f.get("nics")):
-        addrs = [*_texts(nic.get("ipv4")), *_texts(nic.get("ipv6"))]
-        rows.append(
-            (
-                "nic",
-                f"{s(nic.get('name'))}  {s(nic.get('mac') or '-')}"
-                f"  {s(', '.join(addrs) or '-')}  {s(nic.get('speed_mbps') or '-')} Mb/s",
-            )
-        )
-    rows += [
-        (
-            "gpu",
-            f"{s(g.get('name'))}  {human_bytes(g.get('memory_total'))}  "
-            f"driver {s(g.get('driver'))}  cc {s(g.get('compute_capability'))}",
-        )
-        for g in _records(f.get("gpus"))
-    ]
-    return rows
-
-
-def _load(m: dict[str, Any]) -> list[tuple[str, str]]:
-    """The latest load and IO rates, when the node has sent metrics (read by catalogue name)."""
-    if not m:
-        return []
-    from gdos.metric_catalog import value as v
-
-    loads = " ".join(_fixed(m.get(k, 0)) for k in ("load1", "load5", "load15"))
-    return [
-        (
-            "load",
-            f"cpu {percent(v(m, 'cpu'))}  mem {percent(v(m, 'mem'))}"
-            f"  load {loads}  procs {safe_markup(m.get('procs', '-'))}"
-            f"  up {human_duration(m.get('uptime'))}",
-        ),
-        (
-            "io",
-            f"disk r {human_bytes(v(m, 'disk_read'))}/s "
-            f"w {human_bytes(v(m, 'disk_write'))}/s  net rx "
-            f"{human_bytes(v(m, 'net_rx'))}/s tx {human_bytes(v(m, 'net_tx'))}/s",
-        ),
-    ]
-
-
-def _state_line(node: dict[str, Any]) -> list[str]:
-    """``drained 5m ago: reason`` for a node out of normal service."""
-    if node["state"] == NodeState.NORMAL:
-        return []
-    since = f" since {ago(node['state_since'])}" if node.get("state_since") else ""
-    why = f": {safe_markup(node['state_reason'])}" if node.get("state_reason") else ""
-    return [f"{safe_markup(node['state']):<9} {since.strip()}{why}"]
-
-
-def _texts(value: Any) -> list[str]:
-    return [str(v) for v in value] if isinstance(value, list) else []
+    styles = node_styles(node)
+    rows = []
+    for label, text in node_rows(node, ago):
+        shown, style = safe_markup(text), styles.pop(label, "")
+        rows.append((f"{safe_markup(label)}:", f"[{style}]{shown}[/]" if style else shown))
+    out.fields(rows, markup=True)
 
 
 @app.command()

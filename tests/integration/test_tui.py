@@ -122,13 +122,14 @@ def test_node_rows_appear_update_filter_and_sort(two_nodes: Fleet) -> None:
         await until(pilot, lambda: set(rows(app)) == {"ta", "tb"}, "filter cleared")
         assert message(app) == ""
 
-        # d describes the selected node with node.show facts
+        # d describes the selected node with node.show's fields, one per line
         table.focus()
         table.move_cursor(row=table.get_row_index("ta"))
         await pilot.press("d")
         await until(pilot, lambda: app.screen.query("#text"), "the describe pane")
         text = str(app.screen.query_one("#text", Static).render())
-        assert '"name": "ta"' in text and '"facts"' in text
+        assert text.startswith("node ") and text.splitlines()[0].endswith(" ta"), text
+        assert "hostname  " in text and "{" not in text
         await pilot.press("escape")
 
         # ? shows help, : jumps views
