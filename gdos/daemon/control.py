@@ -21,8 +21,11 @@ import os
 import pwd
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import msgpack
 
 from gdos.daemon.handlers import Handlers
 from gdos.daemon.storage import storage_failure
@@ -37,6 +40,12 @@ from gdos.wire.transport import frame_bytes, read_message
 log = logging.getLogger("gdosd.control")
 
 MAX_IN_FLIGHT = 64  # unanswered requests per connection
+# What a stream puts in one event when it splits a large result (watch
+# differences, an operation's results), in encoded bytes: well under a frame,
+# so the envelope and one entry a little larger than usual still fit.
+EVENT_BUDGET_BYTES = protocol.MAX_FRAME_BYTES // 4
+
+T = TypeVar("T")
 
 
 class Stream:
@@ -94,6 +103,26 @@ def stream_error(exc: ProtocolError) -> dict[str, Any]:
         "message": f"{exc.message} The daemon ended this stream instead; "
         "this is a gdos bug, please report it with the daemon log.",
     }
+
+
+def packed_size(value: Any) -> int:
+    """How many bytes ``value`` takes in a frame (msgpack)."""
+    return len(msgpack.packb(value, use_bin_type=True))
+
+
+def slices(entries: list[T], budget: int, size: Callable[[T], int] = packed_size) -> list[list[T]]:
+    """``entries`` in order, in runs of at most ``budget`` encoded bytes (always at least
+    one run; an entry larger than ``budget`` makes a run of its own)."""
+    runs: list[list[T]] = [[]]
+    used = 0
+    for entry in entries:
+        entry_size = size(entry)
+        if used and used + entry_size > budget:
+            runs.append([])
+            used = 0
+        runs[-1].append(entry)
+        used += entry_size
+    return runs
 
 
 class ControlConnection:

@@ -21,17 +21,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
-from gdos.daemon.control import ControlConnection, Stream
+from gdos.daemon.control import EVENT_BUDGET_BYTES, ControlConnection, Stream, packed_size, slices
 from gdos.daemon.registry import NodeRegistry
-from gdos.wire import protocol
 
 DEFAULT_INTERVAL = 1.0
 MIN_INTERVAL = 0.2
-# Views and names per event, in encoded bytes: well under a frame, so the
-# envelope and one view a little larger than usual still fit.
-EVENT_BUDGET_BYTES = protocol.MAX_FRAME_BYTES // 4
 
 
 def watch_interval(value: Any) -> float:
@@ -74,27 +68,21 @@ def split_event(
     than ``budget`` travels alone. All events but the last carry ``more``.
     """
     whole: dict[str, Any] = {"type": kind, "changed": changed, "removed": removed}
-    if len(_packed(whole)) <= budget:
+    if packed_size(whole) <= budget:
         return [whole]
-    events: list[dict[str, Any]] = [{"type": kind, "changed": [], "removed": []}]
-    size = 0
-    entries: list[tuple[str, Any]] = [("changed", v) for v in changed]
-    entries += [("removed", name) for name in removed]
-    for field, entry in entries:
-        entry_size = len(_packed(entry))
-        if size and size + entry_size > budget:
-            events.append({"type": kind, "changed": [], "removed": []})
-            size = 0
-        events[-1][field].append(entry)
-        size += entry_size
+    tagged: list[tuple[str, Any]] = [("changed", v) for v in changed]
+    tagged += [("removed", name) for name in removed]
+    events: list[dict[str, Any]] = [
+        {
+            "type": kind,
+            "changed": [v for field, v in run if field == "changed"],
+            "removed": [v for field, v in run if field == "removed"],
+        }
+        for run in slices(tagged, budget, size=lambda entry: packed_size(entry[1]))
+    ]
     for event in events[:-1]:
         event["more"] = True
     return events
-
-
-def _packed(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
-    return packed
 
 
 async def watch_nodes(

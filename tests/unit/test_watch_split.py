@@ -1,6 +1,9 @@
-"""Watch differences larger than a frame travel as several events, and nothing is lost.
+"""Stream events that would exceed a frame travel as several, and nothing is lost.
 
-Socket-free for the splitting; the last test joins the real client and a
+Watch differences are split into slices, an operation's results go ahead of
+its ``done`` event.
+
+Socket-free for the splitting; one test joins the real client and a
 real daemon-side ``Stream`` over a socket pair, to show that an event which
 still cannot be encoded ends its stream with an error the client raises.
 """
@@ -15,8 +18,8 @@ from typing import Any
 import pytest
 
 from gdos.client.control import Client
-from gdos.daemon.control import ControlConnection
-from gdos.daemon.watch import EVENT_BUDGET_BYTES, NodeDiff, split_event
+from gdos.daemon.control import EVENT_BUDGET_BYTES, ControlConnection
+from gdos.daemon.watch import NodeDiff, split_event
 from gdos.errors import ErrorCode, GdosError
 from gdos.wire import protocol
 from gdos.wire.transport import read_message
@@ -142,3 +145,58 @@ def test_top_once_reads_the_whole_first_snapshot() -> None:
 
     got = asyncio.run(_first(FakeClient(), instances=False, interval=1.0))
     assert got == {r["key"]: r for r in rows}  # all three, and not the later change
+
+
+class RecordingStream:
+    """Records what a stream pump sends and how it ends (no client, no credit)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.last: dict[str, Any] | None = None
+
+    async def send(self, event: dict[str, Any]) -> bool:
+        self.events.append(event)
+        return True
+
+    async def end(self, event: dict[str, Any] | None = None) -> None:
+        self.last = event
+
+
+def test_an_operation_outcome_larger_than_a_frame_sends_its_results_ahead_of_done() -> None:
+    from gdos.cli.output import Output
+    from gdos.cli.service_cmd import _follow
+    from gdos.daemon.service_api import _end_with_outcome
+
+    results = [
+        {"instance": f"web/app#{i}@n{i}", "ok": False, "error": "e" * 2000} for i in range(3000)
+    ]
+    outcome = {"action": "start", "target": "web", "ok": False, "results": results}
+    stream = RecordingStream()
+    asyncio.run(_end_with_outcome(stream, outcome))  # type: ignore[arg-type]
+
+    assert stream.last is not None and stream.last["type"] == "done"
+    sent = [*stream.events, stream.last]
+    assert len(sent) > 2
+    assert all(len(f) < protocol.MAX_FRAME_BYTES for f in frames(sent))
+    assert {e["type"] for e in stream.events} == {"results"}
+    assert [r for e in sent for r in e["results"]] == results  # each once, in order
+
+    class FakeClient:  # what `gdos start --wait` reads: the same events, added up
+        async def stream(self, kind: str, **body: Any) -> tuple[dict[str, Any], Any]:
+            async def feed() -> Any:
+                for event in sent:
+                    yield event
+
+            return {"instances": [r["instance"] for r in results]}, feed()
+
+    got = asyncio.run(_follow(FakeClient(), Output(), "start", "web", True, {}))
+    assert got["results"] == results and got["ok"] is False
+
+
+def test_a_small_operation_outcome_is_one_done_event() -> None:
+    from gdos.daemon.service_api import _end_with_outcome
+
+    outcome = {"ok": True, "results": [{"instance": "web/app#1@n1", "ok": True}]}
+    stream = RecordingStream()
+    asyncio.run(_end_with_outcome(stream, outcome))  # type: ignore[arg-type]
+    assert stream.events == [] and stream.last == {"type": "done", **outcome}
