@@ -200,3 +200,11 @@ def test_a_small_operation_outcome_is_one_done_event() -> None:
     stream = RecordingStream()
     asyncio.run(_end_with_outcome(stream, outcome))  # type: ignore[arg-type]
     assert stream.events == [] and stream.last == {"type": "done", **outcome}
+
+
+def test_streams_that_relay_one_mesh_frame_per_event_fit_a_control_frame() -> None:
+    """Exec output (live chunks, or what a result holds beyond them: one captured
+    output), pty output and log lines each relay at most one mesh frame, plus a
+    few labels; this is why only watches and operation results need splitting."""
+    assert protocol.OUTPUT_CAP_BYTES <= protocol.MESH_FRAME_BYTES
+    assert protocol.MESH_FRAME_BYTES + 64 * 1024 < protocol.MAX_FRAME_BYTES
