@@ -379,10 +379,10 @@ class ServicesView(DashboardView):
                     run.level = f"{event['level']}/{event['of']}"
                 elif event["type"] == "state" and event.get("state") in SETTLED:
                     run.settled.add(event["instance"])
-                elif event["type"] == "done":
+                elif event["type"] in ("results", "done"):  # results: ahead of a large done
                     run.results += event.get("results") or []
                     run.settled.update(r["instance"] for r in event.get("results") or [])
-                    if not event.get("ok") and not event.get("results"):
+                    if event["type"] == "done" and not event.get("ok") and not event.get("results"):
                         run.refusals.append(f"{body['target']}: {event.get('message')}")
                 progress.update(run.line())
         except GdosError as exc:

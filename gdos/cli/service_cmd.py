@@ -138,13 +138,16 @@ async def _follow(
         transient=True,
     )
     outcome: dict[str, Any] = {"ok": False, "results": []}
+    ahead: list[dict[str, Any]] = []  # results sent before done (too many for one event)
     settled: dict[str, bool] = {}  # instance -> its last state looks final (for the bar only)
     with progress:
         bar = progress.add_task(f"{action} {target}", total=len(reply["instances"]))
         async for event in events:
             if event["type"] == "done":
-                outcome = event
+                outcome = {**event, "results": ahead + (event.get("results") or [])}
                 break
+            if event["type"] == "results":
+                ahead += event["results"]
             if event["type"] == "level":
                 what = ", ".join(event["modules"])
                 progress.update(

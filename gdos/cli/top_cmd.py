@@ -121,12 +121,14 @@ def top_command(
 
 
 async def _first(client: Any, instances: bool, interval: float) -> dict[str, Row]:
-    """The subscription's first event: every row as it is now."""
+    """The subscription's first snapshot: every row as it is now (a large one comes in
+    several events, all but the last marked ``more``)."""
     _, events = await client.stream("metrics.watch", instances=instances, interval=interval)
     rows: dict[str, Row] = {}
     async for event in events:
         apply(rows, event)
-        break
+        if not event.get("more"):
+            break
     return rows
 
 

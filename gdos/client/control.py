@@ -125,6 +125,8 @@ class Client:
     ) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
         """Send a stream-opening request: (reply body, async iterator of events).
 
+        A stream the daemon ends with an ``error`` event (a shell that failed,
+        an event too large to send) raises it from the iterator as GdosError.
         ``stream_credit`` must be the window the daemon opens the stream with.
         """
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -153,6 +155,8 @@ class Client:
                     raise item
                 kind, event = item
                 if kind == "end":
+                    if event is not None and event.get("type") == "error":
+                        raise GdosError(event["code"], event["message"])  # the stream failed
                     if event is not None:
                         yield event
                     return

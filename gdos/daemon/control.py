@@ -21,8 +21,11 @@ import os
 import pwd
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import msgpack
 
 from gdos.daemon.handlers import Handlers
 from gdos.daemon.storage import storage_failure
@@ -37,32 +40,89 @@ from gdos.wire.transport import frame_bytes, read_message
 log = logging.getLogger("gdosd.control")
 
 MAX_IN_FLIGHT = 64  # unanswered requests per connection
+# What a stream puts in one event when it splits a large result (watch
+# differences, an operation's results), in encoded bytes: well under a frame,
+# so the envelope and one entry a little larger than usual still fit.
+EVENT_BUDGET_BYTES = protocol.MAX_FRAME_BYTES // 4
+
+T = TypeVar("T")
 
 
 class Stream:
-    """A daemon-to-client event stream with credit-based flow control."""
+    """A daemon-to-client event stream with credit-based flow control.
+
+    Every event is encoded here, once: one that cannot be (larger than a
+    frame) ends the stream with an ``error`` event naming the code, which the
+    client raises, instead of turning into an ``error`` frame no stream owns.
+    """
 
     def __init__(self, conn: ControlConnection, stream_id: int, credit: int) -> None:
         self.conn, self.id = conn, stream_id
         self.window = CreditWindow(credit)
         self.seq = 0
+        self.ended = False
 
     async def send(self, event: dict[str, Any]) -> bool:
-        """Send one event once credit allows; False when the client is gone."""
-        if not await self.window.acquire():
+        """Send one event once credit allows; False when the client is gone or the stream ended."""
+        if self.ended or not await self.window.acquire():
             return False
         self.seq += 1
-        return await self.conn.write(
-            "stream.data", {"stream": self.id, "seq": self.seq, "event": event}
-        )
+        try:
+            frame = protocol.encode(
+                "stream.data", {"stream": self.id, "seq": self.seq, "event": event}
+            )
+        except ProtocolError as exc:
+            await self.end(stream_error(exc))
+            return False
+        return await self.conn.write_frames([frame])
 
     async def end(self, event: dict[str, Any] | None = None) -> None:
+        """The stream's last frame, with ``event`` (or an error event when that cannot be sent)."""
+        if self.ended:
+            return
+        self.ended = True
+        self.window.close()
         self.seq += 1
         body: dict[str, Any] = {"stream": self.id, "seq": self.seq}
         if event is not None:
             body["event"] = event
-        await self.conn.write("stream.end", body)
+        try:
+            frame = protocol.encode("stream.end", body)
+        except ProtocolError as exc:
+            frame = protocol.encode("stream.end", {**body, "event": stream_error(exc)})
+        await self.conn.write_frames([frame])
         self.conn.streams.pop(self.id, None)
+
+
+def stream_error(exc: ProtocolError) -> dict[str, Any]:
+    """The event that ends a stream whose next event could not be encoded."""
+    log.warning("ending a control stream: %s", exc)
+    return {
+        "type": "error",
+        "code": str(exc.code),
+        "message": f"{exc.message} The daemon ended this stream instead; "
+        "this is a gdos bug, please report it with the daemon log.",
+    }
+
+
+def packed_size(value: Any) -> int:
+    """How many bytes ``value`` takes in a frame (msgpack)."""
+    return len(msgpack.packb(value, use_bin_type=True))
+
+
+def slices(entries: list[T], budget: int, size: Callable[[T], int] = packed_size) -> list[list[T]]:
+    """``entries`` in order, in runs of at most ``budget`` encoded bytes (always at least
+    one run; an entry larger than ``budget`` makes a run of its own)."""
+    runs: list[list[T]] = [[]]
+    used = 0
+    for entry in entries:
+        entry_size = size(entry)
+        if used and used + entry_size > budget:
+            runs.append([])
+            used = 0
+        runs[-1].append(entry)
+        used += entry_size
+    return runs
 
 
 class ControlConnection:
@@ -84,6 +144,12 @@ class ControlConnection:
         except ProtocolError as exc:  # larger than even a split reply may be
             log.warning("cannot send a %s reply: %s", kind, exc)
             frames = [protocol.encode("error", exc.to_body(), re=re)]
+        return await self.write_frames(frames)
+
+    async def write_frames(self, frames: list[bytes]) -> bool:
+        """Write encoded frames; False once the client is gone."""
+        if self.closed:
+            return False
         try:
             # all frames of one reply at once: another task's frames never come between
             self.writer.write(b"".join(frame_bytes(frame) for frame in frames))

@@ -14,7 +14,7 @@ from typing import Any
 
 from gdos.daemon.audit import AuditTrail
 from gdos.daemon.catalog import Catalog
-from gdos.daemon.control import ControlConnection, Stream
+from gdos.daemon.control import EVENT_BUDGET_BYTES, ControlConnection, Stream, packed_size, slices
 from gdos.daemon.handlers import Handlers
 from gdos.daemon.packages import Packages
 from gdos.daemon.services import Services
@@ -198,4 +198,18 @@ async def _forward(
     except Exception as exc:  # a bug must still end the client's wait
         log.exception("operation failed")
         outcome = {"ok": False, "code": str(ErrorCode.INTERNAL), "message": str(exc)}
+    await _end_with_outcome(stream, outcome)
+
+
+async def _end_with_outcome(stream: Stream, outcome: dict[str, Any]) -> None:
+    """End the wait with ``done``; results too large for one frame (thousands of
+    instances with their errors) go ahead in ``results`` events, and ``done``
+    carries the last of them. Clients add them up."""
+    results = outcome.get("results") or []
+    if packed_size(outcome) > EVENT_BUDGET_BYTES:
+        *ahead, last = slices(results, EVENT_BUDGET_BYTES)
+        for run in ahead:
+            if not await stream.send({"type": "results", "results": run}):
+                return
+        outcome = {**outcome, "results": last}
     await stream.end({"type": "done", **outcome})

@@ -7,6 +7,7 @@ from typing import Any
 
 from gdos.daemon.control import Stream
 from gdos.daemon.watch import NodeDiff, watch_interval, watch_nodes
+from gdos.wire import protocol
 
 
 def view(name: str, cpu: float | None = None) -> dict[str, Any]:
@@ -15,19 +16,17 @@ def view(name: str, cpu: float | None = None) -> dict[str, Any]:
 
 def test_first_event_has_every_node_then_only_changes() -> None:
     diff = NodeDiff()
-    first = diff.event([view("a"), view("b")])
-    assert first == {"type": "nodes", "changed": [view("a"), view("b")], "removed": []}
-    assert diff.event([view("a"), view("b")]) is None
-    assert diff.event([view("a", 12.0), view("b")]) == {
-        "type": "nodes",
-        "changed": [view("a", 12.0)],
-        "removed": [],
-    }
-    assert diff.event([view("a", 12.0)]) == {"type": "nodes", "changed": [], "removed": ["b"]}
+    first = diff.events([view("a"), view("b")])
+    assert first == [{"type": "nodes", "changed": [view("a"), view("b")], "removed": []}]
+    assert diff.events([view("a"), view("b")]) == []
+    assert diff.events([view("a", 12.0), view("b")]) == [
+        {"type": "nodes", "changed": [view("a", 12.0)], "removed": []}
+    ]
+    assert diff.events([view("a", 12.0)]) == [{"type": "nodes", "changed": [], "removed": ["b"]}]
 
 
 def test_first_event_is_sent_even_for_an_empty_fleet() -> None:
-    assert NodeDiff().event([]) == {"type": "nodes", "changed": [], "removed": []}
+    assert NodeDiff().events([]) == [{"type": "nodes", "changed": [], "removed": []}]
 
 
 def test_interval_has_a_floor_and_a_default() -> None:
@@ -51,8 +50,8 @@ class FakeConn:
         self.streams: dict[int, Stream] = {}
         self.sent: list[dict[str, Any]] = []
 
-    async def write(self, kind: str, body: dict[str, Any], re: int | None = None) -> bool:
-        self.sent.append(body["event"])
+    async def write_frames(self, frames: list[bytes]) -> bool:
+        self.sent.extend(protocol.decode(frame).body["event"] for frame in frames)
         return True
 
 
