@@ -414,7 +414,10 @@ async def _feed(
     apply: Callable[[dict[str, Any], bool], None],
     running: Callable[[], bool],
 ) -> None:
-    """Apply a watch stream's events to a view; the first one lists everything.
+    """Apply a watch stream's events to a view; the first one starts from empty.
+
+    A snapshot too large for one frame arrives as several events (``more``
+    set on all but the last): the first replaces the view, the rest add to it.
 
     Once the dashboard is shutting down (``running()`` is false) its widgets
     are going away: the feed waits to be cancelled instead of applying.
