@@ -3,12 +3,19 @@
 Processes are real (started here, outside gdos, with a distinctive name),
 the agent runs with a ``--log-root`` of its own, and everything is driven
 through the real CLI.
+
+The name is distinctive per run, not just per test suite: an adoption by
+process name looks at the whole machine, so with one fixed name a run of this
+file next to another (a second worktree, a second engineer) adopted the other
+run's process as ``--newest`` and its teardown (tests/harness.py
+kill_instances) killed it, which the other run then saw as process_not_found.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +23,8 @@ import pytest
 
 from tests.harness import Fleet, short_home, wait_for
 from tests.integration.services_kit import ok, status
+
+NAME = f"gdos-adopt-me-{uuid.uuid4().hex[:8]}"  # this run's processes, and no one else's
 
 
 @pytest.fixture
@@ -30,7 +39,7 @@ def n2(fleet: Fleet) -> Iterator[tuple[Fleet, Path]]:
 
 @pytest.fixture
 def sleepers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes started outside gdos, each named gdos-adopt-me in ps."""
+    """Processes started outside gdos, each named NAME in ps."""
     started: list[subprocess.Popen[bytes]] = []
     yield started
     for proc in started:
@@ -40,7 +49,7 @@ def sleepers() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def _sleeper(started: list[subprocess.Popen[bytes]], out: Path | None = None) -> int:
     code = "import sys, time\nprint('hello from outside', flush=True)\ntime.sleep(600)"
-    argv = ["bash", "-c", f'exec -a gdos-adopt-me {sys.executable} -c "$0"', code]
+    argv = ["bash", "-c", f'exec -a {NAME} {sys.executable} -c "$0"', code]
     sink = open(out, "ab") if out else subprocess.DEVNULL  # noqa: SIM115 (the child owns it)
     proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     started.append(proc)
@@ -84,18 +93,18 @@ def test_adopt_by_name_refuses_to_guess_among_several(
 ) -> None:
     fleet, _ = n2
     older, newer = _sleeper(sleepers), _sleeper(sleepers)
-    argv = ["adopt", "n2", "--name", "ext", "--process-name", "gdos-adopt-me"]
+    argv = ["adopt", "n2", "--name", "ext", "--process-name", NAME]
     refused = fleet.gdos(*argv)
     assert refused.returncode == 1, refused.stderr
     assert refused.stderr.startswith("error[process_ambiguous]: 2 processes match")
     for pid in (older, newer):
         assert f"pid {pid}" in refused.stderr
-    assert "gdos-adopt-me" in refused.stderr and "--newest" in refused.stderr
+    assert NAME in refused.stderr and "--newest" in refused.stderr
     assert "adopted/ext@n2" not in status(fleet)
 
     assert "running" in ok(fleet.gdos(*argv, "--newest"))
     assert status(fleet)["adopted/ext@n2"]["pid"] == newer
-    ok(fleet.gdos("adopt", "n2", "--name", "old", "--process-name", "gdos-adopt-me", "--oldest"))
+    ok(fleet.gdos("adopt", "n2", "--name", "old", "--process-name", NAME, "--oldest"))
     assert status(fleet)["adopted/old@n2"]["pid"] == older
 
 
