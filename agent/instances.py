@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gdos.agent.adoption import Adoption
-from gdos.agent.procs import ProcRef, is_alive
+from gdos.agent.procs import ProcRef, boot_id, is_alive
 
 from gdos.errors import ErrorCode, GdosError
 from gdos.model import LIVE_STATES, InstanceState
@@ -167,16 +167,32 @@ class Instance:
 
     def write_pid_file(self) -> None:
         assert self.main is not None
-        data = {"pid": self.main.pid, "create_time": self.main.create_time, "started": self.started}
+        data = {
+            "pid": self.main.pid,
+            "create_time": self.main.create_time,
+            "ticks": self.main.ticks,
+            "boot_id": boot_id(),
+            "started": self.started,
+        }
         write_json_atomic(self.home / PID_FILE, data)
 
     def read_pid_file(self) -> tuple[ProcRef, float] | None:
-        """The recorded process if it still runs as that very process, else None."""
+        """The recorded process if it still runs as that very process, else None.
+
+        Written in another boot, it names no live process whatever its pid;
+        without ``ticks`` (an older agent wrote it) the wall-clock start is compared.
+        """
         try:
             data = json.loads((self.home / PID_FILE).read_text(encoding="utf-8"))
-            ref = ProcRef(int(data["pid"]), float(data["create_time"]))
+            ticks = data.get("ticks")
+            ref = ProcRef(
+                int(data["pid"]), float(data["create_time"]), None if ticks is None else int(ticks)
+            )
             started = float(data.get("started") or ref.create_time)
-        except (OSError, ValueError, KeyError, TypeError):
+            recorded_boot = data.get("boot_id")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if recorded_boot is not None and recorded_boot != boot_id():
             return None
         return (ref, started) if is_alive(ref) else None
 

@@ -15,6 +15,7 @@ import pwd
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gdos.errors import ErrorCode
@@ -153,18 +154,62 @@ async def kill_group(
 #
 # A pid alone is not an identity: once a process is gone and reaped, the
 # kernel may hand its number to an unrelated program. Everything that signals
-# a process it did not just spawn therefore carries (pid, create_time) and
-# checks both right before acting.
+# a process it did not just spawn therefore carries (pid, start) and checks
+# both right before acting.
+#
+# The start is compared in clock ticks since boot (/proc/PID/stat field 22),
+# never as wall-clock time: psutil's create_time is those ticks plus the boot
+# time, and the kernel derives the boot time from the wall clock, so an NTP
+# step, or slow drift across a whole second, moves every create_time at once.
+# Compared as wall time, every supervised process would then look dead (and
+# be started a second time beside itself). create_time stays for display
+# and for "started since" searches.
 
 CREATE_TIME_SLACK = 0.05  # psutil derives create_time from clock ticks; JSON round-trips it
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 
 
 @dataclass(frozen=True)
 class ProcRef:
-    """One process, identified by its pid and its start time."""
+    """One process, identified by its pid and its start in clock ticks since boot.
+
+    ``ticks`` is None where /proc cannot tell (another OS, or a pid.json an
+    older agent wrote); then ``create_time`` is compared instead, with slack.
+    """
 
     pid: int
     create_time: float
+    ticks: int | None = None
+
+    def same_process(self, other: ProcRef) -> bool:
+        if self.pid != other.pid:
+            return False
+        if self.ticks is not None and other.ticks is not None:
+            return self.ticks == other.ticks
+        return abs(self.create_time - other.create_time) < CREATE_TIME_SLACK
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot; None if /proc cannot say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        # comm (field 2) may hold spaces and parentheses: fields resume after the last ")"
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def boot_id() -> str | None:
+    """This boot's id: a pid.json written before a reboot names no live process."""
+    try:
+        return BOOT_ID_FILE.read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
+
+
+def ref_of(process: psutil.Process) -> ProcRef:
+    """The identity of a psutil process (raises psutil.Error when it is gone)."""
+    return ProcRef(process.pid, process.create_time(), start_ticks(process.pid))
 
 
 def proc_ref(pid: int, *, zombie_ok: bool = False) -> ProcRef | None:
@@ -175,15 +220,15 @@ def proc_ref(pid: int, *, zombie_ok: bool = False) -> ProcRef | None:
         process = psutil.Process(pid)
         if not zombie_ok and process.status() == psutil.STATUS_ZOMBIE:
             return None
-        return ProcRef(pid, process.create_time())
+        return ref_of(process)
     except (psutil.Error, ValueError):
         return None
 
 
 def is_alive(ref: ProcRef) -> bool:
-    """True when ``ref.pid`` still runs and is the same process (same create_time)."""
+    """True when ``ref.pid`` still runs and is the same process (same start)."""
     now = proc_ref(ref.pid)
-    return now is not None and abs(now.create_time - ref.create_time) < CREATE_TIME_SLACK
+    return now is not None and now.same_process(ref)
 
 
 def descendants(pid: int) -> list[ProcRef]:
@@ -198,7 +243,7 @@ def descendants(pid: int) -> list[ProcRef]:
     for child in children:
         with contextlib.suppress(psutil.Error):
             if child.status() != psutil.STATUS_ZOMBIE:
-                refs.append(ProcRef(child.pid, child.create_time()))
+                refs.append(ref_of(child))
     return refs
 
 
@@ -217,7 +262,7 @@ def marked_processes(variable: str, value: str) -> list[ProcRef]:
             if process.pid == os.getpid() or process.status() == psutil.STATUS_ZOMBIE:
                 continue
             if process.environ().get(variable) == value:
-                found.append(ProcRef(process.pid, process.create_time()))
+                found.append(ref_of(process))
     return found
 
 
@@ -262,7 +307,7 @@ def find_by_name(
         if created is None or (since is not None and created < since - CREATE_TIME_SLACK):
             continue
         if name_matches(name, info["name"] or "", info["cmdline"] or []):
-            found.append(ProcRef(info["pid"], created))
+            found.append(ProcRef(info["pid"], created, start_ticks(info["pid"])))
     return sorted(found, key=lambda ref: (ref.create_time, ref.pid))
 
 

@@ -10,8 +10,9 @@ This module is the facade the agent calls; each concern has its own home:
 
 Services run in their own session with their output appended to files, so
 an agent restart (even SIGKILL) goes unnoticed by them. A restarted agent
-re-adopts each process whose pid *and* create_time match pid.json; a pid
-reused by another program is never touched. Services see ``GDOS_INSTANCE``
+re-adopts each process whose pid *and* start (clock ticks since boot, so a
+wall-clock step changes nothing) match pid.json; a pid reused by another
+program is never touched. Services see ``GDOS_INSTANCE``
 (``system/module``) and ``GDOS_INSTANCE_HOME``, which also marks every
 descendant, so a stop finds even double-forked orphans.
 
