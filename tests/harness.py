@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.waiting import free_port, short_home, unchanged_for, wait_for
+from tests.waiting import START_WAIT, free_port, short_home, unchanged_for, wait_for
 
-__all__ = ["Fleet", "Proc", "free_port", "short_home", "unchanged_for", "wait_for"]
+__all__ = ["START_WAIT", "Fleet", "Proc", "free_port", "short_home", "unchanged_for", "wait_for"]
 
-DEFAULT_WAIT = 20.0
+DEFAULT_WAIT = 20.0  # waits on a running fleet (offline after --offline-after 2, ...)
 
 
 @dataclass
@@ -105,7 +105,8 @@ class Fleet:
     def nodes(self) -> dict[str, dict[str, Any]]:
         return {n["name"]: n for n in self.gdos_json("node", "list")}
 
-    def wait_online(self, *names: str, timeout: float = DEFAULT_WAIT) -> None:
+    def wait_online(self, *names: str, timeout: float = START_WAIT) -> None:
+        """Wait for ``names`` online; usually right after their agents were started."""
         wait_for(
             lambda: all(self.nodes().get(n, {}).get("online") for n in names),
             timeout,
@@ -149,7 +150,8 @@ class Fleet:
         )
         wait_for(
             lambda: self.gdos("daemon", "status").returncode == 0 or not daemon.alive(),
-            what="daemon answering",
+            START_WAIT,
+            "daemon answering",
         )
         assert daemon.alive(), daemon.log_text()
         return daemon
