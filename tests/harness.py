@@ -16,8 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,15 @@ class Fleet:
     daemon_args: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"  # the daemon's mesh address (another one inside a namespace)
     daemon_wrap: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NS]
+    # every process started, replaced daemons and agents included: close() kills them all
+    started: list[Proc] = field(default_factory=list)
+    background: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def mesh(self) -> str:
@@ -88,7 +98,7 @@ class Fleet:
     def gdos_background(self, *args: str) -> subprocess.Popen[str]:
         """Start the real CLI against this fleet's daemon without waiting for it
         (a follow, a long exec to cancel); the caller reads and ends it."""
-        return subprocess.Popen(
+        popen = subprocess.Popen(
             [sys.executable, "-m", "gdos.cli.main", *args],
             env=self.env(self.daemon_home),
             stdin=subprocess.DEVNULL,
@@ -96,6 +106,8 @@ class Fleet:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.background.append(popen)
+        return popen
 
     def gdos_json(self, *args: str) -> Any:
         result = self.gdos(*args, "--json")
@@ -128,7 +140,9 @@ class Fleet:
                 stderr=out,
                 start_new_session=True,
             )
-        return Proc(name, popen, home, log)
+        proc = Proc(name, popen, home, log)
+        self.started.append(proc)
+        return proc
 
     def start_daemon(self, *extra: str) -> Proc:
         args = [
@@ -213,14 +227,31 @@ class Fleet:
         return proc
 
     def close(self) -> None:
-        for proc in self.agents.values():
-            proc.kill()
-        if self.daemon is not None:
-            self.daemon.kill()
-        for home in self.homes:
-            kill_instances(home)
+        """Kill everything this fleet started, then remove its folders.
+
+        Every step runs even if an earlier one fails (a process that will not
+        die must not leave the others running); the first failure is raised.
+        """
+        steps: list[Callable[[], object]] = [proc.kill for proc in reversed(self.started)]
+        steps += [partial(_end, popen) for popen in self.background]
+        steps += [partial(kill_instances, home) for home in self.homes]
+        failures = []
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # raised below, once every step ran
+                failures.append(exc)
         for home in [self.daemon_home, *self.homes]:
             shutil.rmtree(home, ignore_errors=True)
+        if failures:
+            raise failures[0]
+
+
+def _end(popen: subprocess.Popen[str]) -> None:
+    """Kill a background CLI the test did not end itself."""
+    if popen.poll() is None:
+        popen.kill()
+        popen.wait(10)
 
 
 def kill_instances(home: Path) -> None:
