@@ -257,16 +257,21 @@ def _end(popen: subprocess.Popen[str]) -> None:
 def kill_instances(home: Path) -> None:
     """Kill what agents left running under ``home`` (services outlive their agent).
 
-    Each instance's pid.json names its pid and start time; a pid that now
-    belongs to another process (another start time) is left alone.
+    Each instance's pid.json names its pid and start time. Only a process that
+    is still that very one is signalled (the agent's own ProcRef check), so a
+    pid since reused by an unrelated process is left alone; its group only
+    when it leads one (a service the agent started in a session of its own),
+    never the group of an adopted process that merely belongs to one.
     """
-    import psutil
+    from gdos.agent.procs import ProcRef, is_alive, signal_ref
 
     for pid_file in home.glob("state/agent/instances/*/*/pid.json"):
-        with contextlib.suppress(Exception):
+        try:
             record = json.loads(pid_file.read_text())
-            proc = psutil.Process(int(record["pid"]))
-            if abs(proc.create_time() - float(record["create_time"])) < 0.01:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.kill()
+            ref = ProcRef(int(record["pid"]), float(record["create_time"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        with contextlib.suppress(OSError):
+            if is_alive(ref) and os.getpgid(ref.pid) == ref.pid:
+                os.killpg(ref.pid, signal.SIGKILL)
+        signal_ref(ref, signal.SIGKILL)
