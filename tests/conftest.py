@@ -10,12 +10,9 @@ from tests.harness import Fleet
 @pytest.fixture
 def fleet() -> Iterator[Fleet]:
     """A started daemon on a free loopback port; agents are added by the test."""
-    f = Fleet()
-    f.start_daemon()
-    try:
+    with Fleet() as f:  # closed even when the daemon does not come up
+        f.start_daemon()
         yield f
-    finally:
-        f.close()
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:

@@ -16,16 +16,17 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tests.waiting import free_port, short_home, unchanged_for, wait_for
+from tests.waiting import START_WAIT, free_port, short_home, unchanged_for, wait_for
 
-__all__ = ["Fleet", "Proc", "free_port", "short_home", "unchanged_for", "wait_for"]
+__all__ = ["START_WAIT", "Fleet", "Proc", "free_port", "short_home", "unchanged_for", "wait_for"]
 
-DEFAULT_WAIT = 20.0
+DEFAULT_WAIT = 20.0  # waits on a running fleet (offline after --offline-after 2, ...)
 
 
 @dataclass
@@ -63,6 +64,15 @@ class Fleet:
     daemon_args: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"  # the daemon's mesh address (another one inside a namespace)
     daemon_wrap: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NS]
+    # every process started, replaced daemons and agents included: close() kills them all
+    started: list[Proc] = field(default_factory=list)
+    background: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def mesh(self) -> str:
@@ -88,7 +98,7 @@ class Fleet:
     def gdos_background(self, *args: str) -> subprocess.Popen[str]:
         """Start the real CLI against this fleet's daemon without waiting for it
         (a follow, a long exec to cancel); the caller reads and ends it."""
-        return subprocess.Popen(
+        popen = subprocess.Popen(
             [sys.executable, "-m", "gdos.cli.main", *args],
             env=self.env(self.daemon_home),
             stdin=subprocess.DEVNULL,
@@ -96,6 +106,8 @@ class Fleet:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.background.append(popen)
+        return popen
 
     def gdos_json(self, *args: str) -> Any:
         result = self.gdos(*args, "--json")
@@ -105,7 +117,8 @@ class Fleet:
     def nodes(self) -> dict[str, dict[str, Any]]:
         return {n["name"]: n for n in self.gdos_json("node", "list")}
 
-    def wait_online(self, *names: str, timeout: float = DEFAULT_WAIT) -> None:
+    def wait_online(self, *names: str, timeout: float = START_WAIT) -> None:
+        """Wait for ``names`` online; usually right after their agents were started."""
         wait_for(
             lambda: all(self.nodes().get(n, {}).get("online") for n in names),
             timeout,
@@ -127,7 +140,9 @@ class Fleet:
                 stderr=out,
                 start_new_session=True,
             )
-        return Proc(name, popen, home, log)
+        proc = Proc(name, popen, home, log)
+        self.started.append(proc)
+        return proc
 
     def start_daemon(self, *extra: str) -> Proc:
         args = [
@@ -149,7 +164,8 @@ class Fleet:
         )
         wait_for(
             lambda: self.gdos("daemon", "status").returncode == 0 or not daemon.alive(),
-            what="daemon answering",
+            START_WAIT,
+            "daemon answering",
         )
         assert daemon.alive(), daemon.log_text()
         return daemon
@@ -211,29 +227,51 @@ class Fleet:
         return proc
 
     def close(self) -> None:
-        for proc in self.agents.values():
-            proc.kill()
-        if self.daemon is not None:
-            self.daemon.kill()
-        for home in self.homes:
-            kill_instances(home)
+        """Kill everything this fleet started, then remove its folders.
+
+        Every step runs even if an earlier one fails (a process that will not
+        die must not leave the others running); the first failure is raised.
+        """
+        steps: list[Callable[[], object]] = [proc.kill for proc in reversed(self.started)]
+        steps += [partial(_end, popen) for popen in self.background]
+        steps += [partial(kill_instances, home) for home in self.homes]
+        failures = []
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # raised below, once every step ran
+                failures.append(exc)
         for home in [self.daemon_home, *self.homes]:
             shutil.rmtree(home, ignore_errors=True)
+        if failures:
+            raise failures[0]
+
+
+def _end(popen: subprocess.Popen[str]) -> None:
+    """Kill a background CLI the test did not end itself."""
+    if popen.poll() is None:
+        popen.kill()
+        popen.wait(10)
 
 
 def kill_instances(home: Path) -> None:
     """Kill what agents left running under ``home`` (services outlive their agent).
 
-    Each instance's pid.json names its pid and start time; a pid that now
-    belongs to another process (another start time) is left alone.
+    Each instance's pid.json names its pid and start time. Only a process that
+    is still that very one is signalled (the agent's own ProcRef check), so a
+    pid since reused by an unrelated process is left alone; its group only
+    when it leads one (a service the agent started in a session of its own),
+    never the group of an adopted process that merely belongs to one.
     """
-    import psutil
+    from gdos.agent.procs import ProcRef, is_alive, signal_ref
 
     for pid_file in home.glob("state/agent/instances/*/*/pid.json"):
-        with contextlib.suppress(Exception):
+        try:
             record = json.loads(pid_file.read_text())
-            proc = psutil.Process(int(record["pid"]))
-            if abs(proc.create_time() - float(record["create_time"])) < 0.01:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.kill()
+            ref = ProcRef(int(record["pid"]), float(record["create_time"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        with contextlib.suppress(OSError):
+            if is_alive(ref) and os.getpgid(ref.pid) == ref.pid:
+                os.killpg(ref.pid, signal.SIGKILL)
+        signal_ref(ref, signal.SIGKILL)

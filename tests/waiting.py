@@ -14,6 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# The deadline for a wait that includes starting processes: a daemon, an agent
+# (which re-execs itself), a CLI call per poll. Each costs 0.3-0.5 s of CPU;
+# restart-to-online took ~1 s on an idle machine, 6.5 s with 20% of a CPU and
+# over 20 s with 7% (a loaded 2-core machine shared by several test runs). A
+# deadline only bounds how long a failing test waits, so it is sized for the
+# loaded machine; a passing test returns as soon as its condition holds.
+START_WAIT = 60.0
+
 
 def free_port() -> int:
     """A loopback TCP port nobody listens on right now."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Fleet, free_port, wait_for
+from tests.harness import START_WAIT, Fleet, free_port, wait_for
 
 
 class Receiver:
@@ -127,7 +127,7 @@ def test_node_offline_builtin_fires_on_kill_and_recovers_on_restart(
     wait_for(lambda: receiver.states("node-offline") == ["firing"], 10, "firing webhook")
 
     fleet.start_agent("n1", home=agent.home)
-    back = wait_for(lambda: event(fleet, "node-offline", "n1", ended=True), 15, "recovered")
+    back = wait_for(lambda: event(fleet, "node-offline", "n1", ended=True), START_WAIT, "recovered")
     assert back["ended"] >= back["started"]
     wait_for(lambda: receiver.states("node-offline") == ["firing", "resolved"], 10, "resolved")
     assert fleet.gdos_json("alert", "list", "--active") == []
@@ -142,7 +142,9 @@ def test_failing_and_hanging_hooks_do_not_block_the_daemon(fleet: Fleet) -> None
             "alert", "rule", "add", name, "--metric", "mem", "--op", ">=", "--value", "0", *hook
         )
         assert result.returncode == 0, result.stderr
-    wait_for(lambda: {e["rule"] for e in events(fleet, "--active")} >= {"refused", "hangs"}, 15)
+    wait_for(
+        lambda: {e["rule"] for e in events(fleet, "--active")} >= {"refused", "hangs"}, START_WAIT
+    )
     wait_for(lambda: "alert webhook" in fleet.daemon.log_text(), 10, "webhook retried")  # type: ignore[union-attr]
     listed = fleet.gdos("node", "list", timeout=10)
     assert listed.returncode == 0 and "n1" in listed.stdout

@@ -22,12 +22,9 @@ DEADLINE = 30.0  # far below 120 s: only a goodbye or a closed connection gets t
 
 @pytest.fixture
 def patient() -> Iterator[Fleet]:
-    fleet = Fleet()
-    fleet.start_daemon(*PATIENT)
-    try:
+    with Fleet() as fleet:
+        fleet.start_daemon(*PATIENT)
         yield fleet
-    finally:
-        fleet.close()
 
 
 def test_agent_stopped_with_sigterm_says_goodbye_and_is_offline(patient: Fleet) -> None:

@@ -9,7 +9,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from gdos.wire import protocol
-from tests.harness import Fleet, wait_for
+from tests.harness import START_WAIT, Fleet, wait_for
 
 
 def test_enroll_by_token_brings_node_online_with_facts(fleet: Fleet) -> None:
@@ -50,7 +50,7 @@ def test_expired_token_is_refused_by_the_agent_at_once(fleet: Fleet) -> None:
     token = fleet.token("--ttl", "1")
     time.sleep(1.1)  # the token's own expiry is what is tested
     proc = fleet.start_agent("n1", join=token)
-    proc.popen.wait(20)
+    proc.popen.wait(START_WAIT)
     assert proc.popen.returncode != 0
     assert "error[token_expired]" in proc.log_text()
     assert "Traceback" not in proc.log_text()
@@ -60,7 +60,8 @@ def test_enroll_by_key_accept(fleet: Fleet) -> None:
     fleet.start_agent("n1")  # --daemon + --daemon-key, no token
     wait_for(
         lambda: [k for k in fleet.gdos_json("key", "list") if k["status"] == "pending"],
-        what="pending key",
+        START_WAIT,  # the agent starts first
+        "pending key",
     )
     assert "n1" not in fleet.nodes()
     unreachable = fleet.gdos("exec", "n1", "--", "true")

@@ -67,12 +67,9 @@ class RawAgent:
 
 @pytest.fixture
 def plain() -> Iterator[Fleet]:
-    fleet = Fleet()
-    fleet.start_daemon("--insecure")
-    try:
+    with Fleet() as fleet:
+        fleet.start_daemon("--insecure")
         yield fleet
-    finally:
-        fleet.close()
 
 
 def test_out_of_range_exit_code_fails_that_host_alone(plain: Fleet) -> None:

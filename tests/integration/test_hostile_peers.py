@@ -110,12 +110,12 @@ def test_idle_connections_are_capped_and_the_fd_limit_is_raised() -> None:
     low = min(1024, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
     fleet = Fleet()
-    try:
-        fleet.start_daemon("--max-connections", "64", "--max-handshakes", "32")
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     idle: list[socket.socket] = []
     try:
+        try:
+            fleet.start_daemon("--max-connections", "64", "--max-handshakes", "32")
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         fleet.start_agent("real", join=fleet.token())
         fleet.wait_online("real")
         pid = daemon_pid(fleet)
@@ -166,10 +166,14 @@ def test_unaccepted_key_flood_is_dropped_before_decoding(real: Fleet) -> None:
 
 
 def test_a_peer_over_its_byte_quota_is_dropped_and_others_still_served() -> None:
-    fleet = Fleet()
-    fleet.start_daemon("--peer-quota-mb", "4")  # 4 MiB/s, bursts of 32 MiB
-    fleet.start_agent("real", join=fleet.token())
-    fleet.wait_online("real")
+    with Fleet() as fleet:
+        fleet.start_daemon("--peer-quota-mb", "4")  # 4 MiB/s, bursts of 32 MiB
+        fleet.start_agent("real", join=fleet.token())
+        fleet.wait_online("real")
+        _over_quota_dropped(fleet)
+
+
+def _over_quota_dropped(fleet: Fleet) -> None:
     pid = daemon_pid(fleet)
     before = rss_bytes(pid)
     peer = enrolled_peer(fleet, "noisy")
@@ -189,7 +193,6 @@ def test_a_peer_over_its_byte_quota_is_dropped_and_others_still_served() -> None
         assert rss_bytes(pid) - before < 64 * MB
     finally:
         peer.close()
-        fleet.close()
 
 
 # -- 6. reports: entries per report and per node; large replies ----------------

@@ -18,7 +18,7 @@ import psutil
 import zmq
 
 from gdos.wire import protocol
-from tests.harness import Fleet, Proc, short_home, wait_for
+from tests.harness import START_WAIT, Fleet, Proc, short_home, wait_for
 
 
 def _impostor(
@@ -252,7 +252,7 @@ def test_plain_restart_dials_as_the_enrolled_name(fleet: Fleet) -> None:
     assert [(k["name"], k["status"]) for k in _keys(fleet)] == [("web-7", "accepted")]
     again.kill(signal.SIGTERM)
     renamed = _spawn_in(fleet, agent.home, "renamed", _agent_argv("--name", "other"))
-    renamed.popen.wait(30)
+    renamed.popen.wait(START_WAIT)
     assert renamed.popen.returncode == 2
     assert "enrolled as 'web-7'" in renamed.log_text() and "--state-dir" in renamed.log_text()
     assert "Traceback" not in renamed.log_text()

@@ -29,12 +29,7 @@ from tests.integration.services_kit import (
     web_package,
 )
 from tests.integration.truth_kit import events_since, mismatches, real_instances
-
-# Bringing an agent up is Python processes starting one after another (the CLI
-# that reads the daemon key, `gdos agent run`, the agent it execs, then one CLI
-# per status poll): about 1.5 s of CPU, no timer. With the fleet held to 7% of a
-# CPU (a loaded 2-core machine) that alone took over the harness's 20 s.
-AGENT_START_WAIT = 60.0
+from tests.waiting import START_WAIT
 
 
 @pytest.fixture
@@ -42,7 +37,7 @@ def duo(fleet: Fleet) -> Iterator[Fleet]:
     token = fleet.token()
     for name in ("n1", "n2"):
         fleet.start_agent(name, join=token)
-    fleet.wait_online("n1", "n2", timeout=AGENT_START_WAIT)
+    fleet.wait_online("n1", "n2")
     yield fleet
 
 
@@ -193,7 +188,7 @@ def _restarted_agent_reported(fleet: Fleet, restarted: str, old_pid: int) -> dic
         return rows if row.get("state") == "running" and row.get("pid") != old_pid else None
 
     what = f"the restarted agent to report {restarted} running again"
-    return dict(wait_for(reported, AGENT_START_WAIT, what))
+    return dict(wait_for(reported, START_WAIT, what))
 
 
 def test_match_strategy_supervises_the_daemonised_process(duo: Fleet, tmp_path: Path) -> None:

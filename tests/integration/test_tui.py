@@ -23,7 +23,7 @@ from gdos.tui.widgets import health_style
 from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher, DataTable, Input, Static
 
-from tests.harness import Fleet, short_home
+from tests.harness import START_WAIT, Fleet, short_home
 
 SIZE = (120, 40)
 
@@ -269,7 +269,7 @@ def test_s_opens_a_remote_shell_in_the_real_terminal(fleet: Fleet) -> None:
     fleet.wait_online("n1")
     env = {**fleet.env(fleet.daemon_home), "TERM": "xterm-256color"}
     argv = ["-m", "gdos.cli.main", "tui", "--refresh", "0.2"]
-    child = pexpect.spawn(sys.executable, argv, env=env, dimensions=(40, 120), timeout=20)
+    child = pexpect.spawn(sys.executable, argv, env=env, dimensions=(40, 120), timeout=START_WAIT)
     try:
         child.expect("online")
         child.send("s")

@@ -19,7 +19,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label, RichLog
 from textual.widgets.data_table import ColumnKey
 
-from tests.harness import Fleet
+from tests.harness import START_WAIT, Fleet
 from tests.integration.test_tui import cell, message, rows, run_app, until
 
 HOSTS = "#hosts-table"
@@ -134,13 +134,15 @@ def test_task_status_column_widens_from_running_to_succeeded(two_nodes: Fleet) -
         app.show_view("tasks")
         await pilot.pause()
         await start_exec(pilot, "n1", "sleep 3")
-        await until(pilot, lambda: rows(app, "#tasks-table"), "the task in the list")
+        listed = partial(rows, app, "#tasks-table")
+        await until(pilot, listed, "the task in the list", timeout=START_WAIT)
         task = rows(app, "#tasks-table")[0]
         assert cell(app, task, "status", "#tasks-table") == "running"
         await until(
             pilot,
             lambda: cell(app, task, "status", "#tasks-table") == "succeeded",
             "the task succeeded in the list",
+            timeout=START_WAIT,  # the agent starts `sleep 3`, then reports
         )
         status = app.query_one("#tasks-table", DataTable).columns[ColumnKey("status")]
         assert status.content_width >= len("succeeded")
