@@ -58,6 +58,7 @@ from support import (  # the folder is put on the path just above
 
 from gdos.devtools.hostile import RawPeer
 from gdos.wire import protocol
+from gdos.wire.schema import Spec
 
 NODE = "fuzz-real"
 WRONG: list[Any] = [
@@ -82,7 +83,7 @@ def corpus(seed: int, size: int = 4000) -> list[bytes]:
     with each field given a wrong type or an extreme value."""
     rng = random.Random(seed)
     frames: list[bytes] = [b"", b"\xc1", b"\x00" * 65, bytes(range(256)), b"\x92\x01"]
-    agent_kinds = sorted(k for k in protocol.KINDS if "." in k or k in ("hello", "heartbeat"))
+    agent_kinds = sorted(protocol.AGENT_SENDS)  # what the mesh decodes at all
     while len(frames) < size:
         choice = rng.random()
         if choice < 0.15:
@@ -103,8 +104,11 @@ def corpus(seed: int, size: int = 4000) -> list[bytes]:
     return frames
 
 
-def _sample(types: tuple[type, ...], rng: random.Random) -> Any:
-    kind = types[0]
+def _sample(declared: Any, rng: random.Random) -> Any:
+    """A value of the declared field: the schema's own example (nested kinds),
+    or one of a few awkward values of the declared Python type."""
+    if isinstance(declared, Spec):
+        return declared.example()
     samples: dict[type, Any] = {
         int: rng.choice([0, 1, 7, 2**31]),
         float: rng.random() * 100,
@@ -114,7 +118,7 @@ def _sample(types: tuple[type, ...], rng: random.Random) -> Any:
         dict: {"instance": "s/m", "state": "running"},
         list: [{"instance": "s/m", "state": "running"}],
     }
-    return samples.get(kind)
+    return samples.get(declared[0])
 
 
 def send_all(peer: RawPeer, frames: list[bytes], count: int, sent: list[int], idx: int) -> None:

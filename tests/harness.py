@@ -232,7 +232,10 @@ class Fleet:
         Every step runs even if an earlier one fails (a process that will not
         die must not leave the others running); the first failure is raised.
         """
-        steps: list[Callable[[], object]] = [proc.kill for proc in reversed(self.started)]
+        # tests may also put a process they spawned themselves into ``agents``
+        registered = [*self.agents.values(), *([self.daemon] if self.daemon else [])]
+        procs = list({id(p): p for p in [*reversed(self.started), *registered]}.values())
+        steps: list[Callable[[], object]] = [proc.kill for proc in procs]
         steps += [partial(_end, popen) for popen in self.background]
         steps += [partial(kill_instances, home) for home in self.homes]
         failures = []

@@ -65,6 +65,18 @@ def test_close_kills_replaced_processes_and_background_clis() -> None:
     assert ended(first) and ended(second) and ended(hanging)
 
 
+def test_close_kills_a_process_a_test_registered_itself() -> None:
+    """Tests that spawn an agent their own way put it in ``agents``: it must not leak
+    (test_keys' join-token agents outlived their fleet)."""
+    fleet = Fleet()
+    log = fleet.daemon_home / "own.log"
+    with log.open("w") as out:
+        popen = subprocess.Popen(SLEEP, stdout=out, stderr=out, start_new_session=True)
+    fleet.agents["own"] = own = Proc("own", popen, fleet.daemon_home, log)
+    fleet.close()
+    assert ended(own)
+
+
 def _pid_file(home: Path, proc: subprocess.Popen[bytes], shift: float = 0.0) -> None:
     folder = home / "state/agent/instances/shop/web"
     folder.mkdir(parents=True, exist_ok=True)
