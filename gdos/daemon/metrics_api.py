@@ -79,11 +79,12 @@ class MetricsApi:
         return {"stream": msg.id, "interval": interval}
 
     def node_rows(self) -> list[dict[str, Any]]:
-        """Every known node, with its latest values when it has sent any."""
+        """Every known node, with its latest values while it is online (an offline
+        node's last sample is not its load now, as in ``node list``)."""
         latest = {e["node"]: e for e in self.metrics.latest() if e["instance"] is None}
         rows = []
         for name, node in self.registry.nodes.items():
-            entry = latest.get(name) or {"values": {}, "ts": None}
+            entry = (latest.get(name) if node.online else None) or {"values": {}, "ts": None}
             rows.append(
                 {
                     "key": name,
@@ -97,7 +98,7 @@ class MetricsApi:
         return rows
 
     def instance_rows(self) -> list[dict[str, Any]]:
-        """Every instance running in its node's latest sample."""
+        """Every instance running in its node's latest sample, for online nodes."""
         return [
             {
                 "key": f"{e['instance']}@{e['node']}",
@@ -107,8 +108,12 @@ class MetricsApi:
                 **e["values"],
             }
             for e in self.metrics.latest()
-            if e["instance"] is not None
+            if e["instance"] is not None and self._online(e["node"])
         ]
+
+    def _online(self, name: str) -> bool:
+        node = self.registry.nodes.get(name)
+        return node is not None and node.online
 
 
 def _instance(value: Any) -> str | None:

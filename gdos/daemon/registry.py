@@ -41,8 +41,13 @@ class LiveNode:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def view(self) -> dict[str, Any]:
-        """What ``node list`` shows for this node."""
-        m = self.metrics
+        """What ``node list`` shows for this node.
+
+        The load columns are the node's load now: an offline node has none, so
+        they are null rather than its last sample (``node show`` keeps that,
+        with the time it was taken), as the Prometheus export leaves it out.
+        """
+        m = self.metrics if self.online else None
         return {
             "name": self.name,
             "online": self.online,

@@ -45,10 +45,20 @@ def test_agent_killed_is_offline_once_its_connection_closes(patient: Fleet) -> N
     agent = patient.start_agent("n1", join=token)
     patient.start_agent("n2", join=token)
     patient.wait_online("n1", "n2")
+    wait_for(lambda: patient.nodes()["n1"]["cpu_percent"] is not None, what="n1's load")
     agent.kill(signal.SIGKILL)  # no goodbye: the kernel closes the TCP connection
     patient.wait_offline("n1", timeout=DEADLINE)
     assert "n1 offline (connection closed)" in patient.daemon.log_text()  # type: ignore[union-attr]
     assert patient.nodes()["n2"]["online"] is True
+    # an offline node's last load is not shown as its load now
+    wait_for(lambda: patient.nodes()["n2"]["cpu_percent"] is not None, what="n2's load")
+    n1 = patient.nodes()["n1"]
+    assert [n1[k] for k in ("cpu_percent", "mem_percent", "load1", "disk_percent")] == [None] * 4
+    row = next(line for line in patient.gdos("node", "list").stdout.splitlines() if "n1" in line)
+    assert row.split()[3:7] == ["-", "-", "-", "-"]
+    assert patient.gdos_json("node", "show", "n1")["metrics"]  # the last sample, with its time
+    top = {row["node"]: row for row in patient.gdos_json("top", "--once")}
+    assert top["n1"]["ts"] is None and "cpu" not in top["n1"] and "cpu" in top["n2"]
     patient.start_agent("n1", home=agent.home)
     patient.wait_online("n1")
     assert patient.gdos("exec", "n1", "n2", "--", "true").returncode == 0
