@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from array import array
+from collections.abc import Container
 from typing import Any
 
 from gdos.metric_catalog import (
@@ -168,10 +169,16 @@ class MetricRings:
         self.instances.pop(node, None)
 
     # -- reading ------------------------------------------------------------------
-    def latest(self) -> list[dict[str, Any]]:
-        """One entry per node, and per instance running in its node's latest sample."""
+    def latest(self, only: Container[str] | None = None) -> list[dict[str, Any]]:
+        """One entry per node, and per instance running in its node's latest sample.
+
+        ``only``: just these nodes (the online ones, for views of the load now:
+        an offline node's last sample is not its load now).
+        """
         out = []
         for node, ring in self.nodes.items():
+            if only is not None and node not in only:
+                continue
             stamp = ring.last_stamp()
             if stamp is None:
                 continue

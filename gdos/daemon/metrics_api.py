@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gdos.daemon.control import ControlConnection
+from gdos.daemon.registry import online_names
 from gdos.daemon.watch import NodeDiff, watch, watch_interval
 from gdos.errors import ErrorCode, GdosError
 from gdos.metric_catalog import INSTANCE_PATTERN, find_metric, scope_metrics
@@ -81,10 +82,11 @@ class MetricsApi:
     def node_rows(self) -> list[dict[str, Any]]:
         """Every known node, with its latest values while it is online (an offline
         node's last sample is not its load now, as in ``node list``)."""
-        latest = {e["node"]: e for e in self.metrics.latest() if e["instance"] is None}
+        online = online_names(self.registry.nodes)
+        latest = {e["node"]: e for e in self.metrics.latest(only=online) if e["instance"] is None}
         rows = []
         for name, node in self.registry.nodes.items():
-            entry = (latest.get(name) if node.online else None) or {"values": {}, "ts": None}
+            entry = latest.get(name) or {"values": {}, "ts": None}
             rows.append(
                 {
                     "key": name,
@@ -107,13 +109,9 @@ class MetricsApi:
                 "ts": e["ts"],
                 **e["values"],
             }
-            for e in self.metrics.latest()
-            if e["instance"] is not None and self._online(e["node"])
+            for e in self.metrics.latest(only=online_names(self.registry.nodes))
+            if e["instance"] is not None
         ]
-
-    def _online(self, name: str) -> bool:
-        node = self.registry.nodes.get(name)
-        return node is not None and node.online
 
 
 def _instance(value: Any) -> str | None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from gdos.daemon import alert_rules
 from gdos.daemon.alert_store import AlertStore, tasks_by_status
+from gdos.daemon.registry import online_names
 from gdos.errors import ErrorCode, GdosError
 from gdos.metric_catalog import INSTANCE_METRICS, NODE_METRICS
 
@@ -77,9 +78,9 @@ def take_snapshot(
     alerts: AlertStore,
 ) -> Snapshot:
     """Everything one scrape exports, from the registry, the rings and the database."""
-    online = {name for name, node in nodes.items() if node.online}
+    online = online_names(nodes)
     return Snapshot(
-        entries=[e for e in rings.latest() if e["node"] in online],
+        entries=rings.latest(only=online),
         known=len(nodes),
         online=len(online),
         mesh=dict(mesh_counters),

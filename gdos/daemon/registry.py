@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,11 @@ class LiveNode:
             "last_seen": self.last_seen,
             **self.summary,
         }
+
+
+def online_names(nodes: Mapping[str, LiveNode]) -> set[str]:
+    """The nodes connected now."""
+    return {name for name, node in nodes.items() if node.online}
 
 
 class NodeRegistry:
